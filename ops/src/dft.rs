@@ -1,0 +1,328 @@
+//! `rfft2` / `irfft2` with `norm = "ortho"`, as products with constant real DFT bases.
+//!
+//! Why matrix products and not an FFT: the planes AdaptIR transforms are tiny (16x16 in IPT, 24x24 to 48x48 in
+//! EDT), so a dense DFT costs a few small GEMMs, runs on every candle device and every ONNX Runtime execution
+//! provider as it is, and its backward is the transposed product, which candle's autograd derives by itself.
+//!
+//! Torch semantics kept (DESIGN §2):
+//! - the forward is a real DFT along W (W/2+1 bins) then a complex DFT along H, both scaled by 1/sqrt(n);
+//! - the inverse is a complex inverse along H then a complex-to-real inverse along W that ignores the
+//!   imaginary parts of the DC column and, for even W, of the Nyquist column;
+//! - a value that is zero in exact arithmetic is returned as `+0.0`. The imaginary part at the
+//!   self-conjugate bins (k in {0, H/2}) x (l in {0, W/2}) is zero for every real input and is forced to
+//!   `+0.0`. Elsewhere a product with rounded bases cannot produce an exact zero where pocketfft does (a
+//!   constant plane has an exactly zero spectrum outside DC). So the forward products run in f64 (for f32 and
+//!   f64 inputs; f32 for f16 / bf16), and every component below the rounding bound of that f64 product,
+//!   `SNAP_ULPS * eps64 * sum|x| / sqrt(HW)` per plane, is returned as `+0.0`; the result is then rounded to
+//!   the input dtype. A residue that small carries no information, but its *angle* would: `atan2` of a residue
+//!   is arbitrary, and the phase affine of AdaptIR turns it into an O(bias) change of the output. Computing in
+//!   f64 keeps the snapping threshold some 1e-15 of the data, far below anything an f32 input can hold, so the
+//!   snap never moves a genuine value by more than an f32 rounding, and the f32 result is as accurate as a
+//!   correctly rounded DFT. The inverse needs no such care and runs in the input dtype. See `tests/dft.rs` and
+//!   the `adaptir_fft_edges` parity test.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use candle_core::{DType, Device, DeviceLocation, Result, Tensor, D};
+
+/// Components of the forward spectrum below `SNAP_ULPS * eps * sum|x| / sqrt(HW)` (eps of the compute dtype)
+/// are exact zeros.
+///
+/// The rounding error of each output of the two-stage product is bounded by about
+/// `(H + W) * eps * sum|x| / sqrt(HW)`; the residues actually seen where the exact value is zero (constants,
+/// stripes, checkerboards, 8x8 to 64x64) stay below `0.3 * eps * sum|x| / sqrt(HW)` (measured in
+/// `tests/dft.rs`, which asserts a margin of at least 4).
+pub const SNAP_ULPS: f64 = 8.0;
+
+/// The dtype the forward products run in for an input dtype (see the module docs).
+pub fn compute_dtype(dtype: DType) -> DType {
+    match dtype {
+        DType::F16 | DType::BF16 => DType::F32,
+        _ => DType::F64,
+    }
+}
+
+/// `(cos, sin)` of `2 pi m / n`, with the symmetries of the circle exact: values at multiples of pi/4 are
+/// exact, and `cos(a) = sin(pi/2 - a)` bit for bit, so symmetric basis entries cancel exactly.
+pub fn cos_sin_2pi(m: usize, n: usize) -> (f64, f64) {
+    let m = m % n;
+    let m4 = 4 * m;
+    let (quadrant, rem) = (m4 / n, m4 % n);
+    // Angle within the quadrant is (pi/2) * rem / n.
+    let (c, s) = if rem == 0 {
+        (1.0, 0.0)
+    } else if 2 * rem == n {
+        let r = std::f64::consts::FRAC_1_SQRT_2;
+        (r, r)
+    } else if 2 * rem < n {
+        let a = std::f64::consts::FRAC_PI_2 * rem as f64 / n as f64;
+        (a.cos(), a.sin())
+    } else {
+        let a = std::f64::consts::FRAC_PI_2 * (n - rem) as f64 / n as f64;
+        (a.sin(), a.cos())
+    };
+    match quadrant {
+        0 => (c, s),
+        1 => (-s, c),
+        2 => (-c, -s),
+        _ => (s, -c),
+    }
+}
+
+/// The constant bases for one (H, W) plane size, on one device and dtype.
+pub struct DftBases {
+    pub h: usize,
+    pub w: usize,
+    /// W/2 + 1.
+    pub wr: usize,
+    /// (W, 2 Wr): `[cos | -sin] / sqrt(W)`: real row -> (re | im) of the half spectrum.
+    fwd_w: Tensor,
+    /// (2H, 2H): `[[C, -S], [S, C]]` with `C, S = cos, sin / sqrt(H)`: (re | im) -> forward complex DFT.
+    fwd_h: Tensor,
+    /// (2H, 2H): `[[C, S], [-S, C]]`: inverse complex DFT along H.
+    inv_h: Tensor,
+    /// (2 Wr, W): complex-to-real inverse along W; zero rows for the ignored imaginary parts.
+    inv_w: Tensor,
+    /// (H, Wr) in the dtype: 1 at the self-conjugate bins, where the imaginary part is zero by symmetry.
+    self_conjugate: Tensor,
+}
+
+impl DftBases {
+    fn build(h: usize, w: usize, dtype: DType, device: &Device) -> Result<Self> {
+        let wr = w / 2 + 1;
+        let (sw, sh) = (1.0 / (w as f64).sqrt(), 1.0 / (h as f64).sqrt());
+
+        let mut fwd_w = vec![0f64; w * 2 * wr];
+        for x in 0..w {
+            for l in 0..wr {
+                let (c, s) = cos_sin_2pi(l * x, w);
+                fwd_w[x * 2 * wr + l] = c * sw;
+                fwd_w[x * 2 * wr + wr + l] = -s * sw;
+            }
+        }
+
+        let (mut fwd_h, mut inv_h) = (vec![0f64; 4 * h * h], vec![0f64; 4 * h * h]);
+        for r in 0..h {
+            for k in 0..h {
+                let (c, s) = cos_sin_2pi(r * k, h);
+                let (c, s) = (c * sh, s * sh);
+                // Row vector (re | im) times the matrix: block (row block, column block).
+                let at = |rb: usize, cb: usize| (rb * h + r) * 2 * h + cb * h + k;
+                fwd_h[at(0, 0)] = c;
+                fwd_h[at(0, 1)] = -s;
+                fwd_h[at(1, 0)] = s;
+                fwd_h[at(1, 1)] = c;
+                inv_h[at(0, 0)] = c;
+                inv_h[at(0, 1)] = s;
+                inv_h[at(1, 0)] = -s;
+                inv_h[at(1, 1)] = c;
+            }
+        }
+
+        let mut inv_w = vec![0f64; 2 * wr * w];
+        for l in 0..wr {
+            // Bins 1..W/2 (exclusive of Nyquist) stand for themselves and their mirror images.
+            let nyquist = w % 2 == 0 && l == w / 2;
+            let weight = if l == 0 || nyquist { 1.0 } else { 2.0 };
+            for x in 0..w {
+                let (c, s) = cos_sin_2pi(l * x, w);
+                inv_w[l * w + x] = weight * c * sw;
+                // At DC and Nyquist sin is exactly 0: their imaginary parts are ignored, as in torch.
+                inv_w[(wr + l) * w + x] = -weight * s * sw;
+            }
+        }
+
+        let mut self_conjugate = vec![0f64; h * wr];
+        for k in [0, h / 2] {
+            for l in [0, w / 2] {
+                let k_ok = k == 0 || h % 2 == 0;
+                let l_ok = l == 0 || w % 2 == 0;
+                if k_ok && l_ok {
+                    self_conjugate[k * wr + l] = 1.0;
+                }
+            }
+        }
+
+        let t =
+            |v: Vec<f64>, r: usize, c: usize| Tensor::from_vec(v, (r, c), device)?.to_dtype(dtype);
+        Ok(Self {
+            h,
+            w,
+            wr,
+            fwd_w: t(fwd_w, w, 2 * wr)?,
+            fwd_h: t(fwd_h, 2 * h, 2 * h)?,
+            inv_h: t(inv_h, 2 * h, 2 * h)?,
+            inv_w: t(inv_w, 2 * wr, w)?,
+            self_conjugate: t(self_conjugate, h, wr)?,
+        })
+    }
+
+    /// The bases for (h, w) on `device` in `dtype`, built once per process and shared.
+    pub fn get(h: usize, w: usize, dtype: DType, device: &Device) -> Result<Arc<Self>> {
+        type Key = (usize, usize, DType, DeviceLocation);
+        static CACHE: OnceLock<Mutex<HashMap<Key, Arc<DftBases>>>> = OnceLock::new();
+        if h == 0 || w == 0 {
+            candle_core::bail!("rfft2/irfft2: empty plane {h}x{w}");
+        }
+        let key = (h, w, dtype, device.location());
+        let cache = CACHE.get_or_init(Default::default);
+        if let Some(b) = cache.lock().map_err(poisoned)?.get(&key) {
+            return Ok(b.clone());
+        }
+        let bases = Arc::new(Self::build(h, w, dtype, device)?);
+        cache.lock().map_err(poisoned)?.insert(key, bases.clone());
+        Ok(bases)
+    }
+
+    /// The raw product matrices, for lowerings that emit them as constants (ONNX export).
+    pub fn matrices(&self) -> [(&'static str, &Tensor); 5] {
+        [
+            ("fwd_w", &self.fwd_w),
+            ("fwd_h", &self.fwd_h),
+            ("inv_h", &self.inv_h),
+            ("inv_w", &self.inv_w),
+            ("self_conjugate", &self.self_conjugate),
+        ]
+    }
+}
+
+fn poisoned<T>(_: T) -> candle_core::Error {
+    candle_core::Error::Msg("DFT basis cache lock poisoned".into())
+}
+
+/// Split (.., 2n) into its two halves.
+fn halves(t: &Tensor, n: usize) -> Result<(Tensor, Tensor)> {
+    Ok((t.narrow(D::Minus1, 0, n)?, t.narrow(D::Minus1, n, n)?))
+}
+
+/// (B, H, X) -> (B*X, H) rows along H, and back.
+fn rows_along_h(t: &Tensor) -> Result<Tensor> {
+    let (b, h, x) = t.dims3()?;
+    t.transpose(1, 2)?.contiguous()?.reshape((b * x, h))
+}
+
+fn from_rows_along_h(t: &Tensor, b: usize, x: usize) -> Result<Tensor> {
+    let h = t.dim(1)?;
+    t.reshape((b, x, h))?.transpose(1, 2)?.contiguous()
+}
+
+/// Flatten leading dims: (.., H, W) -> (B, H, W), remembering them.
+fn flatten_planes(x: &Tensor) -> Result<(Tensor, Vec<usize>)> {
+    let dims = x.dims();
+    if dims.len() < 2 {
+        candle_core::bail!(
+            "rfft2/irfft2: expected a tensor of rank >= 2, got shape {:?}",
+            dims
+        );
+    }
+    let lead = dims[..dims.len() - 2].to_vec();
+    let b: usize = lead.iter().product();
+    let (h, w) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+    Ok((x.reshape((b, h, w))?, lead))
+}
+
+fn with_lead(t: &Tensor, lead: &[usize]) -> Result<Tensor> {
+    let mut shape = lead.to_vec();
+    shape.extend_from_slice(&t.dims()[1..]);
+    t.reshape(shape)
+}
+
+/// `torch.fft.rfft2(x, norm="ortho")` over the last two dims: returns (re, im), each (.., H, W/2+1).
+pub fn rfft2(x: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (x3, lead) = flatten_planes(x)?;
+    let (_, h, w) = x3.dims3()?;
+    let x3 = x3.to_dtype(compute_dtype(x.dtype()))?;
+    let bases = DftBases::get(h, w, x3.dtype(), x.device())?;
+    let (re, im) = products(&x3, &bases)?;
+    let (re, im) = exact_zeros(&x3, &re, &im, &bases)?;
+    let (re, im) = (re.to_dtype(x.dtype())?, im.to_dtype(x.dtype())?);
+    Ok((with_lead(&re, &lead)?, with_lead(&im, &lead)?))
+}
+
+/// The raw two-stage product in the compute dtype, before exact zeros are restored: for diagnostics and tests.
+pub fn rfft2_products(x: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (x3, lead) = flatten_planes(x)?;
+    let (_, h, w) = x3.dims3()?;
+    let x3 = x3.to_dtype(compute_dtype(x.dtype()))?;
+    let bases = DftBases::get(h, w, x3.dtype(), x.device())?;
+    let (re, im) = products(&x3, &bases)?;
+    Ok((with_lead(&re, &lead)?, with_lead(&im, &lead)?))
+}
+
+fn products(x3: &Tensor, bases: &DftBases) -> Result<(Tensor, Tensor)> {
+    let (b, h, w) = x3.dims3()?;
+    let wr = bases.wr;
+
+    // Along W: (B*H, W) @ (W, 2Wr) -> (B, H, 2Wr) = (re | im).
+    let half = x3.reshape((b * h, w))?.matmul(&bases.fwd_w)?;
+    let half = half.reshape((b, h, 2 * wr))?;
+    // Along H on (re | im) rows: (B*Wr, 2H) @ (2H, 2H).
+    let (re, im) = halves(&half, wr)?;
+    let rows = Tensor::cat(&[rows_along_h(&re)?, rows_along_h(&im)?], 1)?;
+    let spec = rows.matmul(&bases.fwd_h)?;
+    let (re, im) = halves(&spec, h)?;
+    Ok((
+        from_rows_along_h(&re, b, wr)?,
+        from_rows_along_h(&im, b, wr)?,
+    ))
+}
+
+fn exact_zeros(
+    x3: &Tensor,
+    re: &Tensor,
+    im: &Tensor,
+    bases: &DftBases,
+) -> Result<(Tensor, Tensor)> {
+    let (h, w, x) = (bases.h, bases.w, x3);
+    // Exact zeros: below the product's own rounding bound, and Im at the self-conjugate bins.
+    let eps = match x.dtype() {
+        DType::F64 => f64::EPSILON,
+        DType::F32 => f32::EPSILON as f64,
+        other => candle_core::bail!("rfft2: unsupported compute dtype {other:?}"),
+    };
+    let scale = SNAP_ULPS * eps / ((h * w) as f64).sqrt();
+    let tol = x.detach().abs()?.sum_keepdim((1, 2))?.affine(scale, 0.0)?;
+    let zeros = re.zeros_like()?;
+    let snap = |v: &Tensor, forced: Option<&Tensor>| -> Result<Tensor> {
+        let small = v.detach().abs()?.broadcast_le(&tol)?;
+        let zero_here = match forced {
+            Some(f) => small.to_dtype(x.dtype())?.broadcast_maximum(f)?.gt(0.0)?,
+            None => small,
+        };
+        zero_here.where_cond(&zeros, v)
+    };
+    Ok((snap(re, None)?, snap(im, Some(&bases.self_conjugate))?))
+}
+
+/// `torch.fft.irfft2(complex(re, im), s=(h, w), norm="ortho")` over the last two dims.
+pub fn irfft2(re: &Tensor, im: &Tensor, (h, w): (usize, usize)) -> Result<Tensor> {
+    if re.dims() != im.dims() {
+        candle_core::bail!(
+            "irfft2: re {:?} and im {:?} differ in shape",
+            re.dims(),
+            im.dims()
+        );
+    }
+    let (re3, lead) = flatten_planes(re)?;
+    let im3 = im.reshape(re3.dims())?;
+    let (b, hh, wr) = re3.dims3()?;
+    let bases = DftBases::get(h, w, re.dtype(), re.device())?;
+    if hh != h || wr != bases.wr {
+        candle_core::bail!(
+            "irfft2: spectrum is {hh}x{wr}, expected {h}x{} for an output of {h}x{w}",
+            bases.wr
+        );
+    }
+    // Inverse along H on (re | im) rows.
+    let rows = Tensor::cat(&[rows_along_h(&re3)?, rows_along_h(&im3)?], 1)?;
+    let y = rows.matmul(&bases.inv_h)?;
+    let (yr, yi) = halves(&y, h)?;
+    let (yr, yi) = (
+        from_rows_along_h(&yr, b, wr)?,
+        from_rows_along_h(&yi, b, wr)?,
+    );
+    // Complex-to-real along W: (B*H, 2Wr) @ (2Wr, W).
+    let half = Tensor::cat(&[yr, yi], 2)?.reshape((b * h, 2 * wr))?;
+    let out = half.matmul(&bases.inv_w)?.reshape((b, h, w))?;
+    with_lead(&out, &lead)
+}

@@ -1,1 +1,31 @@
+//! `adaptir-ops`: the numerical ops that candle lacks and AdaptIR's frequency branch needs, with torch's
+//! semantics, differentiable, and free of device-specific code paths except for the element-wise forward kernels.
+//!
+//! | op | file | implementation | backward |
+//! |---|---|---|---|
+//! | `rfft2`, `irfft2` (norm "ortho") | `dft.rs` | products with constant real DFT bases | candle autograd (transposed products) |
+//! | `atan2` | `atan2.rs` | custom op calling IEEE `atan2` | closed form in candle ops, 0 at the origin |
+//! | `amplitude` | `amplitude.rs` | custom op calling `hypot` | closed form in candle ops, 0 at the origin |
+//! | `polar` | `polar.rs` | candle `cos` / `sin` / `mul` | candle autograd |
+//!
+//! Why this split: the DFTs are tiny (16x16 to 48x48 planes), so dense products cost little, run on every
+//! device and every ONNX Runtime execution provider, and need no hand-written backward. `atan2` cannot be built
+//! from candle ops (candle has no `atan`), and the branch cut with signed zeros must be exactly IEEE's, so it is
+//! a custom op whose CPU forward is the platform `atan2`; on CUDA it is the same one-line kernel (`atan2f`)
+//! behind the `cuda` feature. `amplitude` is a custom op for a NaN-free backward at zero bins.
+//!
+//! Adding an op: one file here, one line in [`OPS`] and in the module list below.
+pub mod amplitude;
+pub mod atan2;
 pub mod dft;
+mod elementwise;
+pub mod polar;
+pub mod tolerance;
+
+pub use amplitude::amplitude;
+pub use atan2::atan2;
+pub use dft::{irfft2, rfft2};
+pub use polar::polar;
+
+/// The ops this crate provides, by the name the ONNX custom domain `ai.adaptir` will use for them.
+pub const OPS: &[&str] = &["Rfft2", "Irfft2", "Atan2", "Amplitude", "Polar"];

@@ -1,0 +1,43 @@
+//! Amplitude `|re + i im|` of a complex tensor given as two real ones (`torch.abs` of a complex tensor).
+//!
+//! A custom op rather than `sqrt(re^2 + im^2)` in candle ops: the forward uses `hypot` (no overflow or underflow
+//! of the squares), and the backward is `g re / |z|`, `g im / |z|` with 0 at the origin, as torch's; the
+//! composed form would give 0 * inf = NaN there, and AdaptIR sees exact zero bins (constant planes).
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+
+use crate::elementwise::{cpu_binary, nonzero_or_one, prepare};
+
+struct Amplitude;
+
+impl CustomOp2 for Amplitude {
+    fn name(&self) -> &'static str {
+        "amplitude"
+    }
+
+    fn cpu_fwd(
+        &self,
+        re: &CpuStorage,
+        lr: &Layout,
+        im: &CpuStorage,
+        li: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        cpu_binary(self.name(), re, lr, im, li, f32::hypot, f64::hypot)
+    }
+
+    fn bwd(
+        &self,
+        re: &Tensor,
+        im: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = (grad / nonzero_or_one(res)?)?;
+        Ok((Some((&g * re)?), Some((&g * im)?)))
+    }
+}
+
+/// Element-wise `sqrt(re^2 + im^2)` (broadcasting), differentiable, with a zero gradient at the origin.
+pub fn amplitude(re: &Tensor, im: &Tensor) -> Result<Tensor> {
+    let (re, im) = prepare(re, im)?;
+    re.apply_op2(&im, Amplitude)
+}

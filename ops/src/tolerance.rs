@@ -1,0 +1,32 @@
+//! The one table of numerical tolerances. Tests name these; they never write a literal tolerance.
+//!
+//! Each is a bound on `max |ours - reference|`, either absolute or relative to `max |reference|` as its name
+//! says. Where a bound comes from a parity fixture's README, the doc says which.
+
+/// Bit-identical.
+pub const EXACT: f64 = 0.0;
+
+/// f64 computation against an independent f64 reference (rustfft, closed forms), relative to the max |reference|.
+pub const F64_REL: f64 = 1e-12;
+
+/// f32 computation against an independent f64 reference of the same maths, relative to the max |reference|.
+pub const F32_REL: f64 = 1e-6;
+
+/// Central finite differences in f64 against autograd, relative to the max |gradient|.
+pub const FINITE_DIFFERENCE_REL: f64 = 1e-6;
+
+/// Our f32 AdaptIR block against the official f32 output, relative to max |official| (issue 2).
+pub const BLOCK_PARITY_REL: f64 = 1e-5;
+
+/// Whole IPT through `forward` against the official f32 output on the [0,1] scale (issue 2).
+pub const MODEL_PARITY_ABS: f64 = 1e-5;
+
+/// `adaptir_fft_edges`: channels the fixture marks portable, absolute (its README: "about 1e-6").
+pub const FFT_EDGES_PORTABLE_ABS: f64 = 1e-6;
+
+/// `adaptir_block_edt`: elements next to FFT bins that torch's f32 FFT leaves on the other side of the angle
+/// branch cut (its README: "expect max-abs differences of up to about 0.00023").
+pub const EDT_BRANCH_CUT_ABS: f64 = 2.5e-4;
+
+/// `adaptir_block_edt`: every other element, absolute (issue 2).
+pub const EDT_ELSEWHERE_ABS: f64 = 1e-5;

@@ -1,0 +1,142 @@
+//! Every backward against central finite differences in f64, and atan2's branch cut.
+mod common;
+
+use adaptir_ops::tolerance::{EXACT, FINITE_DIFFERENCE_REL};
+use adaptir_ops::{amplitude, atan2, irfft2, polar, rfft2};
+use candle_core::{DType, Device, Tensor};
+use common::*;
+use std::f64::consts::PI;
+
+#[test]
+fn rfft2_backward() {
+    let mut rng = rng(10);
+    for (h, w) in [(4, 4), (5, 3), (3, 6)] {
+        let x = random(&mut rng, &[2, h, w], 1.0);
+        let (wre, wim) = (
+            random(&mut rng, &[2, h, w / 2 + 1], 1.0),
+            random(&mut rng, &[2, h, w / 2 + 1], 1.0),
+        );
+        let err = finite_difference_check(&[x], |t| {
+            let (re, im) = rfft2(&t[0])?;
+            weighted_sum(&re, &wre)? + weighted_sum(&im, &wim)?
+        });
+        assert!(err <= FINITE_DIFFERENCE_REL, "{h}x{w}: {err:e}");
+    }
+}
+
+#[test]
+fn irfft2_backward() {
+    let mut rng = rng(11);
+    for (h, w) in [(4, 4), (5, 3), (3, 6)] {
+        let wr = w / 2 + 1;
+        let re = random(&mut rng, &[2, h, wr], 1.0);
+        let im = random(&mut rng, &[2, h, wr], 1.0);
+        let wo = random(&mut rng, &[2, h, w], 1.0);
+        let err = finite_difference_check(&[re, im], |t| {
+            weighted_sum(&irfft2(&t[0], &t[1], (h, w))?, &wo)
+        });
+        assert!(err <= FINITE_DIFFERENCE_REL, "{h}x{w}: {err:e}");
+    }
+}
+
+#[test]
+fn atan2_amplitude_polar_backward() {
+    let mut rng = rng(12);
+    let y = random(&mut rng, &[3, 7], 2.0);
+    let x = random(&mut rng, &[3, 7], 2.0);
+    let w1 = random(&mut rng, &[3, 7], 1.0);
+    let w2 = random(&mut rng, &[3, 7], 1.0);
+    let err = finite_difference_check(&[y.clone(), x.clone()], |t| {
+        weighted_sum(&atan2(&t[0], &t[1])?, &w1)
+    });
+    assert!(err <= FINITE_DIFFERENCE_REL, "atan2: {err:e}");
+    let err = finite_difference_check(&[y.clone(), x.clone()], |t| {
+        weighted_sum(&amplitude(&t[0], &t[1])?, &w1)
+    });
+    assert!(err <= FINITE_DIFFERENCE_REL, "amplitude: {err:e}");
+    let err = finite_difference_check(&[y, x], |t| {
+        let (re, im) = polar(&t[0], &t[1])?;
+        weighted_sum(&re, &w1)? + weighted_sum(&im, &w2)?
+    });
+    assert!(err <= FINITE_DIFFERENCE_REL, "polar: {err:e}");
+}
+
+/// The whole frequency branch of AdaptIR (rfft2 -> amplitude/phase -> affine -> polar -> irfft2 -> abs).
+#[test]
+fn frequency_branch_backward() {
+    let mut rng = rng(13);
+    let (h, w) = (6, 5);
+    let x = random(&mut rng, &[2, 2, h, w], 1.0);
+    let aw = (random(&mut rng, &[1, 2, 1, 1], 0.2) + 1.0).unwrap();
+    let ab = random(&mut rng, &[1, 2, 1, 1], 0.1);
+    let pw = (random(&mut rng, &[1, 2, 1, 1], 0.2) + 1.0).unwrap();
+    let pb = random(&mut rng, &[1, 2, 1, 1], 0.2);
+    let wo = random(&mut rng, &[2, 2, h, w], 1.0);
+    let err = finite_difference_check(&[x, aw, ab, pw, pb], |t| {
+        let (re, im) = rfft2(&t[0])?;
+        let mag = amplitude(&re, &im)?
+            .broadcast_mul(&t[1])?
+            .broadcast_add(&t[2])?;
+        let pha = atan2(&im, &re)?
+            .broadcast_mul(&t[3])?
+            .broadcast_add(&t[4])?;
+        let (zr, zi) = polar(&mag, &pha)?;
+        weighted_sum(&irfft2(&zr, &zi, (h, w))?.abs()?, &wo)
+    });
+    assert!(err <= FINITE_DIFFERENCE_REL, "frequency branch: {err:e}");
+}
+
+/// Zero gradients (not NaN) at the origin, where atan2 and amplitude have no derivative (torch: 0).
+#[test]
+fn gradients_at_the_origin_are_zero() {
+    let z = Tensor::zeros(4, DType::F64, &Device::Cpu).unwrap();
+    let (vy, vx) = (
+        candle_core::Var::from_tensor(&z).unwrap(),
+        candle_core::Var::from_tensor(&z).unwrap(),
+    );
+    let l = (atan2(vy.as_tensor(), vx.as_tensor()).unwrap()
+        + amplitude(vy.as_tensor(), vx.as_tensor()).unwrap())
+    .unwrap()
+    .sum_all()
+    .unwrap();
+    let g = l.backward().unwrap();
+    for v in [&vy, &vx] {
+        let gv = g.get(v).unwrap().to_vec1::<f64>().unwrap();
+        assert!(gv.iter().all(|v| *v == 0.0), "{gv:?}");
+    }
+}
+
+/// torch.angle's values at the branch cut and at signed zeros (listed in the adaptir_fft_edges README).
+#[test]
+fn atan2_branch_cut_and_signed_zeros() {
+    let cases: &[(f32, f32, f64)] = &[
+        (0.0, -1.0, PI),   // Re < 0, Im = +0 -> +pi
+        (-0.0, -1.0, -PI), // Re < 0, Im = -0 -> -pi
+        (0.0, 0.0, 0.0),
+        (0.0, -0.0, PI), // angle(-0.0 + 0i) = +pi
+        (1.0, 0.0, PI / 2.0),
+        (-1.0, -1.0, -3.0 * PI / 4.0),
+    ];
+    let y = Tensor::new(cases.iter().map(|c| c.0).collect::<Vec<_>>(), &Device::Cpu).unwrap();
+    let x = Tensor::new(cases.iter().map(|c| c.1).collect::<Vec<_>>(), &Device::Cpu).unwrap();
+    let got = atan2(&y, &x).unwrap().to_vec1::<f32>().unwrap();
+    for (g, c) in got.iter().zip(cases) {
+        assert!(
+            ((*g as f64) - (c.2 as f32 as f64)).abs() <= EXACT,
+            "atan2({}, {}) = {g}, want {}",
+            c.0,
+            c.1,
+            c.2
+        );
+    }
+    // atan2(-0, +0) = -0: the sign of the zero survives.
+    let neg = atan2(
+        &Tensor::new(&[-0.0f32], &Device::Cpu).unwrap(),
+        &Tensor::new(&[0.0f32], &Device::Cpu).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        neg.to_vec1::<f32>().unwrap()[0].to_bits(),
+        (-0.0f32).to_bits()
+    );
+}
