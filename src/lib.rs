@@ -1,1 +1,11 @@
+//! adaptir: adapt pre-trained image-restoration transformers with tiny adapters (AdaptIR and the usual PETL
+//! baselines), compile backbone + adapter to ONNX, and prove the export with ONNX Runtime.
+//!
+//! Dependencies point one way: CLI -> (forward, inspect, ...) -> (peft, backbone) -> `adaptir-ops`.
+pub mod backbone;
+pub mod error;
+pub mod params;
+pub mod peft;
 
+pub use adaptir_ops::tolerance;
+pub use error::{Error, Result};

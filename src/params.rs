@@ -1,0 +1,275 @@
+//! State dicts (official key names) and the parameter sources models are built from.
+//!
+//! Models are constructed through a `candle_nn::VarBuilder`; this module provides its backends:
+//! - [`StateDict`] + [`Strict`]: tensors from a `.safetensors` or PyTorch `.pt` file; every missing,
+//!   mis-shaped or unexpected key is recorded and reported at once by [`Strict::finish`].
+//! - [`ShapeOnly`]: records names and shapes without allocating (parameter counts, key lists).
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder};
+
+use crate::error::{Error, Result};
+
+/// Tensors by their path in the model, as read from one file.
+#[derive(Clone)]
+pub struct StateDict {
+    pub path: PathBuf,
+    pub tensors: BTreeMap<String, Tensor>,
+}
+
+impl StateDict {
+    /// Read a state dict: safetensors, or a PyTorch zip checkpoint (`torch.save(state_dict)`), by content.
+    pub fn load(path: &Path) -> Result<Self> {
+        let mut head = [0u8; 8];
+        {
+            use std::io::Read;
+            let mut f = std::fs::File::open(path)
+                .map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
+            let n = f
+                .read(&mut head)
+                .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+            if n < 8 {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "file is {n} bytes long: too short for safetensors or a PyTorch checkpoint"
+                    ),
+                ));
+            }
+        }
+        let tensors = if head.starts_with(b"PK\x03\x04") {
+            Self::read_pytorch(path)?
+        } else {
+            Self::read_safetensors(path)?
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            tensors,
+        })
+    }
+
+    fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+            Error::file(
+                path,
+                format!("not a safetensors file or a PyTorch zip checkpoint ({e})"),
+            )
+        })?;
+        let mut out = BTreeMap::new();
+        for (name, view) in st.tensors() {
+            let t = candle_core::safetensors::Load::load(&view, &Device::Cpu)
+                .map_err(|e| Error::file(path, format!("tensor `{name}`: {e}")))?;
+            out.insert(name, t);
+        }
+        Ok(out)
+    }
+
+    fn read_pytorch(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+        let all = candle_core::pickle::read_all(path).map_err(|e| {
+            Error::file(
+                path,
+                format!("a zip file, but not a readable PyTorch state dict: {e}"),
+            )
+        })?;
+        if all.is_empty() {
+            return Err(Error::file(
+                path,
+                "PyTorch checkpoint holds no tensors: expected a state dict (name -> tensor)",
+            ));
+        }
+        Ok(all.into_iter().collect())
+    }
+
+    /// Tensors whose name starts with `prefix`, with the prefix removed.
+    pub fn strip_prefix(&self, prefix: &str) -> StateDict {
+        let tensors = self
+            .tensors
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
+            .collect();
+        StateDict {
+            path: self.path.clone(),
+            tensors,
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.get(name)
+    }
+}
+
+#[derive(Default)]
+struct Problems {
+    used: BTreeSet<String>,
+    missing: Vec<(String, Vec<usize>)>,
+    misshaped: Vec<(String, Vec<usize>, Vec<usize>)>,
+}
+
+/// A VarBuilder backend over a state dict that never fails mid-construction: it records every missing or
+/// mis-shaped key (handing out zeros so construction goes on) and reports them all in [`Strict::finish`].
+#[derive(Clone)]
+pub struct Strict {
+    sd: Arc<StateDict>,
+    problems: Arc<Mutex<Problems>>,
+}
+
+impl Strict {
+    pub fn new(sd: StateDict) -> Self {
+        Self {
+            sd: Arc::new(sd),
+            problems: Default::default(),
+        }
+    }
+
+    pub fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        VarBuilder::from_backend(Box::new(self.clone()), dtype, device.clone())
+    }
+
+    /// One error listing every missing, mis-shaped and unexpected key, or Ok.
+    pub fn finish(&self) -> Result<()> {
+        let p = self
+            .problems
+            .lock()
+            .map_err(|_| Error::invalid("state dict check: lock poisoned"))?;
+        let unexpected: Vec<&String> = self
+            .sd
+            .tensors
+            .keys()
+            .filter(|k| !p.used.contains(*k))
+            .collect();
+        if p.missing.is_empty() && p.misshaped.is_empty() && unexpected.is_empty() {
+            return Ok(());
+        }
+        let mut msg = String::from("the state dict does not match the model");
+        if !p.missing.is_empty() {
+            msg += &format!("\n  missing ({}):", p.missing.len());
+            for (k, s) in &p.missing {
+                msg += &format!("\n    {k} (expected shape {s:?})");
+            }
+        }
+        if !p.misshaped.is_empty() {
+            msg += &format!("\n  wrong shape ({}):", p.misshaped.len());
+            for (k, want, got) in &p.misshaped {
+                msg += &format!("\n    {k}: expected {want:?}, found {got:?}");
+            }
+        }
+        if !unexpected.is_empty() {
+            msg += &format!("\n  unexpected ({}):", unexpected.len());
+            for k in unexpected {
+                msg += &format!("\n    {k} {:?}", self.sd.tensors[k].dims());
+            }
+        }
+        Err(Error::file(&self.sd.path, msg))
+    }
+}
+
+impl SimpleBackend for Strict {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let mut p = self
+            .problems
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("lock poisoned".into()))?;
+        match self.sd.tensors.get(name) {
+            Some(t) if t.shape() == &s => {
+                p.used.insert(name.to_string());
+                t.to_dtype(dtype)?.to_device(dev)
+            }
+            Some(t) => {
+                p.used.insert(name.to_string());
+                p.misshaped
+                    .push((name.to_string(), s.dims().to_vec(), t.dims().to_vec()));
+                Tensor::zeros(s, dtype, dev)
+            }
+            None => {
+                p.missing.push((name.to_string(), s.dims().to_vec()));
+                Tensor::zeros(s, dtype, dev)
+            }
+        }
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        match self.sd.tensors.get(name) {
+            Some(t) => t.to_dtype(dtype)?.to_device(dev),
+            None => candle_core::bail!("missing tensor {name}"),
+        }
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.sd.tensors.contains_key(name)
+    }
+}
+
+/// A VarBuilder backend that records (name, shape, dtype) and hands out stride-0 views of one zero:
+/// enough to walk a model's constructor for its key list and parameter count without allocating.
+#[derive(Clone, Default)]
+pub struct ShapeOnly {
+    seen: Arc<Mutex<BTreeMap<String, (Vec<usize>, DType)>>>,
+}
+
+impl ShapeOnly {
+    pub fn var_builder(&self) -> VarBuilder<'static> {
+        VarBuilder::from_backend(Box::new(self.clone()), DType::F32, Device::Cpu)
+    }
+
+    pub fn entries(&self) -> BTreeMap<String, (Vec<usize>, DType)> {
+        self.seen.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
+impl SimpleBackend for ShapeOnly {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        if let Ok(mut m) = self.seen.lock() {
+            m.insert(name.to_string(), (s.dims().to_vec(), dtype));
+        }
+        Tensor::zeros((), dtype, dev)?.broadcast_as(s)
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("shape-only builder has no tensor {name}")
+    }
+
+    fn contains_tensor(&self, _: &str) -> bool {
+        false
+    }
+}
+
+/// State-dict entries that are buffers in the official modules, not parameters.
+pub const BUFFER_SUFFIXES: &[&str] = &[
+    "running_mean",
+    "running_var",
+    "num_batches_tracked",
+    "position_ids",
+];
+
+pub fn is_buffer(name: &str) -> bool {
+    BUFFER_SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
+/// Number of parameters (torch's `sum(p.numel() for p in model.parameters())`) among state-dict entries.
+pub fn count_parameters<'a>(entries: impl IntoIterator<Item = (&'a String, &'a [usize])>) -> usize {
+    entries
+        .into_iter()
+        .filter(|(k, _)| !is_buffer(k))
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum()
+}

@@ -1,0 +1,458 @@
+//! AdaptIR (Guo et al.): a heterogeneous mixture of experts added in parallel to the FFN, with a local
+//! (low-rank depthwise conv), a frequency (amplitude / phase affine in the 2-D spectrum) and a channel
+//! (attention pooling) branch. This is the official module, `net/ipt.py` and `net/edt.py` `AdaptIR`, with its
+//! state-dict keys, its sizes and both layouts; DESIGN.md §2 has the exact maths.
+use candle_core::{DType, Module, Result, Tensor, Var, D};
+use candle_nn::{Init, VarBuilder};
+
+use adaptir_ops::{amplitude, atan2, irfft2, polar, rfft2};
+
+/// How the host model passes tokens to the adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// IPT: sequence-first tokens (L, N, C) on a square row-major grid, H = W = sqrt(L).
+    Ipt,
+    /// EDT: channels-last (N, H, W, C), any H and W.
+    Edt,
+}
+
+/// Sizes of one adapter. The official formulas are in [`AdaptIrConfig::official`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AdaptIrConfig {
+    /// Channels of the host model, C.
+    pub dim: usize,
+    /// Hidden width h of all three branches.
+    pub hidden: usize,
+    /// Rank r of the factorised depthwise 3x3 kernel (h x r times r x 9).
+    pub rank: usize,
+    /// Middle width of the attention-pooling MLP.
+    pub pool_mid: usize,
+    /// Middle width of the channel-gate MLP.
+    pub gate_mid: usize,
+    pub layout: Layout,
+}
+
+impl AdaptIrConfig {
+    /// The official sizes: IPT h = C/24, gate h/8; EDT h = C/14, gate h/4; both r = h/2, pooling h/2.
+    pub fn official(dim: usize, layout: Layout) -> Self {
+        let (div, gate_div) = match layout {
+            Layout::Ipt => (24, 8),
+            Layout::Edt => (14, 4),
+        };
+        Self::with_hidden(dim, dim / div, gate_div, layout)
+    }
+
+    /// Official ratios around a chosen hidden width.
+    pub fn with_hidden(dim: usize, hidden: usize, gate_div: usize, layout: Layout) -> Self {
+        Self {
+            dim,
+            hidden,
+            rank: hidden / 2,
+            pool_mid: hidden / 2,
+            gate_mid: hidden / gate_div,
+            layout,
+        }
+    }
+
+    /// Every width must be at least 1 (the official code builds a 0-channel conv for h < 8 on IPT, then fails).
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let widths = [
+            ("hidden", self.hidden, 2),
+            ("rank", self.rank, 1),
+            ("pool_mid", self.pool_mid, 1),
+            ("gate_mid", self.gate_mid, 1),
+            ("dim", self.dim, 1),
+        ];
+        for (name, v, min) in widths {
+            if v < min {
+                return Err(format!(
+                    "AdaptIR {name} = {v} but must be at least {min} (dim {}, hidden {}, rank {}, pool_mid {}, gate_mid {})",
+                    self.dim, self.hidden, self.rank, self.pool_mid, self.gate_mid
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Read the sizes back from an adapter's tensors (the official checkpoints carry no config).
+    pub fn from_state_dict(
+        sd: &crate::params::StateDict,
+        prefix: &str,
+        layout: Layout,
+    ) -> Option<Self> {
+        let dims = |k: &str| sd.get(&format!("{prefix}{k}")).map(|t| t.dims().to_vec());
+        let head = dims("head.weight")?;
+        let a = dims("conv_weight_A")?;
+        let pool = dims("proj.0.weight")?;
+        let gate = dims("channel_interaction.1.weight")?;
+        Some(Self {
+            dim: *head.get(1)?,
+            hidden: *head.first()?,
+            rank: *a.get(1)?,
+            pool_mid: *pool.first()?,
+            gate_mid: *gate.first()?,
+            layout,
+        })
+    }
+
+    /// Parameters of one adapter (BatchNorm running statistics are buffers, not parameters).
+    pub fn num_params(&self) -> usize {
+        let (c, h, r, p, g) = (
+            self.dim,
+            self.hidden,
+            self.rank,
+            self.pool_mid,
+            self.gate_mid,
+        );
+        (c * h + h)
+            + 2 * h
+            + (h * r + r * 9 + h)
+            + 4 * h
+            + (h + 1)
+            + (h * p + p + p * h + h)
+            + c * h
+            + (h * g + g + g * h + h)
+            + (h + 1)
+    }
+}
+
+/// A 1x1 convolution applied as a matrix product over (N, Cin, P) pixels.
+struct Pointwise {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Pointwise {
+    fn new(vb: &VarBuilder, cin: usize, cout: usize, bias: bool, init: Init) -> Result<Self> {
+        let weight = vb
+            .get_with_hints((cout, cin, 1, 1), "weight", init)?
+            .reshape((cout, cin))?;
+        let bias = if bias {
+            let bound = 1.0 / (cin as f64).sqrt();
+            let b_init = match init {
+                Init::Const(_) => init,
+                _ => Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+            };
+            Some(vb.get_with_hints(cout, "bias", b_init)?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    /// (N, Cin, P) -> (N, Cout, P).
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.weight.broadcast_matmul(x)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.unsqueeze(1)?),
+            None => Ok(y),
+        }
+    }
+}
+
+/// BatchNorm2d with torch's train / eval behaviour: batch statistics (biased variance) in training, with the
+/// running statistics updated by momentum 0.1 with the unbiased variance; running statistics in eval.
+struct BatchNorm {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+}
+
+const BN_EPS: f64 = 1e-5;
+const BN_MOMENTUM: f64 = 0.1;
+
+impl BatchNorm {
+    fn new(vb: &VarBuilder, c: usize) -> Result<Self> {
+        let weight = vb.get_with_hints(c, "weight", Init::Const(1.0))?;
+        let bias = vb.get_with_hints(c, "bias", Init::Const(0.0))?;
+        // Buffers: copied out of the builder so that training never hands them to an optimiser.
+        let running_mean = Var::from_tensor(
+            &vb.get_with_hints(c, "running_mean", Init::Const(0.0))?
+                .detach(),
+        )?;
+        let running_var = Var::from_tensor(
+            &vb.get_with_hints(c, "running_var", Init::Const(1.0))?
+                .detach(),
+        )?;
+        vb.get_with_hints_dtype((), "num_batches_tracked", Init::Const(0.0), DType::I64)?;
+        Ok(Self {
+            weight,
+            bias,
+            running_mean,
+            running_var,
+        })
+    }
+
+    /// x: (N, C, P).
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (mean, var) = if train {
+            let (n, _, p) = x.dims3()?;
+            let mean = x.mean_keepdim(2)?.mean_keepdim(0)?; // (1, C, 1)
+            let centred = x.broadcast_sub(&mean)?;
+            let var = centred.sqr()?.mean_keepdim(2)?.mean_keepdim(0)?;
+            let count = (n * p) as f64;
+            let unbiased = if count > 1.0 {
+                (var.detach() * (count / (count - 1.0)))?
+            } else {
+                var.detach()
+            };
+            let m = BN_MOMENTUM;
+            let rm = ((self.running_mean.as_tensor() * (1.0 - m))?
+                + (mean.detach().flatten_all()? * m)?)?;
+            let rv =
+                ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased.flatten_all()? * m)?)?;
+            self.running_mean.set(&rm)?;
+            self.running_var.set(&rv)?;
+            (mean, var)
+        } else {
+            let c = self.running_mean.dim(0)?;
+            (
+                self.running_mean.as_tensor().reshape((1, c, 1))?,
+                self.running_var.as_tensor().reshape((1, c, 1))?,
+            )
+        };
+        let c = self.weight.dim(0)?;
+        let scale = (var + BN_EPS)?
+            .sqrt()?
+            .recip()?
+            .broadcast_mul(&self.weight.reshape((1, c, 1))?)?;
+        x.broadcast_sub(&mean)?
+            .broadcast_mul(&scale)?
+            .broadcast_add(&self.bias.reshape((1, c, 1))?)
+    }
+}
+
+/// A per-channel affine `w * x + b` (the official depthwise 1x1 convs `amp_fuse`, `pha_fuse`).
+struct ChannelAffine {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl ChannelAffine {
+    fn new(vb: &VarBuilder, c: usize) -> Result<Self> {
+        let weight = vb
+            .get_with_hints((c, 1, 1, 1), "weight", Init::Const(1.0))?
+            .reshape((1, c, 1, 1))?;
+        let bias = vb
+            .get_with_hints(c, "bias", Init::Const(0.0))?
+            .reshape((1, c, 1, 1))?;
+        Ok(Self { weight, bias })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+    }
+}
+
+struct Mlp {
+    fc1: candle_nn::Linear,
+    fc2: candle_nn::Linear,
+}
+
+/// PyTorch's default Linear / Conv init: weight and bias uniform in +-1/sqrt(fan_in).
+fn default_init(fan_in: usize) -> Init {
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    Init::Uniform {
+        lo: -bound,
+        up: bound,
+    }
+}
+
+fn linear(vb: VarBuilder, cin: usize, cout: usize) -> Result<candle_nn::Linear> {
+    let w = vb.get_with_hints((cout, cin), "weight", default_init(cin))?;
+    let b = vb.get_with_hints(cout, "bias", default_init(cin))?;
+    Ok(candle_nn::Linear::new(w, Some(b)))
+}
+
+/// Intermediate tensors of one forward, named as in the parity fixtures, for localising a mismatch.
+#[derive(Default)]
+pub struct Trace {
+    pub x0: Option<Tensor>,
+    pub spec_re: Option<Tensor>,
+    pub spec_im: Option<Tensor>,
+    pub pha: Option<Tensor>,
+    pub global: Option<Tensor>,
+    pub local: Option<Tensor>,
+    pub channel_score: Option<Tensor>,
+}
+
+pub struct AdaptIr {
+    pub config: AdaptIrConfig,
+    head: Pointwise,
+    bn: BatchNorm,
+    conv_a: Tensor,
+    conv_b: Tensor,
+    conv_bias: Tensor,
+    amp_fuse: ChannelAffine,
+    pha_fuse: ChannelAffine,
+    compress: Pointwise,
+    proj: Mlp,
+    tail: Pointwise,
+    gate_down: Pointwise,
+    gate_up: Pointwise,
+    spatial: Pointwise,
+}
+
+impl AdaptIr {
+    /// Build from `vb` (official sub-keys). Fresh initialisation follows the official one: the output conv
+    /// and both gate convs start at zero, so a new adapter adds exactly 0.
+    pub fn new(vb: VarBuilder, config: AdaptIrConfig) -> Result<Self> {
+        config.validate().map_err(candle_core::Error::Msg)?;
+        let AdaptIrConfig {
+            dim: c,
+            hidden: h,
+            rank: r,
+            pool_mid,
+            gate_mid,
+            ..
+        } = config;
+        let kaiming = |fan_in: usize| default_init(fan_in);
+        Ok(Self {
+            config,
+            head: Pointwise::new(&vb.pp("head"), c, h, true, kaiming(c))?,
+            bn: BatchNorm::new(&vb.pp("BN"), h)?,
+            conv_a: vb.get_with_hints((h, r), "conv_weight_A", kaiming(r))?,
+            conv_b: vb.get_with_hints((r, 9), "conv_weight_B", kaiming(9))?,
+            conv_bias: vb.get_with_hints(h, "conv_bias", Init::Const(0.0))?,
+            amp_fuse: ChannelAffine::new(&vb.pp("amp_fuse"), h)?,
+            pha_fuse: ChannelAffine::new(&vb.pp("pha_fuse"), h)?,
+            compress: Pointwise::new(&vb.pp("compress"), h, 1, true, kaiming(h))?,
+            proj: Mlp {
+                fc1: linear(vb.pp("proj.0"), h, pool_mid)?,
+                fc2: linear(vb.pp("proj.2"), pool_mid, h)?,
+            },
+            tail: Pointwise::new(&vb.pp("tail"), h, c, false, Init::Const(0.0))?,
+            gate_down: Pointwise::new(
+                &vb.pp("channel_interaction.1"),
+                h,
+                gate_mid,
+                true,
+                kaiming(h),
+            )?,
+            gate_up: Pointwise::new(
+                &vb.pp("channel_interaction.3"),
+                gate_mid,
+                h,
+                true,
+                Init::Const(0.0),
+            )?,
+            spatial: Pointwise::new(&vb.pp("spatial_interaction"), h, 1, true, Init::Const(0.0))?,
+        })
+    }
+
+    /// Forward in the host's layout; `train` selects BatchNorm's batch statistics.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_traced(x, train, None)
+    }
+
+    pub fn forward_traced(
+        &self,
+        x: &Tensor,
+        train: bool,
+        trace: Option<&mut Trace>,
+    ) -> Result<Tensor> {
+        let (xs, n, hgt, wid) = self.to_channels_first(x)?;
+        let y = self.forward_nchw(&xs, n, hgt, wid, train, trace)?;
+        self.from_channels_first(&y, n, hgt, wid)
+    }
+
+    /// Host layout -> (N, C, H*W), with the grid size.
+    fn to_channels_first(&self, x: &Tensor) -> Result<(Tensor, usize, usize, usize)> {
+        match self.config.layout {
+            Layout::Ipt => {
+                let (l, n, _) = x.dims3()?;
+                let side = (l as f64).sqrt().round() as usize;
+                if side * side != l {
+                    candle_core::bail!(
+                        "AdaptIR (IPT layout): {l} tokens do not form a square grid"
+                    );
+                }
+                Ok((x.permute((1, 2, 0))?, n, side, side))
+            }
+            Layout::Edt => {
+                let (n, h, w, c) = x.dims4()?;
+                Ok((x.reshape((n, h * w, c))?.transpose(1, 2)?, n, h, w))
+            }
+        }
+    }
+
+    fn from_channels_first(&self, y: &Tensor, n: usize, h: usize, w: usize) -> Result<Tensor> {
+        let c = self.config.dim;
+        match self.config.layout {
+            Layout::Ipt => y.permute((2, 0, 1)),
+            Layout::Edt => y.transpose(1, 2)?.reshape((n, h, w, c)),
+        }
+    }
+
+    /// x: (N, C, H*W) -> (N, C, H*W).
+    fn forward_nchw(
+        &self,
+        x: &Tensor,
+        n: usize,
+        hgt: usize,
+        wid: usize,
+        train: bool,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<Tensor> {
+        let h = self.config.hidden;
+        let x0 = self
+            .bn
+            .forward_t(&self.head.forward(&x.contiguous()?)?, train)?; // (N, h, P)
+        let x0_img = x0.reshape((n, h, hgt, wid))?;
+
+        // Local expert: depthwise 3x3 conv with the factorised kernel A @ B.
+        let kernel = self.conv_a.matmul(&self.conv_b)?.reshape((h, 1, 3, 3))?;
+        let local = x0_img
+            .conv2d(&kernel, 1, 1, 1, h)?
+            .broadcast_add(&self.conv_bias.reshape((1, h, 1, 1))?)?;
+
+        // Frequency expert: affine on amplitude and phase of the ortho spectrum, back to space, abs.
+        let (re, im) = rfft2(&x0_img)?;
+        let pha = atan2(&im, &re)?;
+        let mag = self.amp_fuse.forward(&amplitude(&re, &im)?)?;
+        let (zr, zi) = polar(&mag, &self.pha_fuse.forward(&pha)?)?;
+        let global = irfft2(&zr, &zi, (hgt, wid))?.abs()?;
+
+        // Channel expert: attention pooling over positions, then an MLP; a raw scale (no sigmoid).
+        let logits = self.compress.forward(&x0)?; // (N, 1, P)
+        let weights = candle_nn::ops::softmax(&logits, D::Minus1)?;
+        let pooled = x0.broadcast_mul(&weights)?.sum(2)?; // (N, h)
+        let score = self
+            .proj
+            .fc2
+            .forward(&self.proj.fc1.forward(&pooled)?.gelu_erf()?)?; // (N, h)
+
+        // Ensemble: channel gate from the frequency output, spatial gate from the local output.
+        let global_p = global.reshape((n, h, hgt * wid))?;
+        let local_p = local.reshape((n, h, hgt * wid))?;
+        let gap = global_p.mean_keepdim(2)?;
+        let cg = candle_nn::ops::sigmoid(
+            &self
+                .gate_up
+                .forward(&self.gate_down.forward(&gap)?.gelu_erf()?)?,
+        )?;
+        let sg = candle_nn::ops::sigmoid(&self.spatial.forward(&local_p)?)?;
+        let mixed = (local_p.broadcast_mul(&cg)? + global_p.broadcast_mul(&sg)?)?;
+        let y = self
+            .tail
+            .forward(&mixed.broadcast_mul(&score.unsqueeze(2)?)?)?;
+
+        if let Some(t) = trace.as_deref_mut() {
+            *t = Trace {
+                x0: Some(x0_img),
+                spec_re: Some(re),
+                spec_im: Some(im),
+                pha: Some(pha),
+                global: Some(global),
+                local: Some(local),
+                channel_score: Some(score),
+            };
+        }
+        Ok(y)
+    }
+}
