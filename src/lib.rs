@@ -4,6 +4,7 @@
 //! Dependencies point one way: CLI -> (forward, inspect, ...) -> (peft, backbone) -> `adaptir-ops`.
 pub mod backbone;
 pub mod error;
+pub mod forward;
 pub mod params;
 pub mod peft;
 

@@ -1,0 +1,202 @@
+//! The building blocks of IPT, each with its official key layout: convolutions with `k // 2` padding,
+//! the EDSR ResBlock, the pixel-shuffle Upsampler, bias-free multi-head attention and the ReLU FFN.
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::{Conv2dConfig, Init, Linear, VarBuilder};
+
+/// PyTorch's default init bound for a layer with this fan-in.
+pub fn default_init(fan_in: usize) -> Init {
+    let b = 1.0 / (fan_in as f64).sqrt();
+    Init::Uniform { lo: -b, up: b }
+}
+
+/// `common.default_conv`: k x k, stride 1, padding k // 2, with bias.
+pub fn conv(vb: VarBuilder, cin: usize, cout: usize, k: usize) -> Result<candle_nn::Conv2d> {
+    let init = default_init(cin * k * k);
+    let w = vb.get_with_hints((cout, cin, k, k), "weight", init)?;
+    let b = vb.get_with_hints(cout, "bias", init)?;
+    Ok(candle_nn::Conv2d::new(
+        w,
+        Some(b),
+        Conv2dConfig {
+            padding: k / 2,
+            ..Default::default()
+        },
+    ))
+}
+
+pub fn linear(vb: VarBuilder, cin: usize, cout: usize) -> Result<Linear> {
+    let init = default_init(cin);
+    let w = vb.get_with_hints((cout, cin), "weight", init)?;
+    let b = vb.get_with_hints(cout, "bias", init)?;
+    Ok(Linear::new(w, Some(b)))
+}
+
+/// Linear over the last dim of a tensor of any rank (candle's Linear wants rank <= 3 with batch dims).
+pub fn apply_linear(l: &Linear, x: &Tensor) -> Result<Tensor> {
+    let mut dims = x.dims().to_vec();
+    let flat = x.reshape(((), x.dim(D::Minus1)?))?;
+    let y = l.forward(&flat)?;
+    let last = dims.len() - 1;
+    dims[last] = y.dim(1)?;
+    y.reshape(dims)
+}
+
+/// `common.ResBlock`: conv, ReLU, conv, plus the input (res_scale 1, no BatchNorm). Keys `body.0`, `body.2`.
+pub struct ResBlock {
+    c1: candle_nn::Conv2d,
+    c2: candle_nn::Conv2d,
+}
+
+impl ResBlock {
+    pub fn new(vb: VarBuilder, n: usize, k: usize) -> Result<Self> {
+        Ok(Self {
+            c1: conv(vb.pp("body.0"), n, n, k)?,
+            c2: conv(vb.pp("body.2"), n, n, k)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.c2.forward(&self.c1.forward(x)?.relu()?)? + x
+    }
+}
+
+/// `nn.PixelShuffle(r)`: (N, C r^2, H, W) -> (N, C, H r, W r).
+pub fn pixel_shuffle(x: &Tensor, r: usize) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let c_out = c / (r * r);
+    x.reshape((n, c_out, r, r, h, w))?
+        .permute((0, 1, 4, 2, 5, 3))?
+        .reshape((n, c_out, h * r, w * r))
+}
+
+/// `common.Upsampler` without BatchNorm or activation: log2(s) x [conv F->4F, shuffle 2] for powers of two,
+/// [conv F->9F, shuffle 3] for 3, nothing for 1. Keys `0`, `2`, ... (the shuffles hold no weights).
+pub struct Upsampler {
+    stages: Vec<(candle_nn::Conv2d, usize)>,
+}
+
+impl Upsampler {
+    pub fn new(vb: VarBuilder, scale: usize, n: usize) -> Result<Self> {
+        let mut stages = vec![];
+        if scale == 3 {
+            stages.push((conv(vb.pp("0"), n, 9 * n, 3)?, 3));
+        } else {
+            for i in 0..scale.trailing_zeros() as usize {
+                stages.push((conv(vb.pp(2 * i), n, 4 * n, 3)?, 2));
+            }
+        }
+        Ok(Self { stages })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = x.clone();
+        for (c, r) in &self.stages {
+            x = pixel_shuffle(&c.forward(&x)?, *r)?;
+        }
+        Ok(x)
+    }
+}
+
+/// `nn.MultiheadAttention(E, heads, bias=False)` on sequence-first (L, N, E) tensors.
+pub struct Attention {
+    w_q: Tensor,
+    w_k: Tensor,
+    w_v: Tensor,
+    out: Tensor,
+    heads: usize,
+}
+
+impl Attention {
+    pub fn new(vb: VarBuilder, e: usize, heads: usize) -> Result<Self> {
+        // torch: xavier_uniform on the packed in-projection; the out-projection as a Linear.
+        let bound = (6.0 / (e + 3 * e) as f64).sqrt();
+        let in_proj = vb.get_with_hints(
+            (3 * e, e),
+            "in_proj_weight",
+            Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        )?;
+        let out = vb.get_with_hints((e, e), "out_proj.weight", default_init(e))?;
+        Ok(Self {
+            w_q: in_proj.narrow(0, 0, e)?,
+            w_k: in_proj.narrow(0, e, e)?,
+            w_v: in_proj.narrow(0, 2 * e, e)?,
+            out,
+            heads,
+        })
+    }
+
+    /// (L, N, E) x3 -> (L, N, E); keys and values may have another length than queries.
+    pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor, train: bool) -> Result<Tensor> {
+        let (lq, n, e) = q.dims3()?;
+        let lk = k.dim(0)?;
+        let d = e / self.heads;
+        let project = |x: &Tensor, w: &Tensor, l: usize| -> Result<Tensor> {
+            // (L, N, E) -> (N, heads, L, d)
+            x.reshape((l * n, e))?
+                .matmul(&w.t()?)?
+                .reshape((l, n, self.heads, d))?
+                .permute((1, 2, 0, 3))?
+                .contiguous()
+        };
+        let q = (project(q, &self.w_q, lq)? * (1.0 / (d as f64).sqrt()))?;
+        let k = project(k, &self.w_k, lk)?;
+        let v = project(v, &self.w_v, lk)?;
+        let attn = softmax_last(&q.matmul(&k.t()?)?, train)?;
+        let ctx = attn.matmul(&v)?; // (N, heads, Lq, d)
+        let ctx = ctx.permute((2, 0, 1, 3))?.reshape((lq * n, e))?;
+        ctx.matmul(&self.out.t()?)?.reshape((lq, n, e))
+    }
+}
+
+/// The transformer FFN: linear1, ReLU, linear2 (dropout is the identity in eval).
+pub struct FeedForward {
+    pub linear1: Linear,
+    pub linear2: Linear,
+}
+
+impl FeedForward {
+    pub fn new(vb: &VarBuilder, e: usize, hidden: usize) -> Result<Self> {
+        Ok(Self {
+            linear1: linear(vb.pp("linear1"), e, hidden)?,
+            linear2: linear(vb.pp("linear2"), hidden, e)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        apply_linear(&self.linear2, &apply_linear(&self.linear1, x)?.relu()?)
+    }
+}
+
+/// Softmax over the last dim. candle's fused kernel has no backward, so training uses the composed one.
+pub fn softmax_last(x: &Tensor, train: bool) -> Result<Tensor> {
+    if train {
+        candle_nn::ops::softmax(x, D::Minus1)
+    } else {
+        candle_nn::ops::softmax_last_dim(x)
+    }
+}
+
+/// LayerNorm (eps 1e-5) over the last dim; as for softmax, the fused kernel has no backward.
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl LayerNorm {
+    pub fn new(vb: VarBuilder, e: usize) -> Result<Self> {
+        let weight = vb.get_with_hints(e, "weight", Init::Const(1.0))?;
+        let bias = vb.get_with_hints(e, "bias", Init::Const(0.0))?;
+        Ok(Self { weight, bias })
+    }
+
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, 1e-5)
+        } else {
+            candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, 1e-5)
+        }
+    }
+}
