@@ -5,6 +5,7 @@
 pub mod backbone;
 pub mod error;
 pub mod forward;
+pub mod inspect;
 pub mod params;
 pub mod peft;
 

@@ -1,1 +1,97 @@
-fn main() {}
+//! The `adaptir` command line: parse, call the library, print. No logic here.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "adaptir",
+    version,
+    about = "Adapt image-restoration transformers, export them to ONNX, prove the export"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the tensors of a checkpoint (.safetensors or PyTorch .pt), grouped by module, with parameter counts.
+    Inspect {
+        file: PathBuf,
+        /// Also list every tensor with its dtype and shape.
+        #[arg(long)]
+        tensors: bool,
+    },
+    /// Run an IPT checkpoint (official key names; AdaptIR if its keys are present) on a tensor file, in eval mode.
+    Forward {
+        /// State dict with the official IPT key names (.safetensors or .pt).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Model config JSON, e.g. {"arch": "ipt", "n_feats": 22, "num_heads": 6, "num_layers": 1}.
+        #[arg(long)]
+        config: PathBuf,
+        /// Task index (official map: 0 sr2, 1 sr3, 2 sr4, 3 derain, 4 denoise30, 5 denoise50).
+        #[arg(long)]
+        task_index: usize,
+        /// safetensors file with an (N, 3, 48, 48) tensor in [0, 1].
+        #[arg(long)]
+        input: PathBuf,
+        /// Name of the input tensor in that file.
+        #[arg(long, default_value = "x")]
+        input_name: String,
+        /// Output safetensors file; its tensor is named `output`, on the [0, 1] scale.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+}
+
+fn run(cli: Cli) -> adaptir::Result<()> {
+    match cli.command {
+        Command::Inspect { file, tensors } => {
+            let report = adaptir::inspect::inspect(&file)?;
+            print!("{}", report.render(tensors));
+        }
+        Command::Forward {
+            checkpoint,
+            config,
+            task_index,
+            input,
+            input_name,
+            output,
+        } => {
+            let r = adaptir::forward::forward_files(
+                &checkpoint,
+                &config,
+                task_index,
+                &input,
+                &input_name,
+                &output,
+            )?;
+            let adapter = match r.adapter {
+                Some(a) => format!("AdaptIR (hidden {}, rank {})", a.hidden, a.rank),
+                None => "no adapter".into(),
+            };
+            println!(
+                "task {} (x{}), {adapter}: input {:?} -> output {:?}, written to {}",
+                r.task,
+                r.scale,
+                r.input_shape,
+                r.output_shape,
+                output.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
