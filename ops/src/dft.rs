@@ -18,8 +18,10 @@
 //!   is arbitrary, and the phase affine of AdaptIR turns it into an O(bias) change of the output. Computing in
 //!   f64 keeps the snapping threshold some 1e-15 of the data, far below anything an f32 input can hold, so the
 //!   snap never moves a genuine value by more than an f32 rounding, and the f32 result is as accurate as a
-//!   correctly rounded DFT. The inverse needs no such care and runs in the input dtype. See `tests/dft.rs` and
-//!   the `adaptir_fft_edges` parity test.
+//!   correctly rounded DFT. The inverse runs in f64 too: a dense f32 product of up to 2 (W/2+1) H terms per
+//!   output rounds visibly worse than an FFT (2e-6 against torch on 24x48 planes of magnitude 30), while in
+//!   f64 the result is the correctly rounded one. The products are tiny next to the backbone's, so f64 costs
+//!   nothing measurable on CPU; see `tests/dft.rs` and the `adaptir_fft_edges` parity test.
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -306,7 +308,9 @@ pub fn irfft2(re: &Tensor, im: &Tensor, (h, w): (usize, usize)) -> Result<Tensor
     let (re3, lead) = flatten_planes(re)?;
     let im3 = im.reshape(re3.dims())?;
     let (b, hh, wr) = re3.dims3()?;
-    let bases = DftBases::get(h, w, re.dtype(), re.device())?;
+    let compute = compute_dtype(re.dtype());
+    let (re3, im3) = (re3.to_dtype(compute)?, im3.to_dtype(compute)?);
+    let bases = DftBases::get(h, w, compute, re.device())?;
     if hh != h || wr != bases.wr {
         candle_core::bail!(
             "irfft2: spectrum is {hh}x{wr}, expected {h}x{} for an output of {h}x{w}",
@@ -323,6 +327,9 @@ pub fn irfft2(re: &Tensor, im: &Tensor, (h, w): (usize, usize)) -> Result<Tensor
     );
     // Complex-to-real along W: (B*H, 2Wr) @ (2Wr, W).
     let half = Tensor::cat(&[yr, yi], 2)?.reshape((b * h, 2 * wr))?;
-    let out = half.matmul(&bases.inv_w)?.reshape((b, h, w))?;
+    let out = half
+        .matmul(&bases.inv_w)?
+        .reshape((b, h, w))?
+        .to_dtype(re.dtype())?;
     with_lead(&out, &lead)
 }

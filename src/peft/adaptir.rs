@@ -389,6 +389,23 @@ impl AdaptIr {
         }
     }
 
+    /// The frequency expert on x0 (N, h, H, W): affine on amplitude and phase of the ortho spectrum, back
+    /// to space, abs. Public so that the FFT edge cases can be checked on crafted inputs.
+    pub fn frequency_branch(&self, x0: &Tensor) -> Result<Tensor> {
+        Ok(self.frequency_parts(x0)?.0)
+    }
+
+    /// (output, spectrum re, spectrum im, phase).
+    fn frequency_parts(&self, x0: &Tensor) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+        let (_, _, hgt, wid) = x0.dims4()?;
+        let (re, im) = rfft2(x0)?;
+        let pha = atan2(&im, &re)?;
+        let mag = self.amp_fuse.forward(&amplitude(&re, &im)?)?;
+        let (zr, zi) = polar(&mag, &self.pha_fuse.forward(&pha)?)?;
+        let global = irfft2(&zr, &zi, (hgt, wid))?.abs()?;
+        Ok((global, re, im, pha))
+    }
+
     /// x: (N, C, H*W) -> (N, C, H*W).
     fn forward_nchw(
         &self,
@@ -411,12 +428,7 @@ impl AdaptIr {
             .conv2d(&kernel, 1, 1, 1, h)?
             .broadcast_add(&self.conv_bias.reshape((1, h, 1, 1))?)?;
 
-        // Frequency expert: affine on amplitude and phase of the ortho spectrum, back to space, abs.
-        let (re, im) = rfft2(&x0_img)?;
-        let pha = atan2(&im, &re)?;
-        let mag = self.amp_fuse.forward(&amplitude(&re, &im)?)?;
-        let (zr, zi) = polar(&mag, &self.pha_fuse.forward(&pha)?)?;
-        let global = irfft2(&zr, &zi, (hgt, wid))?.abs()?;
+        let (global, re, im, pha) = self.frequency_parts(&x0_img)?;
 
         // Channel expert: attention pooling over positions, then an MLP; a raw scale (no sigmoid).
         let logits = self.compress.forward(&x0)?; // (N, 1, P)
