@@ -41,6 +41,13 @@ impl StateDict {
                 ));
             }
         }
+        if head[0] == 0x80 && head[1] <= 5 {
+            return Err(Error::file(
+                path,
+                "a raw pickle (PyTorch's legacy pre-1.6 format), which is not supported: re-save it with \
+                 torch >= 1.6 as `torch.save(torch.load(path), path)`, or convert it to safetensors",
+            ));
+        }
         let tensors = if head.starts_with(b"PK\x03\x04") {
             Self::read_pytorch(path)?
         } else {
