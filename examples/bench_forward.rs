@@ -6,7 +6,8 @@
 use std::time::Instant;
 
 use adaptir::backbone::{Ipt, IptConfig};
-use adaptir::peft::{AdaptIrConfig, Layout};
+use adaptir::peft::adaptir::AdaptIrMethod;
+use adaptir::peft::{AdaptIrConfig, Layout, Method, MethodModules};
 use candle_core::{DType, Device, Tensor};
 
 fn time(model: &Ipt, batch: usize, reps: usize) -> candle_core::Result<f64> {
@@ -27,19 +28,20 @@ fn main() -> candle_core::Result<()> {
         .unwrap_or(3);
     let config =
         IptConfig::preset("ipt-base").map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-    let build = |adapter| {
+    let host = config.host_dims();
+    let build = |with_adapter: bool| {
         let vm = candle_nn::VarMap::new();
-        Ipt::new(
-            candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
-            &config,
-            adapter,
-        )
+        let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let modules = if with_adapter {
+            AdaptIrMethod::with_sizes(AdaptIrConfig::official(host.embed, Layout::Ipt))
+                .build(vb.clone(), &host)?
+        } else {
+            MethodModules::none(&host)
+        };
+        Ipt::new(vb, &config, modules)
     };
-    let with = build(Some(AdaptIrConfig::official(
-        config.embed_dim(),
-        Layout::Ipt,
-    )))?;
-    let without = build(None)?;
+    let with = build(true)?;
+    let without = build(false)?;
     println!(
         "ipt-base forward (task sr4, eval), CPU, {} threads, {} reps; candle {}",
         candle_core::utils::get_num_threads(),

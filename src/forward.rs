@@ -6,14 +6,20 @@ use candle_core::{DType, Device, Tensor};
 use crate::backbone::{Ipt, IptConfig};
 use crate::error::{Error, Result};
 use crate::params::{StateDict, Strict};
-use crate::peft::{AdaptIrConfig, Layout};
+use crate::peft::adaptir::AdaptIrMethod;
+use crate::peft::{AdaptIrConfig, Layout, Method, MethodModules};
 
 /// Where the first adapter's keys live in an IPT state dict.
 const FIRST_ADAPTER: &str = "body.encoder.layers.0.adaptir.";
 
 /// Build IPT from a checkpoint; AdaptIR is present, with its sizes, iff the checkpoint holds its keys.
 /// Every missing, unexpected or mis-shaped key is reported in one error naming the file.
-pub fn load_ipt(checkpoint: &Path, config: &IptConfig, device: &Device) -> Result<Ipt> {
+/// Returns the model and the adapter sizes found.
+pub fn load_ipt(
+    checkpoint: &Path,
+    config: &IptConfig,
+    device: &Device,
+) -> Result<(Ipt, Option<AdaptIrConfig>)> {
     let sd = StateDict::load(checkpoint)?;
     let adapter = AdaptIrConfig::from_state_dict(&sd, FIRST_ADAPTER, Layout::Ipt);
     if let Some(a) = &adapter {
@@ -32,9 +38,18 @@ pub fn load_ipt(checkpoint: &Path, config: &IptConfig, device: &Device) -> Resul
         }
     }
     let strict = Strict::new(sd);
-    let model = Ipt::new(strict.var_builder(DType::F32, device), config, adapter);
+    let vb = strict.var_builder(DType::F32, device);
+    let host = config.host_dims();
+    let modules = match adapter {
+        Some(a) => AdaptIrMethod::with_sizes(a).build(vb.clone(), &host),
+        None => Ok(MethodModules::none(&host)),
+    };
+    let model = modules.and_then(|m| Ipt::new(vb, config, m));
     strict.finish()?;
-    model.map_err(|e| Error::file(checkpoint, e.to_string()))
+    Ok((
+        model.map_err(|e| Error::file(checkpoint, e.to_string()))?,
+        adapter,
+    ))
 }
 
 /// Read the input tensor `name` from a safetensors file and check it is (N, 3, P, P).
@@ -122,13 +137,13 @@ pub fn forward_files(
         )));
     }
     let x = read_input(input, input_name, &config, &device)?;
-    let model = load_ipt(checkpoint, &config, &device)?;
+    let (model, adapter) = load_ipt(checkpoint, &config, &device)?;
     let y = model.forward(&x, task, false)?;
     write_safetensors(output, &[("output", y.clone())])?;
     Ok(ForwardReport {
         input_shape: x.dims().to_vec(),
         output_shape: y.dims().to_vec(),
-        adapter: model.adapter,
+        adapter,
         task,
         scale: config.scales[task],
     })

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use adaptir::backbone::{Ipt, IptConfig};
 use adaptir::params::{count_parameters, ShapeOnly};
-use adaptir::peft::{AdaptIrConfig, Layout};
+use adaptir::peft::adaptir::AdaptIrMethod;
+use adaptir::peft::{AdaptIrConfig, Layout, Method, MethodModules};
 use candle_core::DType;
 use common::fixture;
 
@@ -48,12 +49,15 @@ fn official_ipt_keys() -> BTreeMap<String, (Vec<usize>, String)> {
 
 fn ours(adapter: Option<AdaptIrConfig>) -> BTreeMap<String, (Vec<usize>, String)> {
     let rec = ShapeOnly::default();
-    Ipt::new(
-        rec.var_builder(),
-        &IptConfig::preset("ipt-base").unwrap(),
-        adapter,
-    )
-    .unwrap();
+    let config = IptConfig::preset("ipt-base").unwrap();
+    let host = config.host_dims();
+    let modules = match adapter {
+        Some(a) => AdaptIrMethod::with_sizes(a)
+            .build(rec.var_builder(), &host)
+            .unwrap(),
+        None => MethodModules::none(&host),
+    };
+    Ipt::new(rec.var_builder(), &config, modules).unwrap();
     rec.entries()
         .into_iter()
         .map(|(k, (s, d))| {

@@ -10,7 +10,7 @@ use common::*;
 #[test]
 fn ipt_small_adaptir_both_tasks() {
     let config = IptConfig::from_json_file(&fixture("ipt_small.json")).unwrap();
-    let model = load_ipt(
+    let (model, _) = load_ipt(
         &fixture("parity/ipt_small_adaptir/weights.safetensors"),
         &config,
         &Device::Cpu,

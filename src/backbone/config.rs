@@ -108,6 +108,18 @@ impl IptConfig {
         4 * self.embed_dim()
     }
 
+    /// What a PETL method needs to know of this transformer.
+    pub fn host_dims(&self) -> crate::peft::HostDims {
+        crate::peft::HostDims {
+            embed: self.embed_dim(),
+            ffn_hidden: self.hidden_dim(),
+            heads: self.num_heads,
+            tokens: self.num_tokens(),
+            encoder_layers: self.num_layers,
+            decoder_layers: self.num_layers,
+        }
+    }
+
     /// Tokens per image: (patch_size / patch_dim)^2.
     pub fn num_tokens(&self) -> usize {
         let side = self.patch_size / self.patch_dim;

@@ -8,7 +8,7 @@ use super::config::IptConfig;
 use super::layers::{
     apply_linear, conv, linear, Attention, FeedForward, LayerNorm, ResBlock, Upsampler,
 };
-use crate::peft::{AdaptIr, AdaptIrConfig};
+use crate::peft::{Attn, LayerHooks, Linear, MethodModules, NoHooks, Proj, Site};
 
 /// Per-task head: conv3x3 3->F, then two ResBlocks of 5x5 convs.
 struct Head {
@@ -23,17 +23,17 @@ struct Tail {
     conv: candle_nn::Conv2d,
 }
 
-/// Pre-norm encoder layer; the adapter sits in parallel to the FFN on the same LayerNorm output.
+/// Pre-norm encoder layer; the method acts through `hooks`.
 struct EncoderLayer {
     norm1: LayerNorm,
     self_attn: Attention,
     norm2: LayerNorm,
     ffn: FeedForward,
-    adapter: Option<AdaptIr>,
+    hooks: Box<dyn LayerHooks>,
 }
 
 /// Pre-norm decoder layer: self-attention (q, k get the task query), cross-attention on the encoder output
-/// (q gets the task query), FFN with the adapter in parallel.
+/// (q gets the task query), FFN.
 struct DecoderLayer {
     norm1: LayerNorm,
     self_attn: Attention,
@@ -41,51 +41,120 @@ struct DecoderLayer {
     cross_attn: Attention,
     norm3: LayerNorm,
     ffn: FeedForward,
-    adapter: Option<AdaptIr>,
+    hooks: Box<dyn LayerHooks>,
 }
 
-/// FFN output plus the adapter's, on the same normalised input.
-fn ffn_with_adapter(
-    ffn: &FeedForward,
-    adapter: &Option<AdaptIr>,
-    x: &Tensor,
-    train: bool,
-) -> Result<Tensor> {
-    let y = ffn.forward(x)?;
-    match adapter {
-        Some(a) => y + a.forward_t(x, train)?,
+/// The FFN sub-block with the method's terms beside and after it, before the residual add.
+fn ffn_block(ffn: &FeedForward, hooks: &dyn LayerHooks, x: &Tensor, train: bool) -> Result<Tensor> {
+    let y = hooks.after_ffn(ffn.forward(x, hooks)?, train)?;
+    match hooks.beside_ffn(x, train)? {
+        Some(extra) => y + extra,
         None => Ok(y),
     }
 }
 
+/// Prepend the layer's prompt tokens (VPT), returning how many were added.
+fn with_prompts(x: &Tensor, hooks: &dyn LayerHooks) -> Result<(Tensor, usize)> {
+    match hooks.prompts() {
+        Some(p) => {
+            let (pl, n, e) = (p.dim(0)?, x.dim(1)?, x.dim(2)?);
+            let p = p
+                .unsqueeze(1)?
+                .broadcast_as((pl, n, e))?
+                .to_dtype(x.dtype())?;
+            Ok((Tensor::cat(&[&p, x], 0)?, pl))
+        }
+        None => Ok((x.clone(), 0)),
+    }
+}
+
+fn drop_prompts(x: Tensor, n: usize) -> Result<Tensor> {
+    if n == 0 {
+        return Ok(x);
+    }
+    let l = x.dim(0)? - n;
+    x.narrow(0, n, l)
+}
+
 impl EncoderLayer {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self.norm1.forward(x, train)?;
-        let x = (x + self.self_attn.forward(&h, &h, &h, train)?)?;
-        let h = self.norm2.forward(&x, train)?;
-        x + ffn_with_adapter(&self.ffn, &self.adapter, &h, train)?
+        let hooks = self.hooks.as_ref();
+        let (x, np) = with_prompts(x, hooks)?;
+        let h = self.norm1.forward(&x, hooks, train)?;
+        let a = self.self_attn.forward(&h, &h, &h, hooks, train)?;
+        let x = (&x + hooks.after_attention(Attn::SelfAttn, a, train)?)?;
+        let h = self.norm2.forward(&x, hooks, train)?;
+        drop_prompts((&x + ffn_block(&self.ffn, hooks, &h, train)?)?, np)
+    }
+
+    fn sites(&mut self) -> Vec<(Site, &mut Linear)> {
+        let mut v = vec![
+            (Site::Norm(1), &mut self.norm1.map),
+            (Site::Norm(2), &mut self.norm2.map),
+        ];
+        v.extend(attention_sites(&mut self.self_attn, Attn::SelfAttn));
+        v.push((Site::Ffn1, &mut self.ffn.linear1));
+        v.push((Site::Ffn2, &mut self.ffn.linear2));
+        v
     }
 }
 
 impl DecoderLayer {
     fn forward(&self, x: &Tensor, memory: &Tensor, query: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self.norm1.forward(x, train)?;
-        let qk = (&h + query)?;
-        let x = (x + self.self_attn.forward(&qk, &qk, &h, train)?)?;
-        let h = self.norm2.forward(&x, train)?;
-        let x = (&x
-            + self
-                .cross_attn
-                .forward(&(h + query)?, memory, memory, train)?)?;
-        let h = self.norm3.forward(&x, train)?;
-        x + ffn_with_adapter(&self.ffn, &self.adapter, &h, train)?
+        let hooks = self.hooks.as_ref();
+        let (x, np) = with_prompts(x, hooks)?;
+        // Prompts carry no task query: pad it with zeros in front.
+        let query = if np > 0 {
+            Tensor::cat(
+                &[
+                    &query.narrow(0, 0, 1)?.zeros_like()?.repeat((np, 1, 1))?,
+                    query,
+                ],
+                0,
+            )?
+        } else {
+            query.clone()
+        };
+        let h = self.norm1.forward(&x, hooks, train)?;
+        let qk = (&h + &query)?;
+        let a = self.self_attn.forward(&qk, &qk, &h, hooks, train)?;
+        let x = (&x + hooks.after_attention(Attn::SelfAttn, a, train)?)?;
+        let h = self.norm2.forward(&x, hooks, train)?;
+        let a = self
+            .cross_attn
+            .forward(&(h + &query)?, memory, memory, hooks, train)?;
+        let x = (&x + hooks.after_attention(Attn::Cross, a, train)?)?;
+        let h = self.norm3.forward(&x, hooks, train)?;
+        drop_prompts((&x + ffn_block(&self.ffn, hooks, &h, train)?)?, np)
+    }
+
+    fn sites(&mut self) -> Vec<(Site, &mut Linear)> {
+        let mut v = vec![
+            (Site::Norm(1), &mut self.norm1.map),
+            (Site::Norm(2), &mut self.norm2.map),
+            (Site::Norm(3), &mut self.norm3.map),
+        ];
+        v.extend(attention_sites(&mut self.self_attn, Attn::SelfAttn));
+        v.extend(attention_sites(&mut self.cross_attn, Attn::Cross));
+        v.push((Site::Ffn1, &mut self.ffn.linear1));
+        v.push((Site::Ffn2, &mut self.ffn.linear2));
+        v
     }
 }
 
-/// IPT with optional AdaptIR adapters in every encoder and decoder layer.
+fn attention_sites(a: &mut Attention, kind: Attn) -> Vec<(Site, &mut Linear)> {
+    let [q, k, v, o] = &mut a.maps;
+    vec![
+        (Site::Attn(kind, Proj::Q), q),
+        (Site::Attn(kind, Proj::K), k),
+        (Site::Attn(kind, Proj::V), v),
+        (Site::Attn(kind, Proj::Out), o),
+    ]
+}
+
+/// IPT with a PETL method's modules in its layers.
 pub struct Ipt {
     pub config: IptConfig,
-    pub adapter: Option<AdaptIrConfig>,
     sub_mean: candle_nn::Conv2d,
     add_mean: candle_nn::Conv2d,
     heads: Vec<Head>,
@@ -99,8 +168,8 @@ pub struct Ipt {
 }
 
 impl Ipt {
-    /// Build from `vb` (official keys). `adapter` adds AdaptIR with those sizes to every layer.
-    pub fn new(vb: VarBuilder, config: &IptConfig, adapter: Option<AdaptIrConfig>) -> Result<Self> {
+    /// Build from `vb` (official keys), with a method's modules (`MethodModules::none` for the backbone alone).
+    pub fn new(vb: VarBuilder, config: &IptConfig, modules: MethodModules) -> Result<Self> {
         config.validate().map_err(candle_core::Error::Msg)?;
         let (f, e, hidden, l) = (
             config.n_feats,
@@ -108,10 +177,19 @@ impl Ipt {
             config.hidden_dim(),
             config.num_tokens(),
         );
-        let adapter_at = |vb: VarBuilder| {
-            adapter
-                .map(|a| AdaptIr::new(vb.pp("adaptir"), a))
-                .transpose()
+        let n_layers = config.num_layers;
+        if modules.layers.len() != 2 * n_layers {
+            candle_core::bail!(
+                "method modules for {} layers, the model has {}",
+                modules.layers.len(),
+                2 * n_layers
+            );
+        }
+        let mut hooks = modules.layers.into_iter();
+        let mut next_hooks = || {
+            hooks
+                .next()
+                .ok_or_else(|| candle_core::Error::Msg("missing layer hooks".into()))
         };
 
         let mean_shift = |vb: VarBuilder| -> Result<candle_nn::Conv2d> {
@@ -144,29 +222,44 @@ impl Ipt {
             .collect::<Result<Vec<_>>>()?;
 
         let body = vb.pp("body");
-        let encoder = (0..config.num_layers)
+        let encoder = (0..n_layers)
             .map(|i| {
                 let vb = body.pp("encoder.layers").pp(i);
                 Ok(EncoderLayer {
-                    norm1: LayerNorm::new(vb.pp("norm1"), e)?,
-                    self_attn: Attention::new(vb.pp("self_attn"), e, config.num_heads)?,
-                    norm2: LayerNorm::new(vb.pp("norm2"), e)?,
+                    norm1: LayerNorm::new(vb.pp("norm1"), e, 1)?,
+                    self_attn: Attention::new(
+                        vb.pp("self_attn"),
+                        e,
+                        config.num_heads,
+                        Attn::SelfAttn,
+                    )?,
+                    norm2: LayerNorm::new(vb.pp("norm2"), e, 2)?,
                     ffn: FeedForward::new(&vb, e, hidden)?,
-                    adapter: adapter_at(vb.clone())?,
+                    hooks: next_hooks()?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let decoder = (0..config.num_layers)
+        let decoder = (0..n_layers)
             .map(|i| {
                 let vb = body.pp("decoder.layers").pp(i);
                 Ok(DecoderLayer {
-                    norm1: LayerNorm::new(vb.pp("norm1"), e)?,
-                    self_attn: Attention::new(vb.pp("self_attn"), e, config.num_heads)?,
-                    norm2: LayerNorm::new(vb.pp("norm2"), e)?,
-                    cross_attn: Attention::new(vb.pp("multihead_attn"), e, config.num_heads)?,
-                    norm3: LayerNorm::new(vb.pp("norm3"), e)?,
+                    norm1: LayerNorm::new(vb.pp("norm1"), e, 1)?,
+                    self_attn: Attention::new(
+                        vb.pp("self_attn"),
+                        e,
+                        config.num_heads,
+                        Attn::SelfAttn,
+                    )?,
+                    norm2: LayerNorm::new(vb.pp("norm2"), e, 2)?,
+                    cross_attn: Attention::new(
+                        vb.pp("multihead_attn"),
+                        e,
+                        config.num_heads,
+                        Attn::Cross,
+                    )?,
+                    norm3: LayerNorm::new(vb.pp("norm3"), e, 3)?,
                     ffn: FeedForward::new(&vb, e, hidden)?,
-                    adapter: adapter_at(vb.clone())?,
+                    hooks: next_hooks()?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -179,7 +272,6 @@ impl Ipt {
         )?;
         Ok(Self {
             config: config.clone(),
-            adapter,
             sub_mean: mean_shift(vb.pp("sub_mean"))?,
             add_mean: mean_shift(vb.pp("add_mean"))?,
             heads,
@@ -272,5 +364,27 @@ impl Ipt {
         h.reshape((g, g, n, f, k, k))?
             .permute((2, 3, 0, 4, 1, 5))?
             .reshape((n, f, p, p))
+    }
+
+    /// Fold the method into the backbone's weights (LoRA, SSF, FacT) and drop its modules. Every site the
+    /// method adapts must be foldable; the caller checks `Method::mergeable` first.
+    pub fn merge_method(&mut self) -> Result<()> {
+        fn fold(hooks: &dyn LayerHooks, sites: Vec<(Site, &mut Linear)>) -> Result<()> {
+            for (site, map) in sites {
+                if let Some(merged) = hooks.merge(site, map)? {
+                    *map = merged;
+                }
+            }
+            Ok(())
+        }
+        for layer in &mut self.encoder {
+            let hooks = std::mem::replace(&mut layer.hooks, Box::new(NoHooks));
+            fold(hooks.as_ref(), layer.sites())?;
+        }
+        for layer in &mut self.decoder {
+            let hooks = std::mem::replace(&mut layer.hooks, Box::new(NoHooks));
+            fold(hooks.as_ref(), layer.sites())?;
+        }
+        Ok(())
     }
 }

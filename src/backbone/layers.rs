@@ -1,7 +1,9 @@
 //! The building blocks of IPT, each with its official key layout: convolutions with `k // 2` padding,
 //! the EDSR ResBlock, the pixel-shuffle Upsampler, bias-free multi-head attention and the ReLU FFN.
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{Conv2dConfig, Init, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, Init, VarBuilder};
+
+use crate::peft::{Attn, LayerHooks, Linear, Proj, Site};
 
 /// PyTorch's default init bound for a layer with this fan-in.
 pub fn default_init(fan_in: usize) -> Init {
@@ -24,21 +26,34 @@ pub fn conv(vb: VarBuilder, cin: usize, cout: usize, k: usize) -> Result<candle_
     ))
 }
 
-pub fn linear(vb: VarBuilder, cin: usize, cout: usize) -> Result<Linear> {
+pub fn linear(vb: VarBuilder, cin: usize, cout: usize) -> Result<candle_nn::Linear> {
     let init = default_init(cin);
     let w = vb.get_with_hints((cout, cin), "weight", init)?;
     let b = vb.get_with_hints(cout, "bias", init)?;
-    Ok(Linear::new(w, Some(b)))
+    Ok(candle_nn::Linear::new(w, Some(b)))
 }
 
-/// Linear over the last dim of a tensor of any rank (candle's Linear wants rank <= 3 with batch dims).
-pub fn apply_linear(l: &Linear, x: &Tensor) -> Result<Tensor> {
+/// candle's Linear over the last dim of a tensor of any rank.
+pub fn apply_linear(l: &candle_nn::Linear, x: &Tensor) -> Result<Tensor> {
+    linear_map(&(l.weight().clone(), l.bias().cloned()), x)
+}
+
+/// `x @ w^T` over the last dim of a tensor of any rank.
+pub fn apply_linear_t(w: &Tensor, x: &Tensor) -> Result<Tensor> {
     let mut dims = x.dims().to_vec();
-    let flat = x.reshape(((), x.dim(D::Minus1)?))?;
-    let y = l.forward(&flat)?;
+    let y = x.reshape(((), x.dim(D::Minus1)?))?.matmul(&w.t()?)?;
     let last = dims.len() - 1;
     dims[last] = y.dim(1)?;
     y.reshape(dims)
+}
+
+/// A (weight, bias) map over the last dim.
+pub fn linear_map((w, b): &Linear, x: &Tensor) -> Result<Tensor> {
+    let y = apply_linear_t(w, x)?;
+    match b {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
 }
 
 /// `common.ResBlock`: conv, ReLU, conv, plus the input (res_scale 1, no BatchNorm). Keys `body.0`, `body.2`.
@@ -97,17 +112,17 @@ impl Upsampler {
     }
 }
 
-/// `nn.MultiheadAttention(E, heads, bias=False)` on sequence-first (L, N, E) tensors.
+/// `nn.MultiheadAttention(E, heads)` on sequence-first (L, N, E) tensors. IPT's has no biases; merged
+/// methods (SSF) may add them. Each projection's output passes through the layer's method hooks.
 pub struct Attention {
-    w_q: Tensor,
-    w_k: Tensor,
-    w_v: Tensor,
-    out: Tensor,
+    /// q, k, v, out projections as (weight (out, in), bias).
+    pub maps: [Linear; 4],
     heads: usize,
+    kind: Attn,
 }
 
 impl Attention {
-    pub fn new(vb: VarBuilder, e: usize, heads: usize) -> Result<Self> {
+    pub fn new(vb: VarBuilder, e: usize, heads: usize, kind: Attn) -> Result<Self> {
         // torch: xavier_uniform on the packed in-projection; the out-projection as a Linear.
         let bound = (6.0 / (e + 3 * e) as f64).sqrt();
         let in_proj = vb.get_with_hints(
@@ -119,39 +134,63 @@ impl Attention {
             },
         )?;
         let out = vb.get_with_hints((e, e), "out_proj.weight", default_init(e))?;
+        let part = |i: usize| -> Result<Linear> { Ok((in_proj.narrow(0, i * e, e)?, None)) };
         Ok(Self {
-            w_q: in_proj.narrow(0, 0, e)?,
-            w_k: in_proj.narrow(0, e, e)?,
-            w_v: in_proj.narrow(0, 2 * e, e)?,
-            out,
+            maps: [part(0)?, part(1)?, part(2)?, (out, None)],
             heads,
+            kind,
         })
     }
 
+    fn index(p: Proj) -> usize {
+        match p {
+            Proj::Q => 0,
+            Proj::K => 1,
+            Proj::V => 2,
+            Proj::Out => 3,
+        }
+    }
+
+    pub fn map_mut(&mut self, p: Proj) -> &mut Linear {
+        &mut self.maps[Self::index(p)]
+    }
+
+    fn project(&self, x: &Tensor, p: Proj, hooks: &dyn LayerHooks) -> Result<Tensor> {
+        let y = linear_map(&self.maps[Self::index(p)], x)?;
+        hooks.site(Site::Attn(self.kind, p), x, y)
+    }
+
     /// (L, N, E) x3 -> (L, N, E); keys and values may have another length than queries.
-    pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        hooks: &dyn LayerHooks,
+        train: bool,
+    ) -> Result<Tensor> {
         let (lq, n, e) = q.dims3()?;
         let lk = k.dim(0)?;
         let d = e / self.heads;
-        let project = |x: &Tensor, w: &Tensor, l: usize| -> Result<Tensor> {
-            // (L, N, E) -> (N, heads, L, d)
-            x.reshape((l * n, e))?
-                .matmul(&w.t()?)?
-                .reshape((l, n, self.heads, d))?
+        // (L, N, E) -> (N, heads, L, d)
+        let split = |x: Tensor, l: usize| {
+            x.reshape((l, n, self.heads, d))?
                 .permute((1, 2, 0, 3))?
                 .contiguous()
         };
-        let q = (project(q, &self.w_q, lq)? * (1.0 / (d as f64).sqrt()))?;
-        let k = project(k, &self.w_k, lk)?;
-        let v = project(v, &self.w_v, lk)?;
+        let q = (split(self.project(q, Proj::Q, hooks)?, lq)? * (1.0 / (d as f64).sqrt()))?;
+        let k = split(self.project(k, Proj::K, hooks)?, lk)?;
+        let v = split(self.project(v, Proj::V, hooks)?, lk)?;
         let attn = softmax_last(&q.matmul(&k.t()?)?, train)?;
-        let ctx = attn.matmul(&v)?; // (N, heads, Lq, d)
-        let ctx = ctx.permute((2, 0, 1, 3))?.reshape((lq * n, e))?;
-        ctx.matmul(&self.out.t()?)?.reshape((lq, n, e))
+        let ctx = attn
+            .matmul(&v)?
+            .permute((2, 0, 1, 3))?
+            .reshape((lq, n, e))?;
+        self.project(&ctx, Proj::Out, hooks)
     }
 }
 
-/// The transformer FFN: linear1, ReLU, linear2 (dropout is the identity in eval).
+/// The transformer FFN: linear1, ReLU, linear2 (dropout is the identity in eval), with method hooks.
 pub struct FeedForward {
     pub linear1: Linear,
     pub linear2: Linear,
@@ -159,14 +198,19 @@ pub struct FeedForward {
 
 impl FeedForward {
     pub fn new(vb: &VarBuilder, e: usize, hidden: usize) -> Result<Self> {
+        let l1 = linear(vb.pp("linear1"), e, hidden)?;
+        let l2 = linear(vb.pp("linear2"), hidden, e)?;
         Ok(Self {
-            linear1: linear(vb.pp("linear1"), e, hidden)?,
-            linear2: linear(vb.pp("linear2"), hidden, e)?,
+            linear1: (l1.weight().clone(), l1.bias().cloned()),
+            linear2: (l2.weight().clone(), l2.bias().cloned()),
         })
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        apply_linear(&self.linear2, &apply_linear(&self.linear1, x)?.relu()?)
+    pub fn forward(&self, x: &Tensor, hooks: &dyn LayerHooks) -> Result<Tensor> {
+        let h = hooks
+            .site(Site::Ffn1, x, linear_map(&self.linear1, x)?)?
+            .relu()?;
+        hooks.site(Site::Ffn2, &h, linear_map(&self.linear2, &h)?)
     }
 }
 
@@ -179,24 +223,31 @@ pub fn softmax_last(x: &Tensor, train: bool) -> Result<Tensor> {
     }
 }
 
-/// LayerNorm (eps 1e-5) over the last dim; as for softmax, the fused kernel has no backward.
+/// LayerNorm (eps 1e-5) over the last dim; as for softmax, the fused kernel has no backward. Its output
+/// passes through the method hooks at `site`.
 pub struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
+    /// (weight, Some(bias)).
+    pub map: Linear,
+    site: Site,
 }
 
 impl LayerNorm {
-    pub fn new(vb: VarBuilder, e: usize) -> Result<Self> {
+    pub fn new(vb: VarBuilder, e: usize, k: u8) -> Result<Self> {
         let weight = vb.get_with_hints(e, "weight", Init::Const(1.0))?;
         let bias = vb.get_with_hints(e, "bias", Init::Const(0.0))?;
-        Ok(Self { weight, bias })
+        Ok(Self {
+            map: (weight, Some(bias)),
+            site: Site::Norm(k),
+        })
     }
 
-    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if train {
-            candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, 1e-5)
-        } else {
-            candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, 1e-5)
-        }
+    pub fn forward(&self, x: &Tensor, hooks: &dyn LayerHooks, train: bool) -> Result<Tensor> {
+        let (w, b) = &self.map;
+        let y = match (b, train) {
+            (Some(b), true) => candle_nn::ops::layer_norm_slow(x, w, b, 1e-5)?,
+            (Some(b), false) => candle_nn::ops::layer_norm(&x.contiguous()?, w, b, 1e-5)?,
+            (None, _) => candle_nn::ops::layer_norm_slow(x, w, &w.zeros_like()?, 1e-5)?,
+        };
+        hooks.site(self.site, x, y)
     }
 }

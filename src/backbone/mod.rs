@@ -1,7 +1,7 @@
 //! Pre-trained restoration backbones with the official state-dict key names. IPT now; EDT later.
 pub mod config;
 pub mod ipt;
-mod layers;
+pub mod layers;
 
 pub use config::IptConfig;
 pub use ipt::Ipt;

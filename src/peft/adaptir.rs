@@ -468,3 +468,80 @@ impl AdaptIr {
         Ok(y)
     }
 }
+
+/// The AdaptIR method: one adapter beside the FFN of every encoder and decoder layer, with the official
+/// keys `body.{encoder,decoder}.layers.{i}.adaptir.*`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptIrMethodConfig {
+    /// Hidden width h; `None`: the official C / 24. Rank, pooling and gate widths follow the official ratios.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<usize>,
+}
+
+pub struct AdaptIrMethod {
+    pub config: AdaptIrMethodConfig,
+    pub sizes: AdaptIrConfig,
+}
+
+impl AdaptIrMethod {
+    pub fn new(
+        config: AdaptIrMethodConfig,
+        host: &super::HostDims,
+    ) -> std::result::Result<Self, String> {
+        let sizes = match config.hidden {
+            None => AdaptIrConfig::official(host.embed, Layout::Ipt),
+            Some(h) => AdaptIrConfig::with_hidden(host.embed, h, 8, Layout::Ipt),
+        };
+        sizes.validate()?;
+        Ok(Self { config, sizes })
+    }
+
+    /// Exactly these sizes (read from an official checkpoint's keys).
+    pub fn with_sizes(sizes: AdaptIrConfig) -> Self {
+        Self {
+            config: AdaptIrMethodConfig {
+                hidden: Some(sizes.hidden),
+            },
+            sizes,
+        }
+    }
+}
+
+struct AdaptIrHooks(AdaptIr);
+
+impl super::LayerHooks for AdaptIrHooks {
+    fn beside_ffn(&self, x: &Tensor, train: bool) -> Result<Option<Tensor>> {
+        self.0.forward_t(x, train).map(Some)
+    }
+}
+
+impl super::Method for AdaptIrMethod {
+    fn name(&self) -> &'static str {
+        "adaptir"
+    }
+    fn config(&self) -> serde_json::Value {
+        serde_json::to_value(self.config).unwrap_or_default()
+    }
+    fn build(&self, vb: VarBuilder, host: &super::HostDims) -> Result<super::MethodModules> {
+        let layers = host
+            .layers()
+            .iter()
+            .map(|l| {
+                let m = AdaptIr::new(vb.pp(l.prefix()).pp("adaptir"), self.sizes)?;
+                Ok(Box::new(AdaptIrHooks(m)) as Box<dyn super::LayerHooks>)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(super::MethodModules { layers })
+    }
+}
+
+pub const ENTRY: super::MethodEntry = super::MethodEntry {
+    name: "adaptir",
+    summary:
+        "AdaptIR: local, frequency and channel experts beside every FFN (official sizes: h = C/24)",
+    from_config: |c, host| {
+        let config = super::parse_config("adaptir", c)?;
+        Ok(Box::new(AdaptIrMethod::new(config, host)?))
+    },
+};

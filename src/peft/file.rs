@@ -1,0 +1,197 @@
+//! The adapter file: one self-describing `.safetensors` holding a method's tensors (named by their path in
+//! the model) and, in `__metadata__`, the format name and version, the method and its configuration, the
+//! task, the backbone's name, config and sha256, and a training summary. Loading checks all of it and says
+//! exactly what differs.
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use serde_json::Value;
+
+use super::{HostDims, Method, MethodModules};
+use crate::backbone::IptConfig;
+use crate::error::{Error, Result};
+use crate::params::{StateDict, Strict};
+
+pub const FORMAT: &str = "adaptir-adapter";
+/// The newest format version this build reads and the one it writes.
+pub const VERSION: u32 = 1;
+
+/// Everything about an adapter except its tensors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdapterMeta {
+    pub method: String,
+    pub method_config: Value,
+    /// Task name (see `backbone::config::task_index`).
+    pub task: String,
+    pub backbone: String,
+    pub backbone_sha256: String,
+    pub backbone_config: IptConfig,
+    /// Free-form JSON: steps, data, seed, final loss and PSNR, time.
+    pub training: Value,
+}
+
+pub struct AdapterFile {
+    pub path: PathBuf,
+    pub meta: AdapterMeta,
+    pub tensors: BTreeMap<String, Tensor>,
+}
+
+/// Hex sha256 of a file's bytes.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    Ok(format!("{:x}", sha2::Sha256::digest(&bytes)))
+}
+
+impl AdapterMeta {
+    fn to_map(&self) -> HashMap<String, String> {
+        let mut m = HashMap::new();
+        m.insert("format".into(), FORMAT.into());
+        m.insert("format_version".into(), VERSION.to_string());
+        m.insert("method".into(), self.method.clone());
+        m.insert("method_config".into(), self.method_config.to_string());
+        m.insert("task".into(), self.task.clone());
+        m.insert("backbone".into(), self.backbone.clone());
+        m.insert("backbone_sha256".into(), self.backbone_sha256.clone());
+        m.insert(
+            "backbone_config".into(),
+            serde_json::to_string(&self.backbone_config).unwrap_or_default(),
+        );
+        m.insert("training".into(), self.training.to_string());
+        m
+    }
+
+    fn from_map(path: &Path, m: &HashMap<String, String>) -> Result<Self> {
+        let get = |k: &str| {
+            m.get(k)
+                .cloned()
+                .ok_or_else(|| Error::file(path, format!("adapter metadata has no `{k}` entry")))
+        };
+        let json = |k: &str| -> Result<Value> {
+            serde_json::from_str(&get(k)?)
+                .map_err(|e| Error::file(path, format!("adapter metadata `{k}` is not JSON: {e}")))
+        };
+        let backbone_config: IptConfig = serde_json::from_value(json("backbone_config")?)
+            .map_err(|e| Error::file(path, format!("adapter metadata `backbone_config`: {e}")))?;
+        Ok(Self {
+            method: get("method")?,
+            method_config: json("method_config")?,
+            task: get("task")?,
+            backbone: get("backbone")?,
+            backbone_sha256: get("backbone_sha256")?,
+            backbone_config,
+            training: json("training")?,
+        })
+    }
+}
+
+impl AdapterFile {
+    /// Write atomically. The bytes depend only on the tensors and the metadata.
+    pub fn save(path: &Path, meta: &AdapterMeta, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+        let tmp = crate::forward::temp_sibling(path);
+        let data: Vec<(String, Tensor)> = tensors
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        safetensors::tensor::serialize_to_file(data, Some(meta.to_map()), &tmp)
+            .map_err(|e| Error::file(path, format!("cannot write: {e}")))?;
+        std::fs::rename(&tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::file(path, format!("cannot write: {e}"))
+        })
+    }
+
+    /// Read and check the format; the method and tensors are checked by [`AdapterFile::method`] and
+    /// [`AdapterFile::modules`], the backbone by [`AdapterFile::check_backbone`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let sd = StateDict::load(path)?;
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
+            Error::file(
+                path,
+                format!("not an adapter file (safetensors expected): {e}"),
+            )
+        })?;
+        let Some(map) = header.metadata().clone() else {
+            return Err(Error::file(path, format!("not an adapter file: no metadata (expected format `{FORMAT}`); a plain state dict?")));
+        };
+        match map.get("format").map(String::as_str) {
+            Some(FORMAT) => {}
+            other => {
+                return Err(Error::file(
+                    path,
+                    format!("not an adapter file: format is {other:?}, expected `{FORMAT}`"),
+                ))
+            }
+        }
+        let version: u32 = map
+            .get("format_version")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| Error::file(path, "adapter metadata has no valid `format_version`"))?;
+        if version > VERSION {
+            return Err(Error::file(
+                path,
+                format!("adapter format version {version} is newer than this adaptir reads (up to {VERSION}): upgrade adaptir"),
+            ));
+        }
+        let meta = AdapterMeta::from_map(path, &map)?;
+        meta.backbone_config
+            .validate()
+            .map_err(|m| Error::file(path, format!("backbone_config: {m}")))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            meta,
+            tensors: sd.tensors,
+        })
+    }
+
+    pub fn host(&self) -> HostDims {
+        self.meta.backbone_config.host_dims()
+    }
+
+    /// The method, from the registry and the stored configuration.
+    pub fn method(&self) -> Result<Box<dyn Method>> {
+        super::method(&self.meta.method, &self.meta.method_config, &self.host())
+            .map_err(|m| Error::file(&self.path, m))
+    }
+
+    /// Refuse a backbone other than the one the adapter was trained on.
+    pub fn check_backbone(&self, backbone: &Path, config: &IptConfig) -> Result<()> {
+        let sha = sha256_file(backbone)?;
+        if sha != self.meta.backbone_sha256 {
+            return Err(Error::file(
+                &self.path,
+                format!(
+                    "was trained on backbone `{}` (sha256 {}), but {} has sha256 {sha}",
+                    self.meta.backbone,
+                    self.meta.backbone_sha256,
+                    backbone.display()
+                ),
+            ));
+        }
+        if config != &self.meta.backbone_config {
+            return Err(Error::file(
+                &self.path,
+                format!(
+                    "backbone config differs: adapter {:?}, given {:?}",
+                    self.meta.backbone_config, config
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Build the method's modules from the file's tensors; missing, extra or mis-shaped tensors are one error.
+    pub fn modules(&self, dtype: DType, device: &Device) -> Result<MethodModules> {
+        let method = self.method()?;
+        let strict = Strict::new(StateDict {
+            path: self.path.clone(),
+            tensors: self.tensors.clone(),
+        });
+        let modules = method.build(strict.var_builder(dtype, device), &self.host());
+        strict.finish()?;
+        modules.map_err(|e| Error::file(&self.path, e.to_string()))
+    }
+}

@@ -1,0 +1,91 @@
+//! SSF (Lian et al.): a learnable per-channel scale and shift `y * gamma + beta` after every LayerNorm, the
+//! q / k / v in-projection, the out-projection and both FFN linears. Initialised at gamma = 1, beta = 0 (the
+//! paper draws them around those values; starting exactly there makes a fresh SSF the identity, like every
+//! other method here). It folds into the preceding map: `W' = diag(gamma) W`, `b' = gamma b + beta`.
+//! 373,248 parameters on ipt-base.
+use candle_core::{Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+use super::{HostDims, LayerHooks, Linear, Method, MethodEntry, MethodModules, Site};
+
+pub struct Ssf;
+
+struct SsfHooks(Vec<(Site, Tensor, Tensor)>);
+
+impl SsfHooks {
+    fn find(&self, site: Site) -> Option<(&Tensor, &Tensor)> {
+        self.0
+            .iter()
+            .find(|(s, ..)| *s == site)
+            .map(|(_, g, b)| (g, b))
+    }
+}
+
+impl LayerHooks for SsfHooks {
+    fn site(&self, site: Site, _: &Tensor, output: Tensor) -> Result<Tensor> {
+        match self.find(site) {
+            Some((g, b)) => output.broadcast_mul(g)?.broadcast_add(b),
+            None => Ok(output),
+        }
+    }
+
+    fn merge(&self, site: Site, map: &Linear) -> Result<Option<Linear>> {
+        let Some((g, b)) = self.find(site) else {
+            return Ok(None);
+        };
+        let (w, bias) = map;
+        // A LayerNorm's weight is a vector; a linear's is (out, in).
+        let w = if w.rank() == 1 {
+            (w * g)?
+        } else {
+            w.broadcast_mul(&g.unsqueeze(1)?)?
+        };
+        let bias = match bias {
+            Some(x) => ((x * g)? + b)?,
+            None => b.clone(),
+        };
+        Ok(Some((w, Some(bias))))
+    }
+}
+
+impl Method for Ssf {
+    fn name(&self) -> &'static str {
+        "ssf"
+    }
+    fn config(&self) -> serde_json::Value {
+        serde_json::Value::Object(Default::default())
+    }
+    fn mergeable(&self) -> bool {
+        true
+    }
+    fn build(&self, vb: VarBuilder, host: &HostDims) -> Result<MethodModules> {
+        let layers = host
+            .layers()
+            .iter()
+            .map(|l| {
+                let entries = Site::all(l.stack)
+                    .into_iter()
+                    .map(|site| {
+                        let vb = vb.pp(l.prefix()).pp(site.module());
+                        let width = site.widths(host).1;
+                        let g = vb.get_with_hints(width, "ssf_scale", Init::Const(1.0))?;
+                        let b = vb.get_with_hints(width, "ssf_shift", Init::Const(0.0))?;
+                        Ok((site, g, b))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Box::new(SsfHooks(entries)) as Box<dyn LayerHooks>)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(MethodModules { layers })
+    }
+}
+
+pub const ENTRY: MethodEntry = MethodEntry {
+    name: "ssf",
+    summary: "SSF: scale and shift after every LayerNorm, attention projection and FFN linear",
+    from_config: |c, _| match c {
+        serde_json::Value::Null => Ok(Box::new(Ssf)),
+        serde_json::Value::Object(m) if m.is_empty() => Ok(Box::new(Ssf)),
+        other => Err(format!("ssf takes no configuration, got {other}")),
+    },
+};
