@@ -11,3 +11,5 @@ pub mod peft;
 
 pub use adaptir_ops::tolerance;
 pub use error::{Error, Result};
+pub mod data;
+pub mod metrics;

@@ -45,6 +45,36 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Synthesise a degradation on clean images; writes OUTDIR/<stem>.png for each input (see docs/data.md).
+    Degrade {
+        /// sr2, sr3, sr4, noise15, noise25, noise30, noise50, jpeg10, jpeg20, jpeg30, jpeg40, lr4-noise30,
+        /// lr4-jpeg30, rain-light, rain-heavy or lowlight.
+        #[arg(long)]
+        task: String,
+        /// Clean images, or folders of them.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Output folder (created if missing).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Seed of the random degradations (each file's seed also depends on its stem).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// PSNR / SSIM of two images, or of two folders matched by file stem.
+    Metrics {
+        a: PathBuf,
+        b: PathBuf,
+        /// On the Y channel (BT.601, MATLAB rgb2ycbcr) instead of RGB.
+        #[arg(long)]
+        y: bool,
+        /// Pixels cropped from each border.
+        #[arg(long, default_value_t = 0)]
+        crop: usize,
+        /// Print JSON: {"psnr": X, "ssim": Y, "images": [...]}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn run(cli: Cli) -> adaptir::Result<()> {
@@ -82,6 +112,26 @@ fn run(cli: Cli) -> adaptir::Result<()> {
                 output.display()
             );
         }
+        Command::Degrade {
+            task,
+            inputs,
+            output,
+            seed,
+        } => {
+            let written = adaptir::data::cli::degrade(&task, &inputs, &output, seed)?;
+            println!(
+                "{task}: wrote {} image(s) to {}",
+                written.len(),
+                output.display()
+            );
+        }
+        Command::Metrics {
+            a,
+            b,
+            y,
+            crop,
+            json,
+        } => println!("{}", adaptir::metrics::cli(&a, &b, y, crop, json)?),
     }
     Ok(())
 }

@@ -1,0 +1,266 @@
+//! Image loading and saving, with the policy of `docs/data.md` ("Image policy").
+//!
+//! * Formats: PNG, JPEG, BMP, TIFF, recognised from the file's bytes (not its extension).
+//! * Bit depth: 8-bit samples become `v / 255`, 16-bit samples `v / 65535` (full precision kept);
+//!   float TIFF samples are clamped to `[0, 1]`.
+//! * Grayscale is replicated to three channels (as `cv2.imread(..., IMREAD_COLOR)` and BasicSR do).
+//! * Alpha is dropped, not composited (as `cv2.imread(..., IMREAD_COLOR)` does).
+//! * Decompression bombs: the header's width x height is checked against a pixel limit
+//!   ([`DEFAULT_MAX_PIXELS`] unless [`LoadOptions`] says otherwise) before any pixel is decoded,
+//!   and the decoder runs under an allocation limit derived from it.
+//! * Saving writes PNG atomically: a temporary file in the destination folder, then a rename.
+
+use std::io::{BufWriter, Cursor, Write};
+use std::path::{Path, PathBuf};
+
+use image::{DynamicImage, ImageFormat, ImageReader, Limits};
+
+use super::error::{DataError, Result};
+use super::image::Image;
+
+/// Images above this many pixels are refused before decoding: 2^26 = 67,108,864 pixels
+/// (8192 x 8192), i.e. 768 MiB as `f32` RGB. The largest training photo here is 20 MP.
+pub const DEFAULT_MAX_PIXELS: u64 = 1 << 26;
+
+/// How images are loaded.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Refuse images whose header announces more pixels than this.
+    pub max_pixels: u64,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            max_pixels: DEFAULT_MAX_PIXELS,
+        }
+    }
+}
+
+/// File extensions (lower case) that folder listings treat as images.
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
+
+/// Whether `path` has one of [`IMAGE_EXTENSIONS`].
+pub fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        .unwrap_or(false)
+}
+
+/// Loads an image with the default options.
+pub fn load_image(path: impl AsRef<Path>) -> Result<Image> {
+    load_image_with(path, &LoadOptions::default())
+}
+
+/// Reads the header only: `(width, height)`, with the format and pixel-limit checks.
+pub fn probe_image(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<(usize, usize)> {
+    let path = path.as_ref();
+    let bytes = read_bytes(path)?;
+    let (_, w, h) = check_header(path, &bytes, opts)?;
+    Ok((w as usize, h as usize))
+}
+
+/// Loads an image following the module's policy.
+pub fn load_image_with(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Image> {
+    let path = path.as_ref();
+    let bytes = read_bytes(path)?;
+    let (format, w, h) = check_header(path, &bytes, opts)?;
+    let mut reader = ImageReader::with_format(Cursor::new(&bytes[..]), format);
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(w);
+    limits.max_image_height = Some(h);
+    // Enough for the decoded image at 16 bits x 4 channels plus one copy; far below a bomb.
+    limits.max_alloc = Some((w as u64 * h as u64).saturating_mul(16).max(1 << 20));
+    reader.limits(limits);
+    let decoded = reader.decode().map_err(|e| decode_error(path, format, e))?;
+    Ok(to_rgb_image(decoded))
+}
+
+/// Loads an image from bytes already in memory (`name` is used in error messages).
+pub fn decode_image_bytes(name: &Path, bytes: &[u8], opts: &LoadOptions) -> Result<Image> {
+    let (format, _, _) = check_header(name, bytes, opts)?;
+    let decoded = image::load_from_memory_with_format(bytes, format)
+        .map_err(|e| decode_error(name, format, e))?;
+    Ok(to_rgb_image(decoded))
+}
+
+fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if bytes.is_empty() {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(bytes)
+}
+
+fn check_header(path: &Path, bytes: &[u8], opts: &LoadOptions) -> Result<(ImageFormat, u32, u32)> {
+    if bytes.is_empty() {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let format = match image::guess_format(bytes) {
+        Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Bmp | ImageFormat::Tiff)) => f,
+        Ok(other) => {
+            return Err(DataError::NotAnImage {
+                path: path.to_path_buf(),
+                found: format!("{other:?} data"),
+            })
+        }
+        Err(_) => {
+            return Err(DataError::NotAnImage {
+                path: path.to_path_buf(),
+                found: describe_magic(bytes),
+            })
+        }
+    };
+    let (w, h) = ImageReader::with_format(Cursor::new(bytes), format)
+        .into_dimensions()
+        .map_err(|e| decode_error(path, format, e))?;
+    let pixels = w as u64 * h as u64;
+    if pixels > opts.max_pixels {
+        return Err(DataError::TooLarge {
+            path: path.to_path_buf(),
+            width: w as u64,
+            height: h as u64,
+            pixels,
+            limit: opts.max_pixels,
+        });
+    }
+    if pixels == 0 {
+        return Err(DataError::Decode {
+            path: path.to_path_buf(),
+            format: format_name(format),
+            reason: format!("expected at least one pixel, found {w}x{h}"),
+        });
+    }
+    Ok((format, w, h))
+}
+
+fn describe_magic(bytes: &[u8]) -> String {
+    let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("{} bytes starting with {}", bytes.len(), head.join(" "))
+}
+
+fn format_name(format: ImageFormat) -> String {
+    format!("{format:?}").to_uppercase()
+}
+
+fn decode_error(path: &Path, format: ImageFormat, e: image::ImageError) -> DataError {
+    DataError::Decode {
+        path: path.to_path_buf(),
+        format: format_name(format),
+        reason: e.to_string(),
+    }
+}
+
+fn to_rgb_image(decoded: DynamicImage) -> Image {
+    let (w, h) = (decoded.width() as usize, decoded.height() as usize);
+    use image::ColorType as C;
+    let data: Vec<f32> = match decoded.color() {
+        C::L8 | C::La8 | C::Rgb8 | C::Rgba8 => decoded
+            .to_rgb8()
+            .into_raw()
+            .into_iter()
+            .map(|v| v as f32 / 255.0)
+            .collect(),
+        C::Rgb32F | C::Rgba32F => decoded
+            .to_rgb32f()
+            .into_raw()
+            .into_iter()
+            .map(|v| if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) })
+            .collect(),
+        _ => decoded
+            .to_rgb16()
+            .into_raw()
+            .into_iter()
+            .map(|v| v as f32 / 65535.0)
+            .collect(),
+    };
+    Image {
+        width: w,
+        height: h,
+        channels: 3,
+        data,
+    }
+}
+
+/// Bit depth of a saved PNG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BitDepth {
+    Eight,
+    Sixteen,
+}
+
+/// Saves `img` (1 or 3 channels) as PNG, atomically (temporary file in the same folder + rename).
+pub fn save_png(path: impl AsRef<Path>, img: &Image, depth: BitDepth) -> Result<()> {
+    let path = path.as_ref();
+    let color = match (img.channels, depth) {
+        (1, BitDepth::Eight) => image::ExtendedColorType::L8,
+        (3, BitDepth::Eight) => image::ExtendedColorType::Rgb8,
+        (1, BitDepth::Sixteen) => image::ExtendedColorType::L16,
+        (3, BitDepth::Sixteen) => image::ExtendedColorType::Rgb16,
+        (c, _) => {
+            return Err(DataError::invalid(
+                format!("{}: image to save", path.display()),
+                "1 or 3 channels",
+                format!("{c} channels"),
+            ))
+        }
+    };
+    let bytes: Vec<u8> = match depth {
+        BitDepth::Eight => img.to_u8(),
+        BitDepth::Sixteen => img
+            .to_u16()
+            .into_iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect(),
+    };
+    write_atomic(path, |w| {
+        use image::ImageEncoder;
+        image::codecs::png::PngEncoder::new(w)
+            .write_image(&bytes, img.width as u32, img.height as u32, color)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    })
+}
+
+/// Writes a file atomically: `write` fills a temporary file next to `path`, which is then renamed
+/// over `path`. On any error the temporary file is removed and `path` is left untouched.
+pub fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<()> {
+    let tmp = temp_path(path);
+    let result = (|| -> std::io::Result<()> {
+        let file = std::fs::File::create(&tmp)?;
+        let mut w = BufWriter::new(file);
+        write(&mut w)?;
+        w.flush()?;
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        DataError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
+    let tmp_name = format!(".{name}.tmp-{}", std::process::id());
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.join(tmp_name),
+        _ => PathBuf::from(tmp_name),
+    }
+}
