@@ -106,7 +106,10 @@ fn bad_files_are_errors_that_name_the_file() {
     .unwrap();
     std::fs::write(&truncated_jpg, &jpg[..40]).unwrap();
     let missing = dir.join("missing.png");
+    let folder = dir.join("folder.png");
+    std::fs::create_dir_all(&folder).unwrap();
     for (path, kind) in [
+        (&folder, "found a folder"),
         (&empty, "empty"),
         (&text, "not a supported image"),
         (&truncated, "cannot decode PNG"),
@@ -138,4 +141,15 @@ fn save_is_atomic_and_reports_the_path() {
     assert!(!bad.exists());
     let two = Image::zeros(4, 4, 2);
     assert!(save_png(dir.join("two.png"), &two, BitDepth::Eight).is_err());
+}
+
+#[test]
+fn chw_layout_round_trips() {
+    let img = load_image(io_fixture("rgb8.png")).unwrap();
+    let chw = img.to_chw();
+    // First plane is red: pixel 1's red sample sits at index 1.
+    assert_eq!(chw[1], img.data[3]);
+    assert_eq!(chw[img.pixels()], img.data[1]);
+    assert_eq!(Image::from_chw(16, 12, 3, &chw).unwrap(), img);
+    assert!(Image::from_chw(16, 12, 3, &chw[1..]).is_err());
 }

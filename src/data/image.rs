@@ -94,6 +94,30 @@ impl Image {
         }
     }
 
+    /// The samples in planar `channels x height x width` order (the layout of a CHW tensor).
+    pub fn to_chw(&self) -> Vec<f32> {
+        let (n, c) = (self.pixels(), self.channels);
+        let mut out = vec![0.0; self.data.len()];
+        for (p, px) in self.data.chunks_exact(c).enumerate() {
+            for (k, &v) in px.iter().enumerate() {
+                out[k * n + p] = v;
+            }
+        }
+        out
+    }
+
+    /// From planar `channels x height x width` samples (inverse of [`Image::to_chw`]).
+    pub fn from_chw(width: usize, height: usize, channels: usize, chw: &[f32]) -> Result<Self> {
+        let mut img = Image::new(width, height, channels, chw.to_vec())?;
+        let n = width * height;
+        for p in 0..n {
+            for k in 0..channels {
+                img.data[p * channels + k] = chw[k * n + p];
+            }
+        }
+        Ok(img)
+    }
+
     /// Number of pixels.
     pub fn pixels(&self) -> usize {
         self.width * self.height

@@ -5,12 +5,14 @@
 //!   float TIFF samples are clamped to `[0, 1]`.
 //! * Grayscale is replicated to three channels (as `cv2.imread(..., IMREAD_COLOR)` and BasicSR do).
 //! * Alpha is dropped, not composited (as `cv2.imread(..., IMREAD_COLOR)` does).
+//! * Pixels are taken as stored: EXIF orientation and ICC profiles are ignored (as PIL's
+//!   `Image.open` does), so a pair stored consistently stays aligned.
 //! * Decompression bombs: the header's width x height is checked against a pixel limit
 //!   ([`DEFAULT_MAX_PIXELS`] unless [`LoadOptions`] says otherwise) before any pixel is decoded,
 //!   and the decoder runs under an allocation limit derived from it.
 //! * Saving writes PNG atomically: a temporary file in the destination folder, then a rename.
 
-use std::io::{BufWriter, Cursor, Write};
+use std::io::{BufReader, BufWriter, Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, ImageFormat, ImageReader, Limits};
@@ -56,17 +58,19 @@ pub fn load_image(path: impl AsRef<Path>) -> Result<Image> {
 /// Reads the header only: `(width, height)`, with the format and pixel-limit checks.
 pub fn probe_image(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<(usize, usize)> {
     let path = path.as_ref();
-    let bytes = read_bytes(path)?;
-    let (_, w, h) = check_header(path, &bytes, opts)?;
+    let (_, w, h) = check_file_header(path, opts)?;
     Ok((w as usize, h as usize))
 }
 
 /// Loads an image following the module's policy.
 pub fn load_image_with(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Image> {
     let path = path.as_ref();
-    let bytes = read_bytes(path)?;
-    let (format, w, h) = check_header(path, &bytes, opts)?;
-    let mut reader = ImageReader::with_format(Cursor::new(&bytes[..]), format);
+    let (format, w, h) = check_file_header(path, opts)?;
+    let file = std::fs::File::open(path).map_err(|source| DataError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut reader = ImageReader::with_format(BufReader::new(file), format);
     let mut limits = Limits::default();
     limits.max_image_width = Some(w);
     limits.max_image_height = Some(h);
@@ -77,6 +81,38 @@ pub fn load_image_with(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Ima
     Ok(to_rgb_image(decoded))
 }
 
+/// Format and dimensions from the file's first bytes and header only (streamed: a huge file is
+/// not read in full to be refused).
+fn check_file_header(path: &Path, opts: &LoadOptions) -> Result<(ImageFormat, u32, u32)> {
+    let read_err = |source| DataError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if meta.is_dir() {
+        return Err(DataError::NotAnImage {
+            path: path.to_path_buf(),
+            found: "a folder".into(),
+        });
+    }
+    if meta.len() == 0 {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut reader = BufReader::new(file);
+    let mut head = Vec::with_capacity(64);
+    (&mut reader)
+        .take(64)
+        .read_to_end(&mut head)
+        .map_err(read_err)?;
+    reader.seek(SeekFrom::Start(0)).map_err(read_err)?;
+    let format = check_format(path, &head, meta.len())?;
+    let dims = ImageReader::with_format(reader, format).into_dimensions();
+    check_dimensions(path, format, dims, opts)
+}
+
 /// Loads an image from bytes already in memory (`name` is used in error messages).
 pub fn decode_image_bytes(name: &Path, bytes: &[u8], opts: &LoadOptions) -> Result<Image> {
     let (format, _, _) = check_header(name, bytes, opts)?;
@@ -85,43 +121,40 @@ pub fn decode_image_bytes(name: &Path, bytes: &[u8], opts: &LoadOptions) -> Resu
     Ok(to_rgb_image(decoded))
 }
 
-fn read_bytes(path: &Path) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if bytes.is_empty() {
-        return Err(DataError::Empty {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(bytes)
-}
-
 fn check_header(path: &Path, bytes: &[u8], opts: &LoadOptions) -> Result<(ImageFormat, u32, u32)> {
     if bytes.is_empty() {
         return Err(DataError::Empty {
             path: path.to_path_buf(),
         });
     }
-    let format = match image::guess_format(bytes) {
-        Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Bmp | ImageFormat::Tiff)) => f,
-        Ok(other) => {
-            return Err(DataError::NotAnImage {
-                path: path.to_path_buf(),
-                found: format!("{other:?} data"),
-            })
+    let format = check_format(path, bytes, bytes.len() as u64)?;
+    let dims = ImageReader::with_format(Cursor::new(bytes), format).into_dimensions();
+    check_dimensions(path, format, dims, opts)
+}
+
+fn check_format(path: &Path, head: &[u8], len: u64) -> Result<ImageFormat> {
+    match image::guess_format(head) {
+        Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Bmp | ImageFormat::Tiff)) => {
+            Ok(f)
         }
-        Err(_) => {
-            return Err(DataError::NotAnImage {
-                path: path.to_path_buf(),
-                found: describe_magic(bytes),
-            })
-        }
-    };
-    let (w, h) = ImageReader::with_format(Cursor::new(bytes), format)
-        .into_dimensions()
-        .map_err(|e| decode_error(path, format, e))?;
+        Ok(other) => Err(DataError::NotAnImage {
+            path: path.to_path_buf(),
+            found: format!("{other:?} data"),
+        }),
+        Err(_) => Err(DataError::NotAnImage {
+            path: path.to_path_buf(),
+            found: describe_magic(head, len),
+        }),
+    }
+}
+
+fn check_dimensions(
+    path: &Path,
+    format: ImageFormat,
+    dims: image::ImageResult<(u32, u32)>,
+    opts: &LoadOptions,
+) -> Result<(ImageFormat, u32, u32)> {
+    let (w, h) = dims.map_err(|e| decode_error(path, format, e))?;
     let pixels = w as u64 * h as u64;
     if pixels > opts.max_pixels {
         return Err(DataError::TooLarge {
@@ -142,9 +175,9 @@ fn check_header(path: &Path, bytes: &[u8], opts: &LoadOptions) -> Result<(ImageF
     Ok((format, w, h))
 }
 
-fn describe_magic(bytes: &[u8]) -> String {
-    let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    format!("{} bytes starting with {}", bytes.len(), head.join(" "))
+fn describe_magic(head: &[u8], len: u64) -> String {
+    let hex: Vec<String> = head.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("{len} bytes starting with {}", hex.join(" "))
 }
 
 fn format_name(format: ImageFormat) -> String {
