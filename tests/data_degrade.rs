@@ -185,3 +185,29 @@ fn every_task_parses_and_runs() {
         "{e}"
     );
 }
+
+#[test]
+fn rain_stats_angle_sign_follows_the_documented_convention() {
+    // Stripes whose direction leans right at the top (20 degrees from vertical) give a positive
+    // angle; the mirror image gives a negative one.
+    let (w, h) = (96usize, 96usize);
+    let stripes = |tilt_deg: f64| {
+        let t = tilt_deg.to_radians();
+        let mut d = Vec::with_capacity(w * h * 3);
+        for y in 0..h {
+            for x in 0..w {
+                let phase = (t.cos() * x as f64 + t.sin() * y as f64) / 6.0;
+                let v = 0.5 + 0.2 * (2.0 * std::f64::consts::PI * phase).sin();
+                d.extend([v as f32; 3]);
+            }
+        }
+        Image::new(w, h, 3, d).unwrap()
+    };
+    let flat = constant(128, w, h);
+    let right = adaptir::data::degrade::rain_stats(&stripes(20.0), &flat).unwrap();
+    let left = adaptir::data::degrade::rain_stats(&stripes(-20.0), &flat).unwrap();
+    assert!(
+        right.angle_deg > 0.0 && left.angle_deg < 0.0,
+        "{right:?} {left:?}"
+    );
+}

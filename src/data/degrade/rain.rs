@@ -249,14 +249,14 @@ pub fn rain_stats(rainy: &Image, clean: &Image) -> Result<RainStats> {
             jxy += gx * gy;
         }
     }
-    // Gradients are across the streaks: their dominant angle from the x axis equals the streak
-    // tilt from vertical (sign: image y points down, so negate for "leaning right at the top").
+    // Gradients are across the streaks: their dominant orientation from the x axis (image y
+    // pointing down) equals the streak tilt from vertical, positive when leaning right at the top.
     let grad_angle = 0.5 * (2.0 * jxy).atan2(jxx - jyy);
     let coherence = ((jxx - jyy).powi(2) + 4.0 * jxy * jxy).sqrt() / (jxx + jyy).max(1e-12);
     Ok(RainStats {
         hp_std,
         coverage,
-        angle_deg: -grad_angle.to_degrees(),
+        angle_deg: grad_angle.to_degrees(),
         coherence,
     })
 }
