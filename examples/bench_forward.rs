@@ -21,24 +21,18 @@ fn time(model: &Ipt, batch: usize, reps: usize) -> candle_core::Result<f64> {
 }
 
 fn main() -> candle_core::Result<()> {
-    let reps = std::env::args()
-        .skip_while(|a| a != "--reps")
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-    let config =
-        IptConfig::preset("ipt-base").map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let reps = std::env::args().skip_while(|a| a != "--reps").nth(1).and_then(|v| v.parse().ok()).unwrap_or(3);
+    let config = IptConfig::preset("ipt-base").map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     let host = config.host_dims();
     let build = |with_adapter: bool| {
         let vm = candle_nn::VarMap::new();
         let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
         let modules = if with_adapter {
-            AdaptIrMethod::with_sizes(AdaptIrConfig::official(host.embed, Layout::Ipt))
-                .build(vb.clone(), &host)?
+            AdaptIrMethod::with_sizes(AdaptIrConfig::official(host.embed, Layout::Ipt)).build(vb.clone(), &host)?
         } else {
             MethodModules::none(&host)
         };
-        Ipt::new(vb, &config, modules)
+        Ipt::fresh(&vm, &config, modules, &Device::Cpu)
     };
     let with = build(true)?;
     let without = build(false)?;
@@ -48,18 +42,11 @@ fn main() -> candle_core::Result<()> {
         reps,
         "0.11"
     );
-    println!(
-        "{:<10} {:>14} {:>14} {:>10} {:>14}",
-        "batch", "backbone (s)", "+AdaptIR (s)", "ratio", "patches/s"
-    );
+    println!("{:<10} {:>14} {:>14} {:>10} {:>14}", "batch", "backbone (s)", "+AdaptIR (s)", "ratio", "patches/s");
     for batch in [1usize, 16] {
         let a = time(&without, batch, reps)?;
         let b = time(&with, batch, reps)?;
-        println!(
-            "{batch:<10} {a:>14.3} {b:>14.3} {:>10.3} {:>14.2}",
-            b / a,
-            batch as f64 / b
-        );
+        println!("{batch:<10} {a:>14.3} {b:>14.3} {:>10.3} {:>14.2}", b / a, batch as f64 / b);
     }
     Ok(())
 }

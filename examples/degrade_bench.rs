@@ -32,25 +32,13 @@ fn rate(threads: usize, budget: Duration, task: Task, img: &adaptir::data::Image
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let secs: f64 = std::env::args()
-        .nth(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(1.0);
+    let secs: f64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(1.0);
     let budget = Duration::from_secs_f64(secs);
-    let src = load_image(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/fixtures/images/jpeg/chelsea_256.png"
-    ))?;
+    let src = load_image(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/images/jpeg/chelsea_256.png"))?;
     let img = imresize(&src, 512, 512)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("degradations on 512x512 RGB, {secs} s per measurement, {threads} threads available");
-    println!(
-        "{:<12} {:>14} {:>22}",
-        "task",
-        "images/s (1)",
-        format!("images/s ({threads} threads)")
-    );
+    println!("{:<12} {:>14} {:>22}", "task", "images/s (1)", format!("images/s ({threads} threads)"));
     for name in Task::NAMES {
         let task = Task::parse(name)?;
         let one = rate(1, budget, task, &img);

@@ -19,10 +19,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn file(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
-        Error::File {
-            path: path.as_ref().to_path_buf(),
-            msg: msg.into(),
-        }
+        Error::File { path: path.as_ref().to_path_buf(), msg: msg.into() }
     }
 
     pub fn invalid(msg: impl Into<String>) -> Self {

@@ -15,11 +15,7 @@ const FIRST_ADAPTER: &str = "body.encoder.layers.0.adaptir.";
 /// Build IPT from a checkpoint; AdaptIR is present, with its sizes, iff the checkpoint holds its keys.
 /// Every missing, unexpected or mis-shaped key is reported in one error naming the file.
 /// Returns the model and the adapter sizes found.
-pub fn load_ipt(
-    checkpoint: &Path,
-    config: &IptConfig,
-    device: &Device,
-) -> Result<(Ipt, Option<AdaptIrConfig>)> {
+pub fn load_ipt(checkpoint: &Path, config: &IptConfig, device: &Device) -> Result<(Ipt, Option<AdaptIrConfig>)> {
     let sd = StateDict::load(checkpoint)?;
     let adapter = AdaptIrConfig::from_state_dict(&sd, FIRST_ADAPTER, Layout::Ipt);
     if let Some(a) = &adapter {
@@ -46,10 +42,7 @@ pub fn load_ipt(
     };
     let model = modules.and_then(|m| Ipt::new(vb, config, m));
     strict.finish()?;
-    Ok((
-        model.map_err(|e| Error::file(checkpoint, e.to_string()))?,
-        adapter,
-    ))
+    Ok((model.map_err(|e| Error::file(checkpoint, e.to_string()))?, adapter))
 }
 
 /// Read the input tensor `name` from a safetensors file and check it is (N, 3, P, P).
@@ -66,33 +59,21 @@ pub fn read_input(path: &Path, name: &str, config: &IptConfig, device: &Device) 
     match x.dims() {
         [_, 3, h, w] if *h == p && *w == p => {}
         other => {
-            return Err(Error::file(
-                path,
-                format!("tensor `{name}` has shape {other:?}, expected (N, 3, {p}, {p})"),
-            ))
+            return Err(Error::file(path, format!("tensor `{name}` has shape {other:?}, expected (N, 3, {p}, {p})")))
         }
     }
     if !x.dtype().is_float() {
-        return Err(Error::file(
-            path,
-            format!(
-                "tensor `{name}` is {:?}, expected a float tensor",
-                x.dtype()
-            ),
-        ));
+        return Err(Error::file(path, format!("tensor `{name}` is {:?}, expected a float tensor", x.dtype())));
     }
     Ok(x.to_dtype(DType::F32)?.to_device(device)?)
 }
 
 /// Write tensors to a safetensors file atomically (temp file in the same folder, then rename).
 pub fn write_safetensors(path: &Path, tensors: &[(&str, Tensor)]) -> Result<()> {
-    let map: std::collections::HashMap<String, Tensor> = tensors
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
+    let map: std::collections::HashMap<String, Tensor> =
+        tensors.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
     let tmp = temp_sibling(path);
-    candle_core::safetensors::save(&map, &tmp)
-        .map_err(|e| Error::file(path, format!("cannot write: {e}")))?;
+    candle_core::safetensors::save(&map, &tmp).map_err(|e| Error::file(path, format!("cannot write: {e}")))?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         Error::file(path, format!("cannot write: {e}"))
@@ -101,10 +82,7 @@ pub fn write_safetensors(path: &Path, tensors: &[(&str, Tensor)]) -> Result<()> 
 
 /// `dir/.name.PID.tmp` beside `path`, so the final rename stays on one filesystem.
 pub fn temp_sibling(path: &Path) -> std::path::PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 

@@ -35,26 +35,18 @@ fn module_pattern(key: &str) -> (String, String) {
     let mut end = module.len();
     if let Some(i) = module.iter().position(|p| p.parse::<usize>().is_ok()) {
         end = i + 1;
-        if let Some(j) = module[end..]
-            .iter()
-            .position(|p| ADAPTER_MODULES.contains(p))
-        {
+        if let Some(j) = module[end..].iter().position(|p| ADAPTER_MODULES.contains(p)) {
             end += j + 1;
         }
     }
     let kept = &module[..end];
-    let pattern = kept
-        .iter()
-        .map(|p| if p.parse::<usize>().is_ok() { "*" } else { p })
-        .collect::<Vec<_>>()
-        .join(".");
+    let pattern = kept.iter().map(|p| if p.parse::<usize>().is_ok() { "*" } else { p }).collect::<Vec<_>>().join(".");
     (pattern, kept.join("."))
 }
 
 pub fn inspect(path: &Path) -> Result<Inspection> {
     let sd = StateDict::load(path)?;
-    let mut groups: BTreeMap<String, (ModuleGroup, std::collections::BTreeSet<String>)> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<String, (ModuleGroup, std::collections::BTreeSet<String>)> = BTreeMap::new();
     let (mut total, mut adapter) = (0, 0);
     let mut tensors = vec![];
     for (name, t) in &sd.tensors {
@@ -72,11 +64,7 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
                 adapter += n;
             }
         }
-        tensors.push((
-            name.clone(),
-            t.dims().to_vec(),
-            format!("{:?}", t.dtype()).to_lowercase(),
-        ));
+        tensors.push((name.clone(), t.dims().to_vec(), format!("{:?}", t.dtype()).to_lowercase()));
     }
     let groups = groups
         .into_values()
@@ -85,12 +73,7 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
             g
         })
         .collect();
-    Ok(Inspection {
-        tensors,
-        groups,
-        total_params: total,
-        adapter_params: adapter,
-    })
+    Ok(Inspection { tensors, groups, total_params: total, adapter_params: adapter })
 }
 
 /// Thousands separators, as the papers print parameter counts.
@@ -115,20 +98,12 @@ impl Inspection {
             }
             s.push('\n');
         }
-        let _ = writeln!(
-            s,
-            "{:<52} {:>5} {:>14} {:>8}",
-            "module", "count", "parameters", "buffers"
-        );
+        let _ = writeln!(s, "{:<52} {:>5} {:>14} {:>8}", "module", "count", "parameters", "buffers");
         for g in &self.groups {
             let _ = writeln!(
                 s,
                 "{:<52} {:>5} {:>14} {:>8}",
-                if g.pattern.is_empty() {
-                    "(top level)"
-                } else {
-                    &g.pattern
-                },
+                if g.pattern.is_empty() { "(top level)" } else { &g.pattern },
                 g.instances,
                 thousands(g.params),
                 thousands(g.buffers)

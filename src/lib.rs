@@ -6,6 +6,7 @@ pub mod backbone;
 pub mod error;
 pub mod forward;
 pub mod inspect;
+pub mod methods;
 pub mod params;
 pub mod peft;
 

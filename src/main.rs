@@ -17,6 +17,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// List the PETL methods with their trainable parameters on a backbone preset.
+    Methods {
+        /// Backbone preset (ipt-base is the released IPT).
+        #[arg(long, default_value = "ipt-base")]
+        backbone: String,
+        /// Print a JSON list of {"method", "trainable_params"}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the tensors of a checkpoint (.safetensors or PyTorch .pt), grouped by module, with parameter counts.
     Inspect {
         file: PathBuf,
@@ -77,33 +86,53 @@ enum Command {
     },
 }
 
-fn run(cli: Cli) -> adaptir::Result<()> {
+/// Everything a command prints goes to `out`, written once at the end (a closed pipe is not an error).
+macro_rules! outln {
+    ($o:expr, $($t:tt)*) => {{ use std::fmt::Write as _; let _ = writeln!($o, $($t)*); }};
+}
+macro_rules! out {
+    ($o:expr, $($t:tt)*) => {{ use std::fmt::Write as _; let _ = write!($o, $($t)*); }};
+}
+
+fn run(cli: Cli, out: &mut String) -> adaptir::Result<()> {
     match cli.command {
+        Command::Methods { backbone, json } => {
+            let config = adaptir::backbone::IptConfig::preset(&backbone)?;
+            let rows = adaptir::methods::table(&config)?;
+            if json {
+                outln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&rows).map_err(|e| adaptir::Error::invalid(e.to_string()))?
+                );
+            } else {
+                let backbone_n = adaptir::methods::backbone_params(&config)?;
+                outln!(out, "{backbone}: {} backbone parameters", adaptir::inspect::thousands(backbone_n));
+                outln!(out, "{:<12} {:>14} {:>9}  {}", "method", "trainable", "% of bb", "what");
+                for r in rows {
+                    outln!(
+                        out,
+                        "{:<12} {:>14} {:>8.3}%  {}",
+                        r.method,
+                        adaptir::inspect::thousands(r.trainable_params),
+                        r.percent_of_backbone,
+                        r.summary
+                    );
+                }
+            }
+        }
         Command::Inspect { file, tensors } => {
             let report = adaptir::inspect::inspect(&file)?;
-            print!("{}", report.render(tensors));
+            out!(out, "{}", report.render(tensors));
         }
-        Command::Forward {
-            checkpoint,
-            config,
-            task_index,
-            input,
-            input_name,
-            output,
-        } => {
-            let r = adaptir::forward::forward_files(
-                &checkpoint,
-                &config,
-                task_index,
-                &input,
-                &input_name,
-                &output,
-            )?;
+        Command::Forward { checkpoint, config, task_index, input, input_name, output } => {
+            let r = adaptir::forward::forward_files(&checkpoint, &config, task_index, &input, &input_name, &output)?;
             let adapter = match r.adapter {
                 Some(a) => format!("AdaptIR (hidden {}, rank {})", a.hidden, a.rank),
                 None => "no adapter".into(),
             };
-            println!(
+            outln!(
+                out,
                 "task {} (x{}), {adapter}: input {:?} -> output {:?}, written to {}",
                 r.task,
                 r.scale,
@@ -112,32 +141,23 @@ fn run(cli: Cli) -> adaptir::Result<()> {
                 output.display()
             );
         }
-        Command::Degrade {
-            task,
-            inputs,
-            output,
-            seed,
-        } => {
+        Command::Degrade { task, inputs, output, seed } => {
             let written = adaptir::data::cli::degrade(&task, &inputs, &output, seed)?;
-            println!(
-                "{task}: wrote {} image(s) to {}",
-                written.len(),
-                output.display()
-            );
+            outln!(out, "{task}: wrote {} image(s) to {}", written.len(), output.display());
         }
-        Command::Metrics {
-            a,
-            b,
-            y,
-            crop,
-            json,
-        } => println!("{}", adaptir::metrics::cli(&a, &b, y, crop, json)?),
+        Command::Metrics { a, b, y, crop, json } => outln!(out, "{}", adaptir::metrics::cli(&a, &b, y, crop, json)?),
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let mut out = String::new();
+    let result = run(Cli::parse(), &mut out);
+    {
+        use std::io::Write;
+        let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

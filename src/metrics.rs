@@ -65,11 +65,7 @@ fn prepare(img: &Image, opts: &MetricOptions, what: &str) -> Result<Planes> {
         ));
     }
     if img.channels != 1 && img.channels != 3 {
-        return Err(DataError::invalid(
-            what,
-            "1 or 3 channels",
-            format!("{} channels", img.channels),
-        ));
+        return Err(DataError::invalid(what, "1 or 3 channels", format!("{} channels", img.channels)));
     }
     let (w, h) = (img.width - 2 * c, img.height - 2 * c);
     let ch = img.channels;
@@ -96,28 +92,18 @@ fn prepare(img: &Image, opts: &MetricOptions, what: &str) -> Result<Planes> {
             })
             .collect()
     };
-    Ok(Planes {
-        width: w,
-        height: h,
-        planes,
-    })
+    Ok(Planes { width: w, height: h, planes })
 }
 
 fn prepare_pair(a: &Image, b: &Image, opts: &MetricOptions) -> Result<(Planes, Planes)> {
     if (a.width, a.height, a.channels) != (b.width, b.height, b.channels) {
         return Err(DataError::invalid(
             "images to compare",
-            format!(
-                "the same size as the first ({}x{}x{})",
-                a.width, a.height, a.channels
-            ),
+            format!("the same size as the first ({}x{}x{})", a.width, a.height, a.channels),
             format!("{}x{}x{}", b.width, b.height, b.channels),
         ));
     }
-    Ok((
-        prepare(a, opts, "first image")?,
-        prepare(b, opts, "second image")?,
-    ))
+    Ok((prepare(a, opts, "first image")?, prepare(b, opts, "second image")?))
 }
 
 /// PSNR in dB (`+inf` for identical images).
@@ -153,10 +139,7 @@ pub fn ssim(a: &Image, b: &Image, opts: &MetricOptions) -> Result<f64> {
 /// PSNR and SSIM together (one preparation).
 pub fn evaluate(a: &Image, b: &Image, opts: &MetricOptions) -> Result<Scores> {
     let (pa, pb) = prepare_pair(a, b, opts)?;
-    Ok(Scores {
-        psnr: psnr_planes(&pa, &pb),
-        ssim: ssim_planes(&pa, &pb)?,
-    })
+    Ok(Scores { psnr: psnr_planes(&pa, &pb), ssim: ssim_planes(&pa, &pb)? })
 }
 
 fn gaussian_window() -> [f64; 2 * SSIM_RADIUS + 1] {
@@ -218,8 +201,7 @@ fn ssim_planes(pa: &Planes, pb: &Planes) -> Result<f64> {
                 let vx = m[2] - mx * mx;
                 let vy = m[3] - my * my;
                 let cxy = m[4] - mx * my;
-                sum += ((2.0 * mx * my + c1) * (2.0 * cxy + c2))
-                    / ((mx * mx + my * my + c1) * (vx + vy + c2));
+                sum += ((2.0 * mx * my + c1) * (2.0 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2));
             }
         }
         total += sum / (ow * oh) as f64;
@@ -248,15 +230,9 @@ pub fn compare_paths(a: &Path, b: &Path, opts: &MetricOptions) -> Result<Vec<Nam
         let ia = crate::data::io::load_image(&pa)?;
         let ib = crate::data::io::load_image(&pb)?;
         let scores = evaluate(&ia, &ib, opts).map_err(|e| match e {
-            DataError::Invalid {
-                what,
-                expected,
-                found,
-            } => DataError::Invalid {
-                what: format!("{} vs {}: {what}", pa.display(), pb.display()),
-                expected,
-                found,
-            },
+            DataError::Invalid { what, expected, found } => {
+                DataError::Invalid { what: format!("{} vs {}: {what}", pa.display(), pb.display()), expected, found }
+            }
             other => other,
         })?;
         rows.push(NamedScores { name, scores });
@@ -283,10 +259,7 @@ pub fn cli(a: &Path, b: &Path, y_channel: bool, crop: usize, json: bool) -> crat
 
 /// [`cli`] with the data module's error type.
 pub fn report(a: &Path, b: &Path, y_channel: bool, crop: usize, json: bool) -> Result<String> {
-    let opts = MetricOptions {
-        y_channel,
-        crop_border: crop,
-    };
+    let opts = MetricOptions { y_channel, crop_border: crop };
     let rows = compare_paths(a, b, &opts)?;
     let mean = mean_scores(&rows);
     let num = |v: f64| {
@@ -299,21 +272,15 @@ pub fn report(a: &Path, b: &Path, y_channel: bool, crop: usize, json: bool) -> R
     if json {
         let images: Vec<_> = rows
             .iter()
-            .map(|r| {
-                serde_json::json!({"name": r.name, "psnr": num(r.scores.psnr), "ssim": num(r.scores.ssim)})
-            })
+            .map(|r| serde_json::json!({"name": r.name, "psnr": num(r.scores.psnr), "ssim": num(r.scores.ssim)}))
             .collect();
-        let v =
-            serde_json::json!({"psnr": num(mean.psnr), "ssim": num(mean.ssim), "images": images});
+        let v = serde_json::json!({"psnr": num(mean.psnr), "ssim": num(mean.ssim), "images": images});
         Ok(v.to_string())
     } else {
         let mut out = String::new();
         let space = if y_channel { "Y" } else { "RGB" };
         for r in &rows {
-            out.push_str(&format!(
-                "{}\tPSNR {:.4} dB\tSSIM {:.6}\n",
-                r.name, r.scores.psnr, r.scores.ssim
-            ));
+            out.push_str(&format!("{}\tPSNR {:.4} dB\tSSIM {:.6}\n", r.name, r.scores.psnr, r.scores.ssim));
         }
         out.push_str(&format!(
             "mean ({} images, {space}, crop {crop})\tPSNR {:.4} dB\tSSIM {:.6}",

@@ -27,17 +27,12 @@ impl StateDict {
         let mut head = [0u8; 8];
         {
             use std::io::Read;
-            let mut f = std::fs::File::open(path)
-                .map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
-            let n = f
-                .read(&mut head)
-                .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+            let mut f = std::fs::File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
+            let n = f.read(&mut head).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
             if n < 8 {
                 return Err(Error::file(
                     path,
-                    format!(
-                        "file is {n} bytes long: too short for safetensors or a PyTorch checkpoint"
-                    ),
+                    format!("file is {n} bytes long: too short for safetensors or a PyTorch checkpoint"),
                 ));
             }
         }
@@ -48,26 +43,15 @@ impl StateDict {
                  torch >= 1.6 as `torch.save(torch.load(path), path)`, or convert it to safetensors",
             ));
         }
-        let tensors = if head.starts_with(b"PK\x03\x04") {
-            Self::read_pytorch(path)?
-        } else {
-            Self::read_safetensors(path)?
-        };
-        Ok(Self {
-            path: path.to_path_buf(),
-            tensors,
-        })
+        let tensors =
+            if head.starts_with(b"PK\x03\x04") { Self::read_pytorch(path)? } else { Self::read_safetensors(path)? };
+        Ok(Self { path: path.to_path_buf(), tensors })
     }
 
     fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
-        let bytes =
-            std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
-            Error::file(
-                path,
-                format!("not a safetensors file or a PyTorch zip checkpoint ({e})"),
-            )
-        })?;
+        let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| Error::file(path, format!("not a safetensors file or a PyTorch zip checkpoint ({e})")))?;
         let mut out = BTreeMap::new();
         for (name, view) in st.tensors() {
             let t = candle_core::safetensors::Load::load(&view, &Device::Cpu)
@@ -78,12 +62,8 @@ impl StateDict {
     }
 
     fn read_pytorch(path: &Path) -> Result<BTreeMap<String, Tensor>> {
-        let all = candle_core::pickle::read_all(path).map_err(|e| {
-            Error::file(
-                path,
-                format!("a zip file, but not a readable PyTorch state dict: {e}"),
-            )
-        })?;
+        let all = candle_core::pickle::read_all(path)
+            .map_err(|e| Error::file(path, format!("a zip file, but not a readable PyTorch state dict: {e}")))?;
         if all.is_empty() {
             return Err(Error::file(
                 path,
@@ -100,10 +80,7 @@ impl StateDict {
             .iter()
             .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
             .collect();
-        StateDict {
-            path: self.path.clone(),
-            tensors,
-        }
+        StateDict { path: self.path.clone(), tensors }
     }
 
     pub fn get(&self, name: &str) -> Option<&Tensor> {
@@ -128,10 +105,7 @@ pub struct Strict {
 
 impl Strict {
     pub fn new(sd: StateDict) -> Self {
-        Self {
-            sd: Arc::new(sd),
-            problems: Default::default(),
-        }
+        Self { sd: Arc::new(sd), problems: Default::default() }
     }
 
     pub fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
@@ -140,16 +114,8 @@ impl Strict {
 
     /// One error listing every missing, mis-shaped and unexpected key, or Ok.
     pub fn finish(&self) -> Result<()> {
-        let p = self
-            .problems
-            .lock()
-            .map_err(|_| Error::invalid("state dict check: lock poisoned"))?;
-        let unexpected: Vec<&String> = self
-            .sd
-            .tensors
-            .keys()
-            .filter(|k| !p.used.contains(*k))
-            .collect();
+        let p = self.problems.lock().map_err(|_| Error::invalid("state dict check: lock poisoned"))?;
+        let unexpected: Vec<&String> = self.sd.tensors.keys().filter(|k| !p.used.contains(*k)).collect();
         if p.missing.is_empty() && p.misshaped.is_empty() && unexpected.is_empty() {
             return Ok(());
         }
@@ -177,18 +143,8 @@ impl Strict {
 }
 
 impl SimpleBackend for Strict {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _: Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        let mut p = self
-            .problems
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("lock poisoned".into()))?;
+    fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let mut p = self.problems.lock().map_err(|_| candle_core::Error::Msg("lock poisoned".into()))?;
         match self.sd.tensors.get(name) {
             Some(t) if t.shape() == &s => {
                 p.used.insert(name.to_string());
@@ -196,8 +152,7 @@ impl SimpleBackend for Strict {
             }
             Some(t) => {
                 p.used.insert(name.to_string());
-                p.misshaped
-                    .push((name.to_string(), s.dims().to_vec(), t.dims().to_vec()));
+                p.misshaped.push((name.to_string(), s.dims().to_vec(), t.dims().to_vec()));
                 Tensor::zeros(s, dtype, dev)
             }
             None => {
@@ -237,14 +192,7 @@ impl ShapeOnly {
 }
 
 impl SimpleBackend for ShapeOnly {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _: Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
+    fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         if let Ok(mut m) = self.seen.lock() {
             m.insert(name.to_string(), (s.dims().to_vec(), dtype));
         }
@@ -261,12 +209,7 @@ impl SimpleBackend for ShapeOnly {
 }
 
 /// State-dict entries that are buffers in the official modules, not parameters.
-pub const BUFFER_SUFFIXES: &[&str] = &[
-    "running_mean",
-    "running_var",
-    "num_batches_tracked",
-    "position_ids",
-];
+pub const BUFFER_SUFFIXES: &[&str] = &["running_mean", "running_var", "num_batches_tracked", "position_ids"];
 
 pub fn is_buffer(name: &str) -> bool {
     BUFFER_SUFFIXES.iter().any(|s| name.ends_with(s))
@@ -274,9 +217,5 @@ pub fn is_buffer(name: &str) -> bool {
 
 /// Number of parameters (torch's `sum(p.numel() for p in model.parameters())`) among state-dict entries.
 pub fn count_parameters<'a>(entries: impl IntoIterator<Item = (&'a String, &'a [usize])>) -> usize {
-    entries
-        .into_iter()
-        .filter(|(k, _)| !is_buffer(k))
-        .map(|(_, s)| s.iter().product::<usize>())
-        .sum()
+    entries.into_iter().filter(|(k, _)| !is_buffer(k)).map(|(_, s)| s.iter().product::<usize>()).sum()
 }

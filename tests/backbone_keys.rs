@@ -29,13 +29,9 @@ fn official_ipt_keys() -> BTreeMap<String, (Vec<usize>, String)> {
             .collect();
         let count: usize = cols[4].parse().unwrap();
         let expanded: Vec<String> = if pattern.contains("{i}") {
-            (0..12)
-                .map(|i| pattern.replace("{i}", &i.to_string()))
-                .collect()
+            (0..12).map(|i| pattern.replace("{i}", &i.to_string())).collect()
         } else if pattern.contains("{t}") {
-            (0..6)
-                .map(|t| pattern.replace("{t}", &t.to_string()))
-                .collect()
+            (0..6).map(|t| pattern.replace("{t}", &t.to_string())).collect()
         } else {
             vec![pattern.to_string()]
         };
@@ -52,23 +48,13 @@ fn ours(adapter: Option<AdaptIrConfig>) -> BTreeMap<String, (Vec<usize>, String)
     let config = IptConfig::preset("ipt-base").unwrap();
     let host = config.host_dims();
     let modules = match adapter {
-        Some(a) => AdaptIrMethod::with_sizes(a)
-            .build(rec.var_builder(), &host)
-            .unwrap(),
+        Some(a) => AdaptIrMethod::with_sizes(a).build(rec.var_builder(), &host).unwrap(),
         None => MethodModules::none(&host),
     };
     Ipt::new(rec.var_builder(), &config, modules).unwrap();
     rec.entries()
         .into_iter()
-        .map(|(k, (s, d))| {
-            (
-                k,
-                (
-                    s,
-                    if d == DType::I64 { "int64" } else { "float32" }.to_string(),
-                ),
-            )
-        })
+        .map(|(k, (s, d))| (k, (s, if d == DType::I64 { "int64" } else { "float32" }.to_string())))
         .collect()
 }
 
@@ -79,10 +65,7 @@ fn ipt_base_with_adaptir_has_the_official_keys_shapes_and_dtypes() {
     let ours = ours(Some(AdaptIrConfig::official(576, Layout::Ipt)));
     let missing: Vec<_> = official.keys().filter(|k| !ours.contains_key(*k)).collect();
     let extra: Vec<_> = ours.keys().filter(|k| !official.contains_key(*k)).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "missing {missing:?}\nextra {extra:?}"
-    );
+    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}\nextra {extra:?}");
     for (k, v) in &official {
         assert_eq!(&ours[k], v, "{k}");
     }
@@ -92,11 +75,7 @@ fn ipt_base_with_adaptir_has_the_official_keys_shapes_and_dtypes() {
 fn ipt_base_parameter_counts() {
     let with = ours(Some(AdaptIrConfig::official(576, Layout::Ipt)));
     let count = |m: &BTreeMap<String, (Vec<usize>, String)>, f: &dyn Fn(&str) -> bool| {
-        count_parameters(
-            m.iter()
-                .filter(|(k, _)| f(k))
-                .map(|(k, (s, _))| (k, s.as_slice())),
-        )
+        count_parameters(m.iter().filter(|(k, _)| f(k)).map(|(k, (s, _))| (k, s.as_slice())))
     };
     assert_eq!(count(&with, &|_| true), 119_590_050);
     assert_eq!(count(&with, &|k| k.contains(".adaptir.")), 697_656);

@@ -9,10 +9,7 @@ use candle_core::{Device, Tensor};
 use common::fixture;
 
 fn adaptir(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_adaptir"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_adaptir")).args(args).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
     (out.status.code().unwrap_or(-1), stderr)
@@ -32,14 +29,7 @@ const WEIGHTS: &str = "parity/ipt_small_adaptir/weights.safetensors";
 const IO: &str = "parity/ipt_small_adaptir/io.safetensors";
 
 /// Run forward with one argument replaced; expect exit 2 and every `needles` in the message.
-fn forward_fails(
-    checkpoint: &Path,
-    config: &Path,
-    task: &str,
-    input: &Path,
-    name: &str,
-    needles: &[&str],
-) {
+fn forward_fails(checkpoint: &Path, config: &Path, task: &str, input: &Path, name: &str, needles: &[&str]) {
     let out = tmp(&format!("out-{}.safetensors", needles.join("-").len()));
     let (code, err) = adaptir(&[
         "forward",
@@ -72,14 +62,7 @@ fn checkpoint_that_is_not_a_state_dict() {
     let (_, cfg, io) = ok_args();
     let bogus = tmp("bogus.safetensors");
     std::fs::write(&bogus, b"{\"this is\": \"json, not weights\"}").unwrap();
-    forward_fails(
-        &bogus,
-        &cfg,
-        "2",
-        &io,
-        "x",
-        &["bogus.safetensors", "not a safetensors file"],
-    );
+    forward_fails(&bogus, &cfg, "2", &io, "x", &["bogus.safetensors", "not a safetensors file"]);
 }
 
 #[test]
@@ -108,14 +91,8 @@ fn missing_unexpected_and_misshaped_keys_are_listed_together() {
     let mut sd = candle_core::safetensors::load(&w, &Device::Cpu).unwrap();
     sd.remove("body.encoder.layers.0.linear1.bias");
     sd.remove("tail.5.1.weight");
-    sd.insert(
-        "body.extra.weight".into(),
-        Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap(),
-    );
-    sd.insert(
-        "head.0.0.bias".into(),
-        Tensor::zeros(7, candle_core::DType::F32, &Device::Cpu).unwrap(),
-    );
+    sd.insert("body.extra.weight".into(), Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap());
+    sd.insert("head.0.0.bias".into(), Tensor::zeros(7, candle_core::DType::F32, &Device::Cpu).unwrap());
     let bad = tmp("bad-keys.safetensors");
     candle_core::safetensors::save(&sd, &bad).unwrap();
     forward_fails(
@@ -147,14 +124,7 @@ fn adapter_too_small() {
     );
     let bad = tmp("h1.safetensors");
     candle_core::safetensors::save(&sd, &bad).unwrap();
-    forward_fails(
-        &bad,
-        &cfg,
-        "2",
-        &io,
-        "x",
-        &["h1.safetensors", "hidden = 1 but must be at least 2"],
-    );
+    forward_fails(&bad, &cfg, "2", &io, "x", &["h1.safetensors", "hidden = 1 but must be at least 2"]);
 }
 
 #[test]
@@ -169,22 +139,13 @@ fn bad_configs() {
             r#"{"arch": "ipt", "n_feats": 22, "num_heads": 7, "num_layers": 1}"#,
             &["num_heads = 7 does not divide the transformer width 198"],
         ),
-        (
-            r#"{"arch": "edt", "n_feats": 22, "num_heads": 6, "num_layers": 1}"#,
-            &["arch is `edt`"],
-        ),
+        (r#"{"arch": "edt", "n_feats": 22, "num_heads": 6, "num_layers": 1}"#, &["arch is `edt`"]),
         (
             r#"{"arch": "ipt", "n_feats": 22, "num_heads": 6, "num_layers": 1, "scales": [2, 3]}"#,
             &["scales has 2 entries, expected num_tasks = 6"],
         ),
-        (
-            r#"{"arch": "ipt", "n_feats": 22"#,
-            &["not a valid IPT config"],
-        ),
-        (
-            r#"{"arch": "ipt", "n_feats": 0, "num_heads": 6, "num_layers": 1}"#,
-            &["n_feats is 0"],
-        ),
+        (r#"{"arch": "ipt", "n_feats": 22"#, &["not a valid IPT config"]),
+        (r#"{"arch": "ipt", "n_feats": 0, "num_heads": 6, "num_layers": 1}"#, &["n_feats is 0"]),
     ];
     for (i, (json, needles)) in cases.iter().enumerate() {
         let cfg = tmp(&format!("config{i}.json"));
@@ -196,55 +157,23 @@ fn bad_configs() {
     }
     // A config whose width disagrees with the checkpoint's: the adapters say 198 channels.
     let cfg = tmp("wide.json");
-    std::fs::write(
-        &cfg,
-        r#"{"arch": "ipt", "n_feats": 24, "num_heads": 6, "num_layers": 1}"#,
-    )
-    .unwrap();
-    forward_fails(
-        &w,
-        &cfg,
-        "2",
-        &io,
-        "x",
-        &[
-            "weights.safetensors",
-            "adapters take 198 channels",
-            "width is 216",
-        ],
-    );
+    std::fs::write(&cfg, r#"{"arch": "ipt", "n_feats": 24, "num_heads": 6, "num_layers": 1}"#).unwrap();
+    forward_fails(&w, &cfg, "2", &io, "x", &["weights.safetensors", "adapters take 198 channels", "width is 216"]);
 }
 
 #[test]
 fn bad_inputs_and_task() {
     let (w, cfg, io) = ok_args();
-    forward_fails(
-        &w,
-        &cfg,
-        "2",
-        &io,
-        "y",
-        &["io.safetensors", "no tensor named `y`", "task2.y"],
-    );
+    forward_fails(&w, &cfg, "2", &io, "y", &["io.safetensors", "no tensor named `y`", "task2.y"]);
     forward_fails(
         &w,
         &cfg,
         "2",
         &io,
         "task2.y",
-        &[
-            "io.safetensors",
-            "shape [2, 3, 192, 192], expected (N, 3, 48, 48)",
-        ],
+        &["io.safetensors", "shape [2, 3, 192, 192], expected (N, 3, 48, 48)"],
     );
-    forward_fails(
-        &w,
-        &cfg,
-        "6",
-        &io,
-        "x",
-        &["--task-index 6 is out of range", "6 tasks"],
-    );
+    forward_fails(&w, &cfg, "6", &io, "x", &["--task-index 6 is out of range", "6 tasks"]);
     forward_fails(
         &w,
         &cfg,
@@ -260,24 +189,15 @@ fn bad_inputs_and_task() {
 #[test]
 fn pytorch_checkpoint_loads_bit_identically() {
     let pt = adaptir::params::StateDict::load(&fixture("adaptir_c192.pt")).unwrap();
-    let st = adaptir::params::StateDict::load(&fixture(
-        "parity/adaptir_block_ipt_c192/weights.safetensors",
-    ))
-    .unwrap();
+    let st = adaptir::params::StateDict::load(&fixture("parity/adaptir_block_ipt_c192/weights.safetensors")).unwrap();
     assert_eq!(pt.tensors.len(), st.tensors.len());
     for (k, a) in &st.tensors {
         let b = &pt.tensors[k];
         assert_eq!((a.dims(), a.dtype()), (b.dims(), b.dtype()), "{k}");
         let (a, b) = (a.flatten_all().unwrap(), b.flatten_all().unwrap());
         assert_eq!(
-            a.to_dtype(candle_core::DType::F64)
-                .unwrap()
-                .to_vec1::<f64>()
-                .unwrap(),
-            b.to_dtype(candle_core::DType::F64)
-                .unwrap()
-                .to_vec1::<f64>()
-                .unwrap(),
+            a.to_dtype(candle_core::DType::F64).unwrap().to_vec1::<f64>().unwrap(),
+            b.to_dtype(candle_core::DType::F64).unwrap().to_vec1::<f64>().unwrap(),
             "{k}"
         );
     }

@@ -6,10 +6,7 @@ use adaptir::data::tolerances::{BICUBIC_MAX_LEVEL_DIFF, BICUBIC_MIN_EQUAL_FRACTI
 use adaptir::data::{load_image, Image, Task};
 
 fn set5(name: &str) -> Image {
-    let path = format!(
-        "{}/fixtures/images/set5/{name}.png",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/fixtures/images/set5/{name}.png", env!("CARGO_MANIFEST_DIR"));
     load_image(&path).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -20,24 +17,12 @@ fn downscale_matches_matlab_imresize_on_set5() {
         for s in [2usize, 3, 4] {
             let reference = set5(&format!("{name}x{s}"));
             let ours = bicubic_downscale(&hr, s).unwrap();
-            assert_eq!(
-                (ours.width, ours.height),
-                (reference.width, reference.height),
-                "{name} x{s}: size"
-            );
+            assert_eq!((ours.width, ours.height), (reference.width, reference.height), "{name} x{s}: size");
             let (a, b) = (ours.to_u8(), reference.to_u8());
             let equal = a.iter().zip(&b).filter(|(x, y)| x == y).count();
-            let max = a
-                .iter()
-                .zip(&b)
-                .map(|(x, y)| x.abs_diff(*y))
-                .max()
-                .unwrap_or(0);
+            let max = a.iter().zip(&b).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0);
             let frac = equal as f64 / a.len() as f64;
-            assert!(
-                frac >= BICUBIC_MIN_EQUAL_FRACTION,
-                "{name} x{s}: {frac} of samples equal"
-            );
+            assert!(frac >= BICUBIC_MIN_EQUAL_FRACTION, "{name} x{s}: {frac} of samples equal");
             assert!(max <= BICUBIC_MAX_LEVEL_DIFF, "{name} x{s}: max diff {max}");
         }
     }

@@ -5,10 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn adaptir(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_adaptir"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_adaptir")).args(args).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
@@ -61,27 +58,10 @@ fn degrade_bad_input_exits_2_naming_the_file() {
     let good = fixture("metrics/coffee_clean.png");
     for (args, needle) in [
         (vec!["--task", "sr9", good.as_str()], "sr9"),
-        (
-            vec!["--task", "sr2", missing.to_str().unwrap()],
-            "missing.png",
-        ),
-        (
-            vec!["--task", "sr2", good.as_str(), not_image.to_str().unwrap()],
-            "notes.jpg",
-        ),
-        (
-            vec![
-                "--task",
-                "noise30",
-                good.as_str(),
-                truncated.to_str().unwrap(),
-            ],
-            "cut.png",
-        ),
-        (
-            vec!["--task", "sr2", &fixture("io/bomb_100000x100000.png")],
-            "pixels",
-        ),
+        (vec!["--task", "sr2", missing.to_str().unwrap()], "missing.png"),
+        (vec!["--task", "sr2", good.as_str(), not_image.to_str().unwrap()], "notes.jpg"),
+        (vec!["--task", "noise30", good.as_str(), truncated.to_str().unwrap()], "cut.png"),
+        (vec!["--task", "sr2", &fixture("io/bomb_100000x100000.png")], "pixels"),
     ] {
         let mut full = vec!["degrade"];
         full.extend(args.iter());
@@ -100,14 +80,7 @@ fn degrade_bad_input_exits_2_naming_the_file() {
     }
     let blocker = dir.join("blocker");
     std::fs::write(&blocker, "x").unwrap();
-    let (code, _, stderr) = adaptir(&[
-        "degrade",
-        "--task",
-        "sr2",
-        &good,
-        "-o",
-        blocker.to_str().unwrap(),
-    ]);
+    let (code, _, stderr) = adaptir(&["degrade", "--task", "sr2", &good, "-o", blocker.to_str().unwrap()]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("blocker"), "{stderr}");
 }
@@ -125,17 +98,11 @@ fn metrics_prints_json_and_rejects_bad_pairs() {
     ]);
     assert_eq!(code, 0, "{stderr}");
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    assert!(
-        v["psnr"].as_f64().is_some() && v["ssim"].as_f64().is_some(),
-        "{stdout}"
-    );
+    assert!(v["psnr"].as_f64().is_some() && v["ssim"].as_f64().is_some(), "{stdout}");
     assert_eq!(v["images"].as_array().map(Vec::len), Some(1));
 
-    let (code, _, stderr) = adaptir(&[
-        "metrics",
-        &fixture("metrics/astronaut_clean.png"),
-        &fixture("metrics/coffee_clean.png"),
-    ]);
+    let (code, _, stderr) =
+        adaptir(&["metrics", &fixture("metrics/astronaut_clean.png"), &fixture("metrics/coffee_clean.png")]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("coffee_clean.png"), "{stderr}");
 

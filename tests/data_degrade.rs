@@ -1,13 +1,11 @@
 //! Degradations: Gaussian noise (both conventions), JPEG vs PIL, hybrids, rain, low light, tasks.
 
 use adaptir::data::degrade::{
-    add_rain, bicubic_downscale, encode_jpeg, gaussian_noise, jpeg_compress, low_light, rain_layer,
-    LowLightParams, NoiseConvention, RainParams,
+    add_rain, bicubic_downscale, encode_jpeg, gaussian_noise, jpeg_compress, low_light, rain_layer, LowLightParams,
+    NoiseConvention, RainParams,
 };
 use adaptir::data::seed::mix64;
-use adaptir::data::tolerances::{
-    JPEG_MAX_SIZE_REL_DIFF, JPEG_MIN_PSNR_VS_REFERENCE_DB, NOISE_STAT_REL,
-};
+use adaptir::data::tolerances::{JPEG_MAX_SIZE_REL_DIFF, JPEG_MIN_PSNR_VS_REFERENCE_DB, NOISE_STAT_REL};
 use adaptir::data::{load_image, Image, Task};
 use adaptir::metrics::{psnr, MetricOptions};
 
@@ -21,11 +19,7 @@ fn constant(level: u8, w: usize, h: usize) -> Image {
 
 /// Mean and standard deviation of `noisy - level` on the 0-255 scale.
 fn residual_stats(img: &Image, level: u8) -> (f64, f64) {
-    let r: Vec<f64> = img
-        .to_u8()
-        .iter()
-        .map(|&v| v as f64 - level as f64)
-        .collect();
+    let r: Vec<f64> = img.to_u8().iter().map(|&v| v as f64 - level as f64).collect();
     let n = r.len() as f64;
     let mean = r.iter().sum::<f64>() / n;
     let var = r.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
@@ -41,19 +35,10 @@ fn gaussian_noise_has_the_requested_sigma_in_both_conventions() {
         let (m_r, s_r) = residual_stats(&round, 128);
         let (m_t, s_t) = residual_stats(&trunc, 128);
         // Clipping at 0 / 255 (2.56 sigma from 128 at sigma 50) lowers the std by about 1%.
-        assert!(
-            m_r.abs() <= NOISE_STAT_REL * sigma,
-            "sigma {sigma}: mean {m_r}"
-        );
-        assert!(
-            (s_r / sigma - 1.0).abs() <= NOISE_STAT_REL,
-            "sigma {sigma}: std {s_r}"
-        );
+        assert!(m_r.abs() <= NOISE_STAT_REL * sigma, "sigma {sigma}: mean {m_r}");
+        assert!((s_r / sigma - 1.0).abs() <= NOISE_STAT_REL, "sigma {sigma}: std {s_r}");
         // Truncation lowers the mean by half a level and leaves the spread.
-        assert!(
-            ((m_r - m_t) - 0.5).abs() <= NOISE_STAT_REL * sigma,
-            "{m_r} vs {m_t}"
-        );
+        assert!(((m_r - m_t) - 0.5).abs() <= NOISE_STAT_REL * sigma, "{m_r} vs {m_t}");
         assert!((s_t / s_r - 1.0).abs() <= NOISE_STAT_REL, "{s_t} vs {s_r}");
         // Same seed, same noise; the two conventions differ only by rounding.
         for (a, b) in round.to_u8().iter().zip(trunc.to_u8()) {
@@ -105,10 +90,7 @@ fn hybrids_are_downscale_then_second_degradation() {
     let lr = bicubic_downscale(&hr, 4).unwrap();
     let n = Task::Lr4Noise30.apply(&hr, 5).unwrap();
     assert_eq!((n.width, n.height), (64, 64));
-    assert_eq!(
-        n,
-        gaussian_noise(&lr, 30.0, NoiseConvention::ClipTruncate, mix64(5)).unwrap()
-    );
+    assert_eq!(n, gaussian_noise(&lr, 30.0, NoiseConvention::ClipTruncate, mix64(5)).unwrap());
     let j = Task::Lr4Jpeg30.apply(&hr, 5).unwrap();
     assert_eq!(j, jpeg_compress(&lr, 30).unwrap());
     assert_eq!(Task::Lr4Jpeg30.target(&hr).unwrap().width, 256);
@@ -129,13 +111,7 @@ fn rain_only_adds_light_and_heavy_is_heavier() {
         l.iter().filter(|&&v| v > 0.05).count()
     };
     assert!(cover(&RainParams::HEAVY) > cover(&RainParams::LIGHT));
-    let gain = |o: &Image| {
-        o.data
-            .iter()
-            .zip(&img.data)
-            .map(|(a, b)| (a - b) as f64)
-            .sum::<f64>()
-    };
+    let gain = |o: &Image| o.data.iter().zip(&img.data).map(|(a, b)| (a - b) as f64).sum::<f64>();
     assert!(gain(&heavy) > gain(&light));
     let mut bad = RainParams::LIGHT;
     bad.width = 0.0;
@@ -152,14 +128,8 @@ fn low_light_darkens_with_poisson_gaussian_noise() {
     // Var on the 0-255 scale: shot noise 255^2 y / peak, read noise, rounding 1/12.
     let expected_std = (255.0f64.powi(2) * y / p.peak + p.read_sigma.powi(2) + 1.0 / 12.0).sqrt();
     let (m, s) = residual_stats(&out, 0);
-    assert!(
-        (m / expected_mean - 1.0).abs() <= NOISE_STAT_REL,
-        "mean {m} vs {expected_mean}"
-    );
-    assert!(
-        (s / expected_std - 1.0).abs() <= NOISE_STAT_REL,
-        "std {s} vs {expected_std}"
-    );
+    assert!((m / expected_mean - 1.0).abs() <= NOISE_STAT_REL, "mean {m} vs {expected_mean}");
+    assert!((s / expected_std - 1.0).abs() <= NOISE_STAT_REL, "std {s} vs {expected_std}");
     // A darker input gets darker still and relatively noisier.
     let mid = low_light(&constant(128, 256, 256), &p, 9).unwrap();
     let (m2, s2) = residual_stats(&mid, 0);
@@ -180,10 +150,7 @@ fn every_task_parses_and_runs() {
         assert_eq!(out, out.quantized_u8(), "{name}: outputs are 8-bit levels");
     }
     let e = Task::parse("sr5").unwrap_err().to_string();
-    assert!(
-        e.contains("--task") && e.contains("lr4-jpeg30") && e.contains("sr5"),
-        "{e}"
-    );
+    assert!(e.contains("--task") && e.contains("lr4-jpeg30") && e.contains("sr5"), "{e}");
 }
 
 #[test]
@@ -206,8 +173,5 @@ fn rain_stats_angle_sign_follows_the_documented_convention() {
     let flat = constant(128, w, h);
     let right = adaptir::data::degrade::rain_stats(&stripes(20.0), &flat).unwrap();
     let left = adaptir::data::degrade::rain_stats(&stripes(-20.0), &flat).unwrap();
-    assert!(
-        right.angle_deg > 0.0 && left.angle_deg < 0.0,
-        "{right:?} {left:?}"
-    );
+    assert!(right.angle_deg > 0.0 && left.angle_deg < 0.0, "{right:?} {left:?}");
 }

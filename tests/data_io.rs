@@ -6,10 +6,7 @@ use adaptir::data::io::{probe_image, save_png, BitDepth, LoadOptions};
 use adaptir::data::{load_image, load_image_with, DataError, Image};
 
 fn io_fixture(name: &str) -> PathBuf {
-    PathBuf::from(format!(
-        "{}/fixtures/images/io/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
+    PathBuf::from(format!("{}/fixtures/images/io/{name}", env!("CARGO_MANIFEST_DIR")))
 }
 
 fn scratch(test: &str) -> PathBuf {
@@ -38,21 +35,14 @@ fn grayscale_is_replicated_and_alpha_dropped() {
         assert!(p[0] == p[1] && p[1] == p[2]);
     }
     assert_eq!(load_image(io_fixture("la8.png")).unwrap(), gray);
-    assert_eq!(
-        load_image(io_fixture("rgba8.png")).unwrap(),
-        load_image(io_fixture("rgb8.png")).unwrap()
-    );
+    assert_eq!(load_image(io_fixture("rgba8.png")).unwrap(), load_image(io_fixture("rgb8.png")).unwrap());
 }
 
 #[test]
 fn sixteen_bit_precision_is_kept() {
     let g = load_image(io_fixture("gray16.png")).unwrap();
     // Some samples are not on the 8-bit grid: the 16-bit values were not truncated.
-    let off_grid = g
-        .data
-        .iter()
-        .filter(|&&v| ((v as f64) * 255.0 - ((v as f64) * 255.0).round()).abs() > 1e-3)
-        .count();
+    let off_grid = g.data.iter().filter(|&&v| ((v as f64) * 255.0 - ((v as f64) * 255.0).round()).abs() > 1e-3).count();
     assert!(off_grid > 0);
     // 16-bit round trip through save_png is exact.
     let dir = scratch("sixteen");
@@ -65,12 +55,7 @@ fn sixteen_bit_precision_is_kept() {
 fn decompression_bomb_is_refused_from_the_header() {
     let path = io_fixture("bomb_100000x100000.png");
     match load_image(&path) {
-        Err(DataError::TooLarge {
-            path: p,
-            width,
-            height,
-            ..
-        }) => {
+        Err(DataError::TooLarge { path: p, width, height, .. }) => {
             assert_eq!(p, path);
             assert_eq!((width, height), (100_000, 100_000));
         }
@@ -92,18 +77,12 @@ fn bad_files_are_errors_that_name_the_file() {
     let text = dir.join("notes.png");
     std::fs::write(&text, b"this is not an image at all").unwrap();
     let truncated = dir.join("truncated.png");
-    let full = std::fs::read(format!(
-        "{}/fixtures/images/metrics/coffee_clean.png",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
+    let full =
+        std::fs::read(format!("{}/fixtures/images/metrics/coffee_clean.png", env!("CARGO_MANIFEST_DIR"))).unwrap();
     std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
     let truncated_jpg = dir.join("truncated.jpg");
-    let jpg = std::fs::read(format!(
-        "{}/fixtures/images/jpeg/chelsea_256_q30_pil.jpg",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
+    let jpg =
+        std::fs::read(format!("{}/fixtures/images/jpeg/chelsea_256_q30_pil.jpg", env!("CARGO_MANIFEST_DIR"))).unwrap();
     std::fs::write(&truncated_jpg, &jpg[..40]).unwrap();
     let missing = dir.join("missing.png");
     let folder = dir.join("folder.png");
@@ -130,10 +109,7 @@ fn save_is_atomic_and_reports_the_path() {
     let out = dir.join("x.png");
     save_png(&out, &img, BitDepth::Eight).unwrap();
     assert_eq!(load_image(&out).unwrap(), img);
-    let names: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.len(), 1, "temporary files left: {names:?}");
     let bad = dir.join("no/such/dir/x.png");
     let e = save_png(&bad, &img, BitDepth::Eight).unwrap_err();

@@ -9,10 +9,7 @@ use adaptir::data::seed::rng_for;
 use adaptir::data::{load_image, Image, Task};
 
 fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(format!(
-        "{}/fixtures/images/{rel}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
+    PathBuf::from(format!("{}/fixtures/images/{rel}", env!("CARGO_MANIFEST_DIR")))
 }
 
 fn scratch(test: &str) -> PathBuf {
@@ -65,10 +62,7 @@ fn pair_crops_are_aligned_seeded_and_checked() {
     let (a2, b2) = random_crop_pair(&lr, &hr, 16, 4, &mut rng_for(11)).unwrap();
     assert_eq!((&a, &b), (&a2, &b2));
     let down = Task::Sr(4).apply(&b, 0).unwrap();
-    assert_eq!(
-        down.crop(2, 2, 12, 12).unwrap(),
-        a.crop(2, 2, 12, 12).unwrap()
-    );
+    assert_eq!(down.crop(2, 2, 12, 12).unwrap(), a.crop(2, 2, 12, 12).unwrap());
     let t = Dihedral(6);
     let (ta, tb) = augment_pair(&a, &b, t);
     assert_eq!((ta, tb), (t.apply(&a), t.apply(&b)));
@@ -98,9 +92,7 @@ fn paired_folders_match_by_stem_and_name_missing_partners() {
     write(&noisy, "c.png", &numbered(40, 30));
     let e = match_folders(&noisy, &clean).unwrap_err().to_string();
     assert!(e.contains("c.png") && e.contains("partner"), "{e}");
-    let e = PairedFolder::open(&clean, &noisy, 1)
-        .unwrap_err()
-        .to_string();
+    let e = PairedFolder::open(&clean, &noisy, 1).unwrap_err().to_string();
     assert!(e.contains("c.png"), "{e}");
 }
 
@@ -119,11 +111,7 @@ fn paired_folder_checks_the_scale() {
 #[test]
 fn clean_folder_synthesises_seeded_pairs() {
     let root = scratch("clean");
-    write(
-        &root,
-        "one.png",
-        &load_image(fixture("metrics/coffee_clean.png")).unwrap(),
-    );
+    write(&root, "one.png", &load_image(fixture("metrics/coffee_clean.png")).unwrap());
     let ds = CleanFolder::open(&root, Task::Sr(2)).unwrap();
     let a = ds.sample(0, 24, 5).unwrap();
     assert_eq!((a.input.width, a.target.width), (24, 48));

@@ -34,27 +34,20 @@ fn light_preset_is_in_the_range_of_rain100l() {
         show(&format!("Rain100L {i}"), &r);
         real.push(r);
         for seed in 0..3u64 {
-            let s =
-                rain_stats(&add_rain(&clean, &RainParams::LIGHT, seed).unwrap(), &clean).unwrap();
+            let s = rain_stats(&add_rain(&clean, &RainParams::LIGHT, seed).unwrap(), &clean).unwrap();
             show(&format!("  rain-light seed {seed}"), &s);
             synth.push(s);
-            let h =
-                rain_stats(&add_rain(&clean, &RainParams::HEAVY, seed).unwrap(), &clean).unwrap();
+            let h = rain_stats(&add_rain(&clean, &RainParams::HEAVY, seed).unwrap(), &clean).unwrap();
             show(&format!("  rain-heavy seed {seed}"), &h);
             heavy.push(h);
         }
     }
-    let mean =
-        |v: &[RainStats], f: fn(&RainStats) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
+    let mean = |v: &[RainStats], f: fn(&RainStats) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
     let lo = |f: fn(&RainStats) -> f64| real.iter().map(f).fold(f64::INFINITY, f64::min);
     let hi = |f: fn(&RainStats) -> f64| real.iter().map(f).fold(f64::NEG_INFINITY, f64::max);
-    for (name, f) in [
-        (
-            "hp_std",
-            (|s: &RainStats| s.hp_std) as fn(&RainStats) -> f64,
-        ),
-        ("coverage", |s: &RainStats| s.coverage),
-    ] {
+    for (name, f) in
+        [("hp_std", (|s: &RainStats| s.hp_std) as fn(&RainStats) -> f64), ("coverage", |s: &RainStats| s.coverage)]
+    {
         let m = mean(&synth, f);
         println!(
             "rain-light mean {name} {m:.3}, Rain100L range [{:.3}, {:.3}], rain-heavy mean {:.3}",
@@ -62,14 +55,8 @@ fn light_preset_is_in_the_range_of_rain100l() {
             hi(f),
             mean(&heavy, f)
         );
-        assert!(
-            m >= lo(f) && m <= hi(f),
-            "rain-light mean {name} {m} outside the Rain100L range"
-        );
-        assert!(
-            mean(&heavy, f) > m,
-            "rain-heavy {name} not above rain-light"
-        );
+        assert!(m >= lo(f) && m <= hi(f), "rain-light mean {name} {m} outside the Rain100L range");
+        assert!(mean(&heavy, f) > m, "rain-heavy {name} not above rain-light");
     }
     // Reported, not asserted: real pairs also differ by compression and colour, which lowers
     // their coherence below that of a pure streak layer.

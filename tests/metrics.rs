@@ -14,111 +14,24 @@ use adaptir::data::Image;
 use adaptir::metrics::{evaluate, psnr, ssim, MetricOptions};
 
 fn fixture(name: &str) -> Image {
-    let path = format!(
-        "{}/fixtures/images/metrics/{name}.png",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/fixtures/images/metrics/{name}.png", env!("CARGO_MANIFEST_DIR"));
     load_image(&path).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// (a, b, y_channel, crop, PSNR, SSIM) from scikit-image (see the module comment).
 const REFERENCE: &[(&str, &str, bool, usize, f64, f64)] = &[
-    (
-        "astronaut_clean",
-        "astronaut_noisy15",
-        false,
-        0,
-        24.7989329736,
-        0.6096044676,
-    ),
-    (
-        "astronaut_clean",
-        "astronaut_noisy15",
-        false,
-        4,
-        24.7884541312,
-        0.5978606509,
-    ),
-    (
-        "astronaut_clean",
-        "astronaut_noisy15",
-        true,
-        0,
-        29.5887567703,
-        0.7642907508,
-    ),
-    (
-        "astronaut_clean",
-        "astronaut_noisy15",
-        true,
-        4,
-        29.5934937923,
-        0.7550941680,
-    ),
-    (
-        "coffee_clean",
-        "coffee_blur",
-        false,
-        0,
-        32.5258811467,
-        0.9111732401,
-    ),
-    (
-        "coffee_clean",
-        "coffee_blur",
-        false,
-        4,
-        32.4241701711,
-        0.9060896769,
-    ),
-    (
-        "coffee_clean",
-        "coffee_blur",
-        true,
-        0,
-        34.4573147198,
-        0.9374368581,
-    ),
-    (
-        "coffee_clean",
-        "coffee_blur",
-        true,
-        4,
-        34.3751435384,
-        0.9328403318,
-    ),
-    (
-        "baboon_clean",
-        "baboon_jpeg20",
-        false,
-        0,
-        24.5961639246,
-        0.6117578909,
-    ),
-    (
-        "baboon_clean",
-        "baboon_jpeg20",
-        false,
-        4,
-        24.4139063756,
-        0.5899416229,
-    ),
-    (
-        "baboon_clean",
-        "baboon_jpeg20",
-        true,
-        0,
-        31.8971038966,
-        0.8051307974,
-    ),
-    (
-        "baboon_clean",
-        "baboon_jpeg20",
-        true,
-        4,
-        31.7969572789,
-        0.8034604825,
-    ),
+    ("astronaut_clean", "astronaut_noisy15", false, 0, 24.7989329736, 0.6096044676),
+    ("astronaut_clean", "astronaut_noisy15", false, 4, 24.7884541312, 0.5978606509),
+    ("astronaut_clean", "astronaut_noisy15", true, 0, 29.5887567703, 0.7642907508),
+    ("astronaut_clean", "astronaut_noisy15", true, 4, 29.5934937923, 0.7550941680),
+    ("coffee_clean", "coffee_blur", false, 0, 32.5258811467, 0.9111732401),
+    ("coffee_clean", "coffee_blur", false, 4, 32.4241701711, 0.9060896769),
+    ("coffee_clean", "coffee_blur", true, 0, 34.4573147198, 0.9374368581),
+    ("coffee_clean", "coffee_blur", true, 4, 34.3751435384, 0.9328403318),
+    ("baboon_clean", "baboon_jpeg20", false, 0, 24.5961639246, 0.6117578909),
+    ("baboon_clean", "baboon_jpeg20", false, 4, 24.4139063756, 0.5899416229),
+    ("baboon_clean", "baboon_jpeg20", true, 0, 31.8971038966, 0.8051307974),
+    ("baboon_clean", "baboon_jpeg20", true, 4, 31.7969572789, 0.8034604825),
 ];
 
 #[test]
@@ -126,10 +39,7 @@ fn psnr_and_ssim_match_scikit_image() {
     let (mut worst_psnr, mut worst_ssim) = (0.0f64, 0.0f64);
     for &(a, b, y, crop, ref_psnr, ref_ssim) in REFERENCE {
         let (ia, ib) = (fixture(a), fixture(b));
-        let opts = MetricOptions {
-            y_channel: y,
-            crop_border: crop,
-        };
+        let opts = MetricOptions { y_channel: y, crop_border: crop };
         let s = evaluate(&ia, &ib, &opts).unwrap();
         assert!(
             (s.psnr - ref_psnr).abs() <= PSNR_VS_REFERENCE_DB,
@@ -164,10 +74,7 @@ fn identical_images_give_infinite_psnr_and_unit_ssim() {
 fn metrics_are_symmetric_and_round_to_uint8_first() {
     let a = fixture("astronaut_clean");
     let b = fixture("astronaut_noisy15");
-    let opts = MetricOptions {
-        y_channel: true,
-        crop_border: 2,
-    };
+    let opts = MetricOptions { y_channel: true, crop_border: 2 };
     let ab = evaluate(&a, &b, &opts).unwrap();
     let ba = evaluate(&b, &a, &opts).unwrap();
     assert_eq!(ab.psnr, ba.psnr);
@@ -186,10 +93,7 @@ fn mismatched_or_too_small_inputs_are_errors() {
     let b = fixture("astronaut_clean");
     let e = evaluate(&a, &b, &MetricOptions::default()).unwrap_err();
     assert!(e.to_string().contains("expected the same size"), "{e}");
-    let opts = MetricOptions {
-        y_channel: false,
-        crop_border: 40,
-    };
+    let opts = MetricOptions { y_channel: false, crop_border: 40 };
     let e = evaluate(&a, &a, &opts).unwrap_err();
     assert!(e.to_string().contains("border crop of 40"), "{e}");
     let tiny = Image::zeros(8, 8, 3);

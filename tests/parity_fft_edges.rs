@@ -18,11 +18,7 @@ use common::*;
 fn adapter(weights: &str, dim: usize, layout: Layout) -> AdaptIr {
     let sd = StateDict::load(&fixture(&format!("parity/adaptir_fft_edges/{weights}"))).unwrap();
     let strict = Strict::new(sd);
-    let m = AdaptIr::new(
-        strict.var_builder(DType::F32, &Device::Cpu),
-        AdaptIrConfig::official(dim, layout),
-    )
-    .unwrap();
+    let m = AdaptIr::new(strict.var_builder(DType::F32, &Device::Cpu), AdaptIrConfig::official(dim, layout)).unwrap();
     strict.finish().unwrap();
     m
 }
@@ -38,12 +34,7 @@ struct Channel {
 fn portability(case: &str) -> Vec<Channel> {
     let text = std::fs::read_to_string(fixture("parity/adaptir_fft_edges/config.json")).unwrap();
     let cfg: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let case = cfg["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == case)
-        .unwrap();
+    let case = cfg["cases"].as_array().unwrap().iter().find(|c| c["name"] == case).unwrap();
     case["portability_vs_clean_convention"]
         .as_array()
         .unwrap()
@@ -53,9 +44,7 @@ fn portability(case: &str) -> Vec<Channel> {
             channel: c["channel"].as_u64().unwrap() as usize,
             pattern: c["pattern"].as_str().unwrap().to_string(),
             portable: c["portable"].as_bool().unwrap(),
-            torch_vs_clean: c["max_abs_diff_global_torch_f32_vs_clean_convention_f64"]
-                .as_f64()
-                .unwrap(),
+            torch_vs_clean: c["max_abs_diff_global_torch_f32_vs_clean_convention_f64"].as_f64().unwrap(),
         })
         .collect()
 }
@@ -64,10 +53,7 @@ fn portability(case: &str) -> Vec<Channel> {
 fn check_channels(case: &str, ours: &Tensor, torch: &Tensor) -> (usize, usize) {
     let (mut portable, mut pinned) = (0, 0);
     for ch in portability(case) {
-        let d = max_abs_diff(
-            &ours.i((ch.sample, ch.channel)).unwrap(),
-            &torch.i((ch.sample, ch.channel)).unwrap(),
-        );
+        let d = max_abs_diff(&ours.i((ch.sample, ch.channel)).unwrap(), &torch.i((ch.sample, ch.channel)).unwrap());
         let (s, c, p) = (ch.sample, ch.channel, &ch.pattern);
         if ch.portable {
             assert!(d <= FFT_EDGES_PORTABLE_ABS, "{case} [{s},{c}] {p}: {d:e}");
@@ -77,10 +63,7 @@ fn check_channels(case: &str, ours: &Tensor, torch: &Tensor) -> (usize, usize) {
                 "{case} [{s},{c}] {p}: ours vs torch {d:.3e}, clean convention vs torch {:.3e}",
                 ch.torch_vs_clean
             );
-            assert!(
-                (d - ch.torch_vs_clean).abs() <= FFT_EDGES_PORTABLE_ABS,
-                "{case} [{s},{c}] {p}: {d:e}"
-            );
+            assert!((d - ch.torch_vs_clean).abs() <= FFT_EDGES_PORTABLE_ABS, "{case} [{s},{c}] {p}: {d:e}");
             pinned += 1;
         }
     }
@@ -91,20 +74,11 @@ fn check_channels(case: &str, ours: &Tensor, torch: &Tensor) -> (usize, usize) {
 fn constant_tokens_through_the_whole_adapter() {
     let io = load("parity/adaptir_fft_edges/io.safetensors");
     let m = adapter("weights.safetensors", 192, Layout::Ipt);
-    let x = io["ipt_tokens_const_n1.x_token"]
-        .reshape((1, 1, 192))
-        .unwrap()
-        .broadcast_as((256, 1, 192))
-        .unwrap();
+    let x = io["ipt_tokens_const_n1.x_token"].reshape((1, 1, 192)).unwrap().broadcast_as((256, 1, 192)).unwrap();
     let mut trace = adaptir::peft::adaptir::Trace::default();
-    let y = m
-        .forward_traced(&x.contiguous().unwrap(), false, Some(&mut trace))
-        .unwrap();
-    let (portable, pinned) = check_channels(
-        "ipt_tokens_const_n1",
-        trace.global.as_ref().unwrap(),
-        &io["ipt_tokens_const_n1.inter.global"],
-    );
+    let y = m.forward_traced(&x.contiguous().unwrap(), false, Some(&mut trace)).unwrap();
+    let (portable, pinned) =
+        check_channels("ipt_tokens_const_n1", trace.global.as_ref().unwrap(), &io["ipt_tokens_const_n1.inter.global"]);
     assert_eq!((portable, pinned), (8, 0));
     let err = max_abs_diff(&y, &io["ipt_tokens_const_n1.y"]);
     eprintln!("ipt_tokens_const_n1: y max abs diff {err:.3e}");
@@ -115,32 +89,17 @@ fn constant_tokens_through_the_whole_adapter() {
 fn crafted_x0_ipt_16x16() {
     let io = load("parity/adaptir_fft_edges/io.safetensors");
     let m = adapter("weights.safetensors", 192, Layout::Ipt);
-    let ours = m
-        .frequency_branch(&io["ipt_x0_injected_n2.inter.x0"])
-        .unwrap();
-    assert_eq!(
-        check_channels(
-            "ipt_x0_injected_n2",
-            &ours,
-            &io["ipt_x0_injected_n2.inter.global"]
-        ),
-        (13, 3)
-    );
+    let ours = m.frequency_branch(&io["ipt_x0_injected_n2.inter.x0"]).unwrap();
+    assert_eq!(check_channels("ipt_x0_injected_n2", &ours, &io["ipt_x0_injected_n2.inter.global"]), (13, 3));
 }
 
 #[test]
 fn crafted_x0_edt_24x48() {
     let io = load("parity/adaptir_fft_edges/io.safetensors");
     let m = adapter("weights_edt.safetensors", 180, Layout::Edt);
-    let ours = m
-        .frequency_branch(&io["edt_x0_injected_h24w48_n1.inter.x0"])
-        .unwrap();
+    let ours = m.frequency_branch(&io["edt_x0_injected_h24w48_n1.inter.x0"]).unwrap();
     assert_eq!(
-        check_channels(
-            "edt_x0_injected_h24w48_n1",
-            &ours,
-            &io["edt_x0_injected_h24w48_n1.inter.global"]
-        ),
+        check_channels("edt_x0_injected_h24w48_n1", &ours, &io["edt_x0_injected_h24w48_n1.inter.global"]),
         (10, 2)
     );
 }
@@ -150,18 +109,9 @@ fn crafted_x0_edt_24x48() {
 #[test]
 fn negative_impulse_has_angle_plus_pi_everywhere() {
     let io = load("parity/adaptir_fft_edges/io.safetensors");
-    let x0 = io["ipt_x0_injected_n2.inter.x0"]
-        .i((0..1, 6..7))
-        .unwrap()
-        .contiguous()
-        .unwrap();
+    let x0 = io["ipt_x0_injected_n2.inter.x0"].i((0..1, 6..7)).unwrap().contiguous().unwrap();
     let (re, im) = adaptir_ops::rfft2(&x0).unwrap();
-    let pha = adaptir_ops::atan2(&im, &re)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let pha = adaptir_ops::atan2(&im, &re).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(pha.len(), 144);
     assert!(pha.iter().all(|&p| p == std::f32::consts::PI), "{pha:?}");
 }

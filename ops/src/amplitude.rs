@@ -14,23 +14,11 @@ impl CustomOp2 for Amplitude {
         "amplitude"
     }
 
-    fn cpu_fwd(
-        &self,
-        re: &CpuStorage,
-        lr: &Layout,
-        im: &CpuStorage,
-        li: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, re: &CpuStorage, lr: &Layout, im: &CpuStorage, li: &Layout) -> Result<(CpuStorage, Shape)> {
         cpu_binary(self.name(), re, lr, im, li, f32::hypot, f64::hypot)
     }
 
-    fn bwd(
-        &self,
-        re: &Tensor,
-        im: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, re: &Tensor, im: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = (grad / nonzero_or_one(res)?)?;
         Ok((Some((&g * re)?), Some((&g * im)?)))
     }

@@ -16,23 +16,11 @@ impl CustomOp2 for Atan2 {
         "atan2"
     }
 
-    fn cpu_fwd(
-        &self,
-        y: &CpuStorage,
-        ly: &Layout,
-        x: &CpuStorage,
-        lx: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, y: &CpuStorage, ly: &Layout, x: &CpuStorage, lx: &Layout) -> Result<(CpuStorage, Shape)> {
         cpu_binary(self.name(), y, ly, x, lx, f32::atan2, f64::atan2)
     }
 
-    fn bwd(
-        &self,
-        y: &Tensor,
-        x: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, y: &Tensor, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let r2 = nonzero_or_one(&(x.sqr()? + y.sqr()?)?)?;
         let g = (grad / r2)?;
         Ok((Some((&g * x)?), Some((&g * y)?.neg()?)))

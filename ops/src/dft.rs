@@ -145,8 +145,7 @@ impl DftBases {
             }
         }
 
-        let t =
-            |v: Vec<f64>, r: usize, c: usize| Tensor::from_vec(v, (r, c), device)?.to_dtype(dtype);
+        let t = |v: Vec<f64>, r: usize, c: usize| Tensor::from_vec(v, (r, c), device)?.to_dtype(dtype);
         Ok(Self {
             h,
             w,
@@ -212,10 +211,7 @@ fn from_rows_along_h(t: &Tensor, b: usize, x: usize) -> Result<Tensor> {
 fn flatten_planes(x: &Tensor) -> Result<(Tensor, Vec<usize>)> {
     let dims = x.dims();
     if dims.len() < 2 {
-        candle_core::bail!(
-            "rfft2/irfft2: expected a tensor of rank >= 2, got shape {:?}",
-            dims
-        );
+        candle_core::bail!("rfft2/irfft2: expected a tensor of rank >= 2, got shape {:?}", dims);
     }
     let lead = dims[..dims.len() - 2].to_vec();
     let b: usize = lead.iter().product();
@@ -263,18 +259,10 @@ fn products(x3: &Tensor, bases: &DftBases) -> Result<(Tensor, Tensor)> {
     let rows = Tensor::cat(&[rows_along_h(&re)?, rows_along_h(&im)?], 1)?;
     let spec = rows.matmul(&bases.fwd_h)?;
     let (re, im) = halves(&spec, h)?;
-    Ok((
-        from_rows_along_h(&re, b, wr)?,
-        from_rows_along_h(&im, b, wr)?,
-    ))
+    Ok((from_rows_along_h(&re, b, wr)?, from_rows_along_h(&im, b, wr)?))
 }
 
-fn exact_zeros(
-    x3: &Tensor,
-    re: &Tensor,
-    im: &Tensor,
-    bases: &DftBases,
-) -> Result<(Tensor, Tensor)> {
+fn exact_zeros(x3: &Tensor, re: &Tensor, im: &Tensor, bases: &DftBases) -> Result<(Tensor, Tensor)> {
     let (h, w, x) = (bases.h, bases.w, x3);
     // Exact zeros: below the product's own rounding bound, and Im at the self-conjugate bins.
     let eps = match x.dtype() {
@@ -299,11 +287,7 @@ fn exact_zeros(
 /// `torch.fft.irfft2(complex(re, im), s=(h, w), norm="ortho")` over the last two dims.
 pub fn irfft2(re: &Tensor, im: &Tensor, (h, w): (usize, usize)) -> Result<Tensor> {
     if re.dims() != im.dims() {
-        candle_core::bail!(
-            "irfft2: re {:?} and im {:?} differ in shape",
-            re.dims(),
-            im.dims()
-        );
+        candle_core::bail!("irfft2: re {:?} and im {:?} differ in shape", re.dims(), im.dims());
     }
     let (re3, lead) = flatten_planes(re)?;
     let im3 = im.reshape(re3.dims())?;
@@ -312,24 +296,15 @@ pub fn irfft2(re: &Tensor, im: &Tensor, (h, w): (usize, usize)) -> Result<Tensor
     let (re3, im3) = (re3.to_dtype(compute)?, im3.to_dtype(compute)?);
     let bases = DftBases::get(h, w, compute, re.device())?;
     if hh != h || wr != bases.wr {
-        candle_core::bail!(
-            "irfft2: spectrum is {hh}x{wr}, expected {h}x{} for an output of {h}x{w}",
-            bases.wr
-        );
+        candle_core::bail!("irfft2: spectrum is {hh}x{wr}, expected {h}x{} for an output of {h}x{w}", bases.wr);
     }
     // Inverse along H on (re | im) rows.
     let rows = Tensor::cat(&[rows_along_h(&re3)?, rows_along_h(&im3)?], 1)?;
     let y = rows.matmul(&bases.inv_h)?;
     let (yr, yi) = halves(&y, h)?;
-    let (yr, yi) = (
-        from_rows_along_h(&yr, b, wr)?,
-        from_rows_along_h(&yi, b, wr)?,
-    );
+    let (yr, yi) = (from_rows_along_h(&yr, b, wr)?, from_rows_along_h(&yi, b, wr)?);
     // Complex-to-real along W: (B*H, 2Wr) @ (2Wr, W).
     let half = Tensor::cat(&[yr, yi], 2)?.reshape((b * h, 2 * wr))?;
-    let out = half
-        .matmul(&bases.inv_w)?
-        .reshape((b, h, w))?
-        .to_dtype(re.dtype())?;
+    let out = half.matmul(&bases.inv_w)?.reshape((b, h, w))?.to_dtype(re.dtype())?;
     with_lead(&out, &lead)
 }

@@ -15,31 +15,18 @@ pub fn cpu_binary(
     f64_fn: fn(f64, f64) -> f64,
 ) -> Result<(CpuStorage, Shape)> {
     if l1.shape() != l2.shape() {
-        candle_core::bail!(
-            "{name}: shapes {:?} and {:?} differ",
-            l1.shape(),
-            l2.shape()
-        );
+        candle_core::bail!("{name}: shapes {:?} and {:?} differ", l1.shape(), l2.shape());
     }
-    let (Some((a0, a1)), Some((b0, b1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-    else {
+    let (Some((a0, a1)), Some((b0, b1))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
         candle_core::bail!("{name}: inputs must be contiguous");
     };
     let out = match (s1, s2) {
-        (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(
-            a[a0..a1]
-                .iter()
-                .zip(&b[b0..b1])
-                .map(|(&x, &y)| f32_fn(x, y))
-                .collect(),
-        ),
-        (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(
-            a[a0..a1]
-                .iter()
-                .zip(&b[b0..b1])
-                .map(|(&x, &y)| f64_fn(x, y))
-                .collect(),
-        ),
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+            CpuStorage::F32(a[a0..a1].iter().zip(&b[b0..b1]).map(|(&x, &y)| f32_fn(x, y)).collect())
+        }
+        (CpuStorage::F64(a), CpuStorage::F64(b)) => {
+            CpuStorage::F64(a[a0..a1].iter().zip(&b[b0..b1]).map(|(&x, &y)| f64_fn(x, y)).collect())
+        }
         (a, b) => candle_core::bail!(
             "{name}: supported dtypes are f32 and f64 (both the same), got {:?} and {:?}",
             a.dtype(),
@@ -51,13 +38,8 @@ pub fn cpu_binary(
 
 /// Broadcast two operands to a common shape and make them contiguous, as the custom ops expect.
 pub fn prepare(a: &Tensor, b: &Tensor) -> Result<(Tensor, Tensor)> {
-    let shape = a
-        .shape()
-        .broadcast_shape_binary_op(b.shape(), "binary custom op")?;
-    Ok((
-        a.broadcast_as(&shape)?.contiguous()?,
-        b.broadcast_as(&shape)?.contiguous()?,
-    ))
+    let shape = a.shape().broadcast_shape_binary_op(b.shape(), "binary custom op")?;
+    Ok((a.broadcast_as(&shape)?.contiguous()?, b.broadcast_as(&shape)?.contiguous()?))
 }
 
 /// `x` where it is non-zero, 1 where it is zero: a denominator that turns 0/0 into 0 at the origin.

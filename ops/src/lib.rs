@@ -7,6 +7,7 @@
 //! | `atan2` | `atan2.rs` | custom op calling IEEE `atan2` | closed form in candle ops, 0 at the origin |
 //! | `amplitude` | `amplitude.rs` | custom op calling `hypot` | closed form in candle ops, 0 at the origin |
 //! | `polar` | `polar.rs` | candle `cos` / `sin` / `mul` | candle autograd |
+//! | `linear_t` (frozen weight) | `frozen.rs` | candle's matmul kernel | input gradient only |
 //!
 //! Why this split: the DFTs are tiny (16x16 to 48x48 planes), so dense products cost little, run on every
 //! device and every ONNX Runtime execution provider, and need no hand-written backward. `atan2` cannot be built
@@ -19,6 +20,7 @@ pub mod amplitude;
 pub mod atan2;
 pub mod dft;
 mod elementwise;
+pub mod frozen;
 pub mod polar;
 pub mod tolerance;
 

@@ -4,8 +4,5 @@ use candle_core::{Result, Tensor};
 
 /// Returns `(re, im)`; `mag` and `pha` broadcast against each other.
 pub fn polar(mag: &Tensor, pha: &Tensor) -> Result<(Tensor, Tensor)> {
-    Ok((
-        mag.broadcast_mul(&pha.cos()?)?,
-        mag.broadcast_mul(&pha.sin()?)?,
-    ))
+    Ok((mag.broadcast_mul(&pha.cos()?)?, mag.broadcast_mul(&pha.sin()?)?))
 }

@@ -30,3 +30,6 @@ pub const EDT_BRANCH_CUT_ABS: f64 = 2.5e-4;
 
 /// `adaptir_block_edt`: every other element, absolute (issue 2).
 pub const EDT_ELSEWHERE_ABS: f64 = 1e-5;
+
+/// The same f32 maths evaluated in another order (merged weights, folded graphs), relative to max |reference|.
+pub const F32_REASSOCIATION_REL: f64 = 1e-5;

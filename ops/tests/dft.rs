@@ -28,10 +28,7 @@ fn reference_rfft2(x: &[f64], h: usize, w: usize) -> Vec<Complex64> {
     }
     let s = 1.0 / ((h * w) as f64).sqrt();
     let wr = w / 2 + 1;
-    (0..h)
-        .flat_map(|r| (0..wr).map(move |l| (r, l)))
-        .map(|(r, l)| data[r * w + l] * s)
-        .collect()
+    (0..h).flat_map(|r| (0..wr).map(move |l| (r, l))).map(|(r, l)| data[r * w + l] * s).collect()
 }
 
 /// torch's irfft2(s=(h,w), norm=ortho) of an arbitrary (non-Hermitian) half spectrum: complex inverse along
@@ -70,28 +67,14 @@ fn reference_irfft2(z: &[Complex64], h: usize, w: usize) -> Vec<f64> {
     out
 }
 
-const SIZES: &[(usize, usize)] = &[
-    (16, 16),
-    (24, 48),
-    (7, 5),
-    (9, 12),
-    (12, 9),
-    (1, 6),
-    (5, 1),
-    (3, 3),
-    (32, 17),
-];
+const SIZES: &[(usize, usize)] = &[(16, 16), (24, 48), (7, 5), (9, 12), (12, 9), (1, 6), (5, 1), (3, 3), (32, 17)];
 
 #[test]
 fn rfft2_matches_rustfft_in_f64_and_f32() {
     let mut rng = rng(1);
     for &(h, w) in SIZES {
         // Rounded to f32 first, so the reference sees exactly the input the f32 run sees.
-        let x = random(&mut rng, &[2, 3, h, w], 1.0)
-            .to_dtype(DType::F32)
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap();
+        let x = random(&mut rng, &[2, 3, h, w], 1.0).to_dtype(DType::F32).unwrap().to_dtype(DType::F64).unwrap();
         let wr = w / 2 + 1;
         let mut want_re = vec![];
         let mut want_im = vec![];
@@ -108,10 +91,7 @@ fn rfft2_matches_rustfft_in_f64_and_f32() {
             let (re, im) = rfft2(&x.to_dtype(dtype).unwrap()).unwrap();
             assert_eq!(re.dims(), &[2, 3, h, wr]);
             let err = max_abs_diff(&re, &want_re).max(max_abs_diff(&im, &want_im)) / scale;
-            assert!(
-                err <= tol,
-                "{h}x{w} {dtype:?}: relative error {err:e} > {tol:e}"
-            );
+            assert!(err <= tol, "{h}x{w} {dtype:?}: relative error {err:e} > {tol:e}");
         }
     }
 }
@@ -121,39 +101,23 @@ fn irfft2_matches_torch_semantics_on_non_hermitian_spectra() {
     let mut rng = rng(2);
     for &(h, w) in SIZES {
         let wr = w / 2 + 1;
-        let f32_exact = |t: Tensor| {
-            t.to_dtype(DType::F32)
-                .unwrap()
-                .to_dtype(DType::F64)
-                .unwrap()
-        };
+        let f32_exact = |t: Tensor| t.to_dtype(DType::F32).unwrap().to_dtype(DType::F64).unwrap();
         let re = f32_exact(random(&mut rng, &[2, h, wr], 1.0));
         let im = f32_exact(random(&mut rng, &[2, h, wr], 1.0));
-        let (rv, iv) = (
-            re.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
-            im.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
-        );
+        let (rv, iv) =
+            (re.flatten_all().unwrap().to_vec1::<f64>().unwrap(), im.flatten_all().unwrap().to_vec1::<f64>().unwrap());
         let mut want = vec![];
         for p in 0..2 {
-            let z: Vec<Complex64> = (0..h * wr)
-                .map(|i| Complex64::new(rv[p * h * wr + i], iv[p * h * wr + i]))
-                .collect();
+            let z: Vec<Complex64> =
+                (0..h * wr).map(|i| Complex64::new(rv[p * h * wr + i], iv[p * h * wr + i])).collect();
             want.extend(reference_irfft2(&z, h, w));
         }
         let want = Tensor::from_vec(want, (2, h, w), &Device::Cpu).unwrap();
         let scale = max_abs(&want);
         for (dtype, tol) in [(DType::F64, F64_REL), (DType::F32, F32_REL)] {
-            let got = irfft2(
-                &re.to_dtype(dtype).unwrap(),
-                &im.to_dtype(dtype).unwrap(),
-                (h, w),
-            )
-            .unwrap();
+            let got = irfft2(&re.to_dtype(dtype).unwrap(), &im.to_dtype(dtype).unwrap(), (h, w)).unwrap();
             let err = max_abs_diff(&got, &want) / scale;
-            assert!(
-                err <= tol,
-                "{h}x{w} {dtype:?}: relative error {err:e} > {tol:e}"
-            );
+            assert!(err <= tol, "{h}x{w} {dtype:?}: relative error {err:e} > {tol:e}");
         }
     }
 }
@@ -171,22 +135,14 @@ fn irfft2_inverts_rfft2() {
 }
 
 fn bits(t: &Tensor) -> Vec<u32> {
-    t.flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .iter()
-        .map(|v| v.to_bits())
-        .collect()
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()
 }
 
 #[test]
 fn self_conjugate_bins_have_imaginary_part_exactly_plus_zero() {
     let mut rng = rng(4);
     for &(h, w) in SIZES {
-        let x = random(&mut rng, &[4, h, w], 3.0)
-            .to_dtype(DType::F32)
-            .unwrap();
+        let x = random(&mut rng, &[4, h, w], 3.0).to_dtype(DType::F32).unwrap();
         let (_, im) = rfft2(&x).unwrap();
         let wr = w / 2 + 1;
         let im = im.to_vec3::<f32>().unwrap();
@@ -196,12 +152,7 @@ fn self_conjugate_bins_have_imaginary_part_exactly_plus_zero() {
             for &k in &ks {
                 for &l in &ls {
                     assert!(l < wr);
-                    assert_eq!(
-                        p[k][l].to_bits(),
-                        0,
-                        "{h}x{w} bin ({k},{l}) = {:e}",
-                        p[k][l]
-                    );
+                    assert_eq!(p[k][l].to_bits(), 0, "{h}x{w} bin ({k},{l}) = {:e}", p[k][l]);
                 }
             }
         }
@@ -210,8 +161,7 @@ fn self_conjugate_bins_have_imaginary_part_exactly_plus_zero() {
 
 /// Structured planes whose exact spectrum is zero outside a few bins (constants, stripes, checkerboards).
 fn structured(h: usize, w: usize) -> Vec<(&'static str, Vec<f32>)> {
-    let f =
-        |g: &dyn Fn(usize, usize) -> f32| (0..h * w).map(|i| g(i / w, i % w)).collect::<Vec<f32>>();
+    let f = |g: &dyn Fn(usize, usize) -> f32| (0..h * w).map(|i| g(i / w, i % w)).collect::<Vec<f32>>();
     let sgn = |n: usize| if n % 2 == 0 { 1.0f32 } else { -1.0 };
     vec![
         ("const_neg", f(&|_, _| -1.0)),
@@ -247,19 +197,9 @@ fn structured_planes_give_exact_plus_zero_bins_and_residues_stay_inside_the_boun
                 for l in 0..wr {
                     let special = (k == 0 || 2 * k == h) && (l == 0 || 2 * l == w);
                     let i = k * wr + l;
-                    assert_eq!(
-                        ib[i],
-                        0,
-                        "{name} {h}x{w}: Im({k},{l}) = {:e}",
-                        f32::from_bits(ib[i])
-                    );
+                    assert_eq!(ib[i], 0, "{name} {h}x{w}: Im({k},{l}) = {:e}", f32::from_bits(ib[i]));
                     if !special {
-                        assert_eq!(
-                            rb[i],
-                            0,
-                            "{name} {h}x{w}: Re({k},{l}) = {:e}",
-                            f32::from_bits(rb[i])
-                        );
+                        assert_eq!(rb[i], 0, "{name} {h}x{w}: Re({k},{l}) = {:e}", f32::from_bits(rb[i]));
                         if unit > 0.0 {
                             worst_ulps = worst_ulps.max(rr[i].abs() / unit).max(ri[i].abs() / unit);
                         }
@@ -267,10 +207,7 @@ fn structured_planes_give_exact_plus_zero_bins_and_residues_stay_inside_the_boun
                 }
             }
         }
-        assert!(
-            worst_ulps * 4.0 <= SNAP_ULPS,
-            "{h}x{w}: residue of {worst_ulps} units leaves no margin"
-        );
+        assert!(worst_ulps * 4.0 <= SNAP_ULPS, "{h}x{w}: residue of {worst_ulps} units leaves no margin");
         eprintln!("{h}x{w}: worst raw residue {worst_ulps:.3} x eps*sum|x|/sqrt(HW)");
     }
 }

@@ -12,10 +12,7 @@ fn rfft2_backward() {
     let mut rng = rng(10);
     for (h, w) in [(4, 4), (5, 3), (3, 6)] {
         let x = random(&mut rng, &[2, h, w], 1.0);
-        let (wre, wim) = (
-            random(&mut rng, &[2, h, w / 2 + 1], 1.0),
-            random(&mut rng, &[2, h, w / 2 + 1], 1.0),
-        );
+        let (wre, wim) = (random(&mut rng, &[2, h, w / 2 + 1], 1.0), random(&mut rng, &[2, h, w / 2 + 1], 1.0));
         let err = finite_difference_check(&[x], |t| {
             let (re, im) = rfft2(&t[0])?;
             weighted_sum(&re, &wre)? + weighted_sum(&im, &wim)?
@@ -32,9 +29,7 @@ fn irfft2_backward() {
         let re = random(&mut rng, &[2, h, wr], 1.0);
         let im = random(&mut rng, &[2, h, wr], 1.0);
         let wo = random(&mut rng, &[2, h, w], 1.0);
-        let err = finite_difference_check(&[re, im], |t| {
-            weighted_sum(&irfft2(&t[0], &t[1], (h, w))?, &wo)
-        });
+        let err = finite_difference_check(&[re, im], |t| weighted_sum(&irfft2(&t[0], &t[1], (h, w))?, &wo));
         assert!(err <= FINITE_DIFFERENCE_REL, "{h}x{w}: {err:e}");
     }
 }
@@ -46,13 +41,9 @@ fn atan2_amplitude_polar_backward() {
     let x = random(&mut rng, &[3, 7], 2.0);
     let w1 = random(&mut rng, &[3, 7], 1.0);
     let w2 = random(&mut rng, &[3, 7], 1.0);
-    let err = finite_difference_check(&[y.clone(), x.clone()], |t| {
-        weighted_sum(&atan2(&t[0], &t[1])?, &w1)
-    });
+    let err = finite_difference_check(&[y.clone(), x.clone()], |t| weighted_sum(&atan2(&t[0], &t[1])?, &w1));
     assert!(err <= FINITE_DIFFERENCE_REL, "atan2: {err:e}");
-    let err = finite_difference_check(&[y.clone(), x.clone()], |t| {
-        weighted_sum(&amplitude(&t[0], &t[1])?, &w1)
-    });
+    let err = finite_difference_check(&[y.clone(), x.clone()], |t| weighted_sum(&amplitude(&t[0], &t[1])?, &w1));
     assert!(err <= FINITE_DIFFERENCE_REL, "amplitude: {err:e}");
     let err = finite_difference_check(&[y, x], |t| {
         let (re, im) = polar(&t[0], &t[1])?;
@@ -74,12 +65,8 @@ fn frequency_branch_backward() {
     let wo = random(&mut rng, &[2, 2, h, w], 1.0);
     let err = finite_difference_check(&[x, aw, ab, pw, pb], |t| {
         let (re, im) = rfft2(&t[0])?;
-        let mag = amplitude(&re, &im)?
-            .broadcast_mul(&t[1])?
-            .broadcast_add(&t[2])?;
-        let pha = atan2(&im, &re)?
-            .broadcast_mul(&t[3])?
-            .broadcast_add(&t[4])?;
+        let mag = amplitude(&re, &im)?.broadcast_mul(&t[1])?.broadcast_add(&t[2])?;
+        let pha = atan2(&im, &re)?.broadcast_mul(&t[3])?.broadcast_add(&t[4])?;
         let (zr, zi) = polar(&mag, &pha)?;
         weighted_sum(&irfft2(&zr, &zi, (h, w))?.abs()?, &wo)
     });
@@ -90,15 +77,11 @@ fn frequency_branch_backward() {
 #[test]
 fn gradients_at_the_origin_are_zero() {
     let z = Tensor::zeros(4, DType::F64, &Device::Cpu).unwrap();
-    let (vy, vx) = (
-        candle_core::Var::from_tensor(&z).unwrap(),
-        candle_core::Var::from_tensor(&z).unwrap(),
-    );
-    let l = (atan2(vy.as_tensor(), vx.as_tensor()).unwrap()
-        + amplitude(vy.as_tensor(), vx.as_tensor()).unwrap())
-    .unwrap()
-    .sum_all()
-    .unwrap();
+    let (vy, vx) = (candle_core::Var::from_tensor(&z).unwrap(), candle_core::Var::from_tensor(&z).unwrap());
+    let l = (atan2(vy.as_tensor(), vx.as_tensor()).unwrap() + amplitude(vy.as_tensor(), vx.as_tensor()).unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap();
     let g = l.backward().unwrap();
     for v in [&vy, &vx] {
         let gv = g.get(v).unwrap().to_vec1::<f64>().unwrap();
@@ -121,22 +104,10 @@ fn atan2_branch_cut_and_signed_zeros() {
     let x = Tensor::new(cases.iter().map(|c| c.1).collect::<Vec<_>>(), &Device::Cpu).unwrap();
     let got = atan2(&y, &x).unwrap().to_vec1::<f32>().unwrap();
     for (g, c) in got.iter().zip(cases) {
-        assert!(
-            ((*g as f64) - (c.2 as f32 as f64)).abs() <= EXACT,
-            "atan2({}, {}) = {g}, want {}",
-            c.0,
-            c.1,
-            c.2
-        );
+        assert!(((*g as f64) - (c.2 as f32 as f64)).abs() <= EXACT, "atan2({}, {}) = {g}, want {}", c.0, c.1, c.2);
     }
     // atan2(-0, +0) = -0: the sign of the zero survives.
-    let neg = atan2(
-        &Tensor::new(&[-0.0f32], &Device::Cpu).unwrap(),
-        &Tensor::new(&[0.0f32], &Device::Cpu).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        neg.to_vec1::<f32>().unwrap()[0].to_bits(),
-        (-0.0f32).to_bits()
-    );
+    let neg =
+        atan2(&Tensor::new(&[-0.0f32], &Device::Cpu).unwrap(), &Tensor::new(&[0.0f32], &Device::Cpu).unwrap()).unwrap();
+    assert_eq!(neg.to_vec1::<f32>().unwrap()[0].to_bits(), (-0.0f32).to_bits());
 }

@@ -7,14 +7,8 @@ use crate::error::{Error, Result};
 
 /// The official task map of IPT: index -> (name, scale). Hybrid LR4&Noise30 / LR4&JPEG30 reuse the x4 head and
 /// tail (index 2); low-light reuses the denoise50 one (index 5).
-pub const OFFICIAL_TASKS: &[(&str, usize)] = &[
-    ("sr2", 2),
-    ("sr3", 3),
-    ("sr4", 4),
-    ("derain", 1),
-    ("denoise30", 1),
-    ("denoise50", 1),
-];
+pub const OFFICIAL_TASKS: &[(&str, usize)] =
+    &[("sr2", 2), ("sr3", 3), ("sr4", 4), ("derain", 1), ("denoise30", 1), ("denoise50", 1)];
 
 fn default_rgb_range() -> f64 {
     255.0
@@ -90,10 +84,9 @@ impl IptConfig {
     }
 
     pub fn from_json_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
-        let cfg: Self = serde_json::from_str(&text)
-            .map_err(|e| Error::file(path, format!("not a valid IPT config: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+        let cfg: Self =
+            serde_json::from_str(&text).map_err(|e| Error::file(path, format!("not a valid IPT config: {e}")))?;
         cfg.validate().map_err(|msg| Error::file(path, msg))?;
         Ok(cfg)
     }
@@ -128,10 +121,7 @@ impl IptConfig {
 
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.arch != "ipt" {
-            return Err(format!(
-                "arch is `{}`, expected `ipt` (the only backbone so far)",
-                self.arch
-            ));
+            return Err(format!("arch is `{}`, expected `ipt` (the only backbone so far)", self.arch));
         }
         let positive = [
             ("n_feats", self.n_feats),
@@ -156,32 +146,16 @@ impl IptConfig {
             ));
         }
         if self.patch_size % self.patch_dim != 0 {
-            return Err(format!(
-                "patch_size {} is not a multiple of patch_dim {}",
-                self.patch_size, self.patch_dim
-            ));
+            return Err(format!("patch_size {} is not a multiple of patch_dim {}", self.patch_size, self.patch_dim));
         }
         if self.scales.len() != self.num_tasks {
-            return Err(format!(
-                "scales has {} entries, expected num_tasks = {}",
-                self.scales.len(),
-                self.num_tasks
-            ));
+            return Err(format!("scales has {} entries, expected num_tasks = {}", self.scales.len(), self.num_tasks));
         }
-        if let Some(s) = self
-            .scales
-            .iter()
-            .find(|&&s| !(s == 3 || (s >= 1 && s.is_power_of_two())))
-        {
-            return Err(format!(
-                "scale {s} is not supported: expected 1, 3 or a power of two"
-            ));
+        if let Some(s) = self.scales.iter().find(|&&s| !(s == 3 || (s >= 1 && s.is_power_of_two()))) {
+            return Err(format!("scale {s} is not supported: expected 1, 3 or a power of two"));
         }
         if !(self.rgb_range.is_finite() && self.rgb_range > 0.0) {
-            return Err(format!(
-                "rgb_range is {}, expected a positive number",
-                self.rgb_range
-            ));
+            return Err(format!("rgb_range is {}, expected a positive number", self.rgb_range));
         }
         Ok(())
     }

@@ -1,18 +1,16 @@
 //! IPT (Chen et al., "Pre-Trained Image Processing Transformer") as in the official AdaptIR release,
 //! `net/ipt.py`: per-task heads and tails around one shared encoder-decoder transformer over 3x3 patches.
 //! Key names equal the official state dict (see `fixtures/parity/KEYS.md`).
-use candle_core::{Module, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use super::config::IptConfig;
-use super::layers::{
-    apply_linear, conv, linear, Attention, FeedForward, LayerNorm, ResBlock, Upsampler,
-};
+use super::layers::{apply_linear, conv, linear, Attention, Conv, FeedForward, LayerNorm, ResBlock, Upsampler};
 use crate::peft::{Attn, LayerHooks, Linear, MethodModules, NoHooks, Proj, Site};
 
 /// Per-task head: conv3x3 3->F, then two ResBlocks of 5x5 convs.
 struct Head {
-    conv: candle_nn::Conv2d,
+    conv: Conv,
     res1: ResBlock,
     res2: ResBlock,
 }
@@ -20,7 +18,7 @@ struct Head {
 /// Per-task tail: Upsampler for the task's scale, then conv3x3 F->3.
 struct Tail {
     up: Upsampler,
-    conv: candle_nn::Conv2d,
+    conv: Conv,
 }
 
 /// Pre-norm encoder layer; the method acts through `hooks`.
@@ -58,10 +56,7 @@ fn with_prompts(x: &Tensor, hooks: &dyn LayerHooks) -> Result<(Tensor, usize)> {
     match hooks.prompts() {
         Some(p) => {
             let (pl, n, e) = (p.dim(0)?, x.dim(1)?, x.dim(2)?);
-            let p = p
-                .unsqueeze(1)?
-                .broadcast_as((pl, n, e))?
-                .to_dtype(x.dtype())?;
+            let p = p.unsqueeze(1)?.broadcast_as((pl, n, e))?.to_dtype(x.dtype())?;
             Ok((Tensor::cat(&[&p, x], 0)?, pl))
         }
         None => Ok((x.clone(), 0)),
@@ -88,10 +83,7 @@ impl EncoderLayer {
     }
 
     fn sites(&mut self) -> Vec<(Site, &mut Linear)> {
-        let mut v = vec![
-            (Site::Norm(1), &mut self.norm1.map),
-            (Site::Norm(2), &mut self.norm2.map),
-        ];
+        let mut v = vec![(Site::Norm(1), &mut self.norm1.map), (Site::Norm(2), &mut self.norm2.map)];
         v.extend(attention_sites(&mut self.self_attn, Attn::SelfAttn));
         v.push((Site::Ffn1, &mut self.ffn.linear1));
         v.push((Site::Ffn2, &mut self.ffn.linear2));
@@ -105,13 +97,7 @@ impl DecoderLayer {
         let (x, np) = with_prompts(x, hooks)?;
         // Prompts carry no task query: pad it with zeros in front.
         let query = if np > 0 {
-            Tensor::cat(
-                &[
-                    &query.narrow(0, 0, 1)?.zeros_like()?.repeat((np, 1, 1))?,
-                    query,
-                ],
-                0,
-            )?
+            Tensor::cat(&[&query.narrow(0, 0, 1)?.zeros_like()?.repeat((np, 1, 1))?, query], 0)?
         } else {
             query.clone()
         };
@@ -120,9 +106,7 @@ impl DecoderLayer {
         let a = self.self_attn.forward(&qk, &qk, &h, hooks, train)?;
         let x = (&x + hooks.after_attention(Attn::SelfAttn, a, train)?)?;
         let h = self.norm2.forward(&x, hooks, train)?;
-        let a = self
-            .cross_attn
-            .forward(&(h + &query)?, memory, memory, hooks, train)?;
+        let a = self.cross_attn.forward(&(h + &query)?, memory, memory, hooks, train)?;
         let x = (&x + hooks.after_attention(Attn::Cross, a, train)?)?;
         let h = self.norm3.forward(&x, hooks, train)?;
         drop_prompts((&x + ffn_block(&self.ffn, hooks, &h, train)?)?, np)
@@ -155,8 +139,8 @@ fn attention_sites(a: &mut Attention, kind: Attn) -> Vec<(Site, &mut Linear)> {
 /// IPT with a PETL method's modules in its layers.
 pub struct Ipt {
     pub config: IptConfig,
-    sub_mean: candle_nn::Conv2d,
-    add_mean: candle_nn::Conv2d,
+    sub_mean: Conv,
+    add_mean: Conv,
     heads: Vec<Head>,
     tails: Vec<Tail>,
     linear_encoding: candle_nn::Linear,
@@ -171,32 +155,19 @@ impl Ipt {
     /// Build from `vb` (official keys), with a method's modules (`MethodModules::none` for the backbone alone).
     pub fn new(vb: VarBuilder, config: &IptConfig, modules: MethodModules) -> Result<Self> {
         config.validate().map_err(candle_core::Error::Msg)?;
-        let (f, e, hidden, l) = (
-            config.n_feats,
-            config.embed_dim(),
-            config.hidden_dim(),
-            config.num_tokens(),
-        );
+        let (f, e, hidden, l) = (config.n_feats, config.embed_dim(), config.hidden_dim(), config.num_tokens());
         let n_layers = config.num_layers;
         if modules.layers.len() != 2 * n_layers {
-            candle_core::bail!(
-                "method modules for {} layers, the model has {}",
-                modules.layers.len(),
-                2 * n_layers
-            );
+            candle_core::bail!("method modules for {} layers, the model has {}", modules.layers.len(), 2 * n_layers);
         }
         let mut hooks = modules.layers.into_iter();
-        let mut next_hooks = || {
-            hooks
-                .next()
-                .ok_or_else(|| candle_core::Error::Msg("missing layer hooks".into()))
-        };
+        let mut next_hooks = || hooks.next().ok_or_else(|| candle_core::Error::Msg("missing layer hooks".into()));
 
-        let mean_shift = |vb: VarBuilder| -> Result<candle_nn::Conv2d> {
+        let mean_shift = |vb: VarBuilder| -> Result<Conv> {
             // Fixed buffers-as-parameters in the official code: identity weight, +-rgb_range * DIV2K mean bias.
             let w = vb.get_with_hints((3, 3, 1, 1), "weight", Init::Const(0.0))?;
             let b = vb.get_with_hints(3, "bias", Init::Const(0.0))?;
-            Ok(candle_nn::Conv2d::new(w, Some(b), Default::default()))
+            Ok(Conv { weight: w, bias: Some(b), padding: 0 })
         };
         let heads = (0..config.num_tasks)
             .map(|t| {
@@ -214,10 +185,7 @@ impl Ipt {
             .enumerate()
             .map(|(t, &s)| {
                 let vb = vb.pp("tail").pp(t);
-                Ok(Tail {
-                    up: Upsampler::new(vb.pp(0), s, f)?,
-                    conv: conv(vb.pp(1), f, 3, 3)?,
-                })
+                Ok(Tail { up: Upsampler::new(vb.pp(0), s, f)?, conv: conv(vb.pp(1), f, 3, 3)? })
             })
             .collect::<Result<Vec<_>>>()?;
 
@@ -227,12 +195,7 @@ impl Ipt {
                 let vb = body.pp("encoder.layers").pp(i);
                 Ok(EncoderLayer {
                     norm1: LayerNorm::new(vb.pp("norm1"), e, 1)?,
-                    self_attn: Attention::new(
-                        vb.pp("self_attn"),
-                        e,
-                        config.num_heads,
-                        Attn::SelfAttn,
-                    )?,
+                    self_attn: Attention::new(vb.pp("self_attn"), e, config.num_heads, Attn::SelfAttn)?,
                     norm2: LayerNorm::new(vb.pp("norm2"), e, 2)?,
                     ffn: FeedForward::new(&vb, e, hidden)?,
                     hooks: next_hooks()?,
@@ -244,19 +207,9 @@ impl Ipt {
                 let vb = body.pp("decoder.layers").pp(i);
                 Ok(DecoderLayer {
                     norm1: LayerNorm::new(vb.pp("norm1"), e, 1)?,
-                    self_attn: Attention::new(
-                        vb.pp("self_attn"),
-                        e,
-                        config.num_heads,
-                        Attn::SelfAttn,
-                    )?,
+                    self_attn: Attention::new(vb.pp("self_attn"), e, config.num_heads, Attn::SelfAttn)?,
                     norm2: LayerNorm::new(vb.pp("norm2"), e, 2)?,
-                    cross_attn: Attention::new(
-                        vb.pp("multihead_attn"),
-                        e,
-                        config.num_heads,
-                        Attn::Cross,
-                    )?,
+                    cross_attn: Attention::new(vb.pp("multihead_attn"), e, config.num_heads, Attn::Cross)?,
                     norm3: LayerNorm::new(vb.pp("norm3"), e, 3)?,
                     ffn: FeedForward::new(&vb, e, hidden)?,
                     hooks: next_hooks()?,
@@ -264,12 +217,7 @@ impl Ipt {
             })
             .collect::<Result<Vec<_>>>()?;
         let position = body.pp("position_encoding");
-        position.get_with_hints_dtype(
-            (1, l),
-            "position_ids",
-            Init::Const(0.0),
-            candle_core::DType::I64,
-        )?;
+        position.get_with_hints_dtype((1, l), "position_ids", Init::Const(0.0), candle_core::DType::I64)?;
         Ok(Self {
             config: config.clone(),
             sub_mean: mean_shift(vb.pp("sub_mean"))?,
@@ -277,26 +225,13 @@ impl Ipt {
             heads,
             tails,
             linear_encoding: linear(body.pp("linear_encoding"), e, e)?,
-            mlp_head: (
-                linear(body.pp("mlp_head.0"), e, hidden)?,
-                linear(body.pp("mlp_head.3"), hidden, e)?,
-            ),
+            mlp_head: (linear(body.pp("mlp_head.0"), e, hidden)?, linear(body.pp("mlp_head.3"), hidden, e)?),
             query_embed: body.get_with_hints(
                 (config.num_tasks, e * l),
                 "query_embed.weight",
-                Init::Randn {
-                    mean: 0.0,
-                    stdev: 1.0,
-                },
+                Init::Randn { mean: 0.0, stdev: 1.0 },
             )?,
-            position: position.get_with_hints(
-                (l, e),
-                "pe.weight",
-                Init::Randn {
-                    mean: 0.0,
-                    stdev: 1.0,
-                },
-            )?,
+            position: position.get_with_hints((l, e), "pe.weight", Init::Randn { mean: 0.0, stdev: 1.0 })?,
             encoder,
             decoder,
         })
@@ -308,27 +243,17 @@ impl Ipt {
         let cfg = &self.config;
         let (_, c, h, w) = x.dims4()?;
         if task >= cfg.num_tasks {
-            candle_core::bail!(
-                "task index {task} out of range: the model has {} tasks",
-                cfg.num_tasks
-            );
+            candle_core::bail!("task index {task} out of range: the model has {} tasks", cfg.num_tasks);
         }
         if (c, h, w) != (3, cfg.patch_size, cfg.patch_size) {
-            candle_core::bail!(
-                "input is (N, {c}, {h}, {w}), expected (N, 3, {p}, {p})",
-                p = cfg.patch_size
-            );
+            candle_core::bail!("input is (N, {c}, {h}, {w}), expected (N, 3, {p}, {p})", p = cfg.patch_size);
         }
         let x = self.sub_mean.forward(&(x * cfg.rgb_range)?)?;
         let head = &self.heads[task];
-        let x = head
-            .res2
-            .forward(&head.res1.forward(&head.conv.forward(&x)?)?)?;
+        let x = head.res2.forward(&head.res1.forward(&head.conv.forward(&x)?)?)?;
         let res = (self.body(&x, task, train)? + &x)?;
         let tail = &self.tails[task];
-        let y = self
-            .add_mean
-            .forward(&tail.conv.forward(&tail.up.forward(&res)?)?)?;
+        let y = self.add_mean.forward(&tail.conv.forward(&tail.up.forward(&res)?)?)?;
         y / cfg.rgb_range
     }
 
@@ -339,17 +264,9 @@ impl Ipt {
         let (k, g) = (cfg.patch_dim, cfg.patch_size / cfg.patch_dim);
         let (l, e) = (g * g, cfg.embed_dim());
         // unfold(k, stride k): token (row * g + col), feature (c * k^2 + ky * k + kx); sequence-first.
-        let tokens = x
-            .reshape((n, f, g, k, g, k))?
-            .permute((2, 4, 0, 1, 3, 5))?
-            .reshape((l, n, e))?;
+        let tokens = x.reshape((n, f, g, k, g, k))?.permute((2, 4, 0, 1, 3, 5))?.reshape((l, n, e))?;
         let tokens = (apply_linear(&self.linear_encoding, &tokens)? + &tokens)?;
-        let query = self
-            .query_embed
-            .get(task)?
-            .reshape((l, 1, e))?
-            .broadcast_as((l, n, e))?
-            .contiguous()?;
+        let query = self.query_embed.get(task)?.reshape((l, 1, e))?.broadcast_as((l, n, e))?.contiguous()?;
         let mut h = tokens.broadcast_add(&self.position.unsqueeze(1)?)?;
         for layer in &self.encoder {
             h = layer.forward(&h, train)?;
@@ -361,9 +278,7 @@ impl Ipt {
         let (fc1, fc2) = &self.mlp_head;
         let h = (apply_linear(fc2, &apply_linear(fc1, &h)?.relu()?)? + &h)?;
         // fold: the inverse of the unfold above.
-        h.reshape((g, g, n, f, k, k))?
-            .permute((2, 3, 0, 4, 1, 5))?
-            .reshape((n, f, p, p))
+        h.reshape((g, g, n, f, k, k))?.permute((2, 3, 0, 4, 1, 5))?.reshape((n, f, p, p))
     }
 
     /// Fold the method into the backbone's weights (LoRA, SSF, FacT) and drop its modules. Every site the
@@ -386,5 +301,27 @@ impl Ipt {
             fold(hooks.as_ref(), layer.sites())?;
         }
         Ok(())
+    }
+
+    /// A freshly initialised model whose weights live in `vm` (pre-training, tests, benchmarks). The
+    /// MeanShift convs get their fixed official values (identity weight, -/+ rgb_range x DIV2K mean bias),
+    /// which no `Init` can express.
+    pub fn fresh(
+        vm: &candle_nn::VarMap,
+        config: &IptConfig,
+        modules: MethodModules,
+        device: &candle_core::Device,
+    ) -> Result<Self> {
+        const DIV2K_MEAN: [f64; 3] = [0.4488, 0.4371, 0.4040];
+        {
+            let mut data = vm.data().lock().map_err(|_| candle_core::Error::Msg("VarMap lock poisoned".into()))?;
+            for (name, sign) in [("sub_mean", -1.0), ("add_mean", 1.0)] {
+                let w = Tensor::eye(3, candle_core::DType::F32, device)?.reshape((3, 3, 1, 1))?;
+                let b: Vec<f32> = DIV2K_MEAN.iter().map(|m| (sign * config.rgb_range * m) as f32).collect();
+                data.insert(format!("{name}.weight"), candle_core::Var::from_tensor(&w)?);
+                data.insert(format!("{name}.bias"), candle_core::Var::from_tensor(&Tensor::new(b, device)?)?);
+            }
+        }
+        Self::new(candle_nn::VarBuilder::from_varmap(vm, candle_core::DType::F32, device), config, modules)
     }
 }

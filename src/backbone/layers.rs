@@ -1,7 +1,7 @@
 //! The building blocks of IPT, each with its official key layout: convolutions with `k // 2` padding,
 //! the EDSR ResBlock, the pixel-shuffle Upsampler, bias-free multi-head attention and the ReLU FFN.
-use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{Conv2dConfig, Init, VarBuilder};
+use candle_core::{Result, Tensor, D};
+use candle_nn::{Init, VarBuilder};
 
 use crate::peft::{Attn, LayerHooks, Linear, Proj, Site};
 
@@ -11,19 +11,29 @@ pub fn default_init(fan_in: usize) -> Init {
     Init::Uniform { lo: -b, up: b }
 }
 
+/// A 2-D convolution (stride 1, `k // 2` padding) with bias; no kernel gradient when the kernel is frozen.
+pub struct Conv {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub padding: usize,
+}
+
+impl Conv {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = adaptir_ops::frozen::conv2d(x, &self.weight, self.padding)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+            None => Ok(y),
+        }
+    }
+}
+
 /// `common.default_conv`: k x k, stride 1, padding k // 2, with bias.
-pub fn conv(vb: VarBuilder, cin: usize, cout: usize, k: usize) -> Result<candle_nn::Conv2d> {
+pub fn conv(vb: VarBuilder, cin: usize, cout: usize, k: usize) -> Result<Conv> {
     let init = default_init(cin * k * k);
-    let w = vb.get_with_hints((cout, cin, k, k), "weight", init)?;
-    let b = vb.get_with_hints(cout, "bias", init)?;
-    Ok(candle_nn::Conv2d::new(
-        w,
-        Some(b),
-        Conv2dConfig {
-            padding: k / 2,
-            ..Default::default()
-        },
-    ))
+    let weight = vb.get_with_hints((cout, cin, k, k), "weight", init)?;
+    let bias = vb.get_with_hints(cout, "bias", init)?;
+    Ok(Conv { weight, bias: Some(bias), padding: k / 2 })
 }
 
 pub fn linear(vb: VarBuilder, cin: usize, cout: usize) -> Result<candle_nn::Linear> {
@@ -38,13 +48,9 @@ pub fn apply_linear(l: &candle_nn::Linear, x: &Tensor) -> Result<Tensor> {
     linear_map(&(l.weight().clone(), l.bias().cloned()), x)
 }
 
-/// `x @ w^T` over the last dim of a tensor of any rank.
+/// `x @ w^T` over the last dim of a tensor of any rank; no gradient work for a frozen `w`.
 pub fn apply_linear_t(w: &Tensor, x: &Tensor) -> Result<Tensor> {
-    let mut dims = x.dims().to_vec();
-    let y = x.reshape(((), x.dim(D::Minus1)?))?.matmul(&w.t()?)?;
-    let last = dims.len() - 1;
-    dims[last] = y.dim(1)?;
-    y.reshape(dims)
+    adaptir_ops::frozen::linear_t(x, w)
 }
 
 /// A (weight, bias) map over the last dim.
@@ -58,16 +64,13 @@ pub fn linear_map((w, b): &Linear, x: &Tensor) -> Result<Tensor> {
 
 /// `common.ResBlock`: conv, ReLU, conv, plus the input (res_scale 1, no BatchNorm). Keys `body.0`, `body.2`.
 pub struct ResBlock {
-    c1: candle_nn::Conv2d,
-    c2: candle_nn::Conv2d,
+    c1: Conv,
+    c2: Conv,
 }
 
 impl ResBlock {
     pub fn new(vb: VarBuilder, n: usize, k: usize) -> Result<Self> {
-        Ok(Self {
-            c1: conv(vb.pp("body.0"), n, n, k)?,
-            c2: conv(vb.pp("body.2"), n, n, k)?,
-        })
+        Ok(Self { c1: conv(vb.pp("body.0"), n, n, k)?, c2: conv(vb.pp("body.2"), n, n, k)? })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -79,15 +82,13 @@ impl ResBlock {
 pub fn pixel_shuffle(x: &Tensor, r: usize) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let c_out = c / (r * r);
-    x.reshape((n, c_out, r, r, h, w))?
-        .permute((0, 1, 4, 2, 5, 3))?
-        .reshape((n, c_out, h * r, w * r))
+    x.reshape((n, c_out, r, r, h, w))?.permute((0, 1, 4, 2, 5, 3))?.reshape((n, c_out, h * r, w * r))
 }
 
 /// `common.Upsampler` without BatchNorm or activation: log2(s) x [conv F->4F, shuffle 2] for powers of two,
 /// [conv F->9F, shuffle 3] for 3, nothing for 1. Keys `0`, `2`, ... (the shuffles hold no weights).
 pub struct Upsampler {
-    stages: Vec<(candle_nn::Conv2d, usize)>,
+    stages: Vec<(Conv, usize)>,
 }
 
 impl Upsampler {
@@ -125,21 +126,10 @@ impl Attention {
     pub fn new(vb: VarBuilder, e: usize, heads: usize, kind: Attn) -> Result<Self> {
         // torch: xavier_uniform on the packed in-projection; the out-projection as a Linear.
         let bound = (6.0 / (e + 3 * e) as f64).sqrt();
-        let in_proj = vb.get_with_hints(
-            (3 * e, e),
-            "in_proj_weight",
-            Init::Uniform {
-                lo: -bound,
-                up: bound,
-            },
-        )?;
+        let in_proj = vb.get_with_hints((3 * e, e), "in_proj_weight", Init::Uniform { lo: -bound, up: bound })?;
         let out = vb.get_with_hints((e, e), "out_proj.weight", default_init(e))?;
         let part = |i: usize| -> Result<Linear> { Ok((in_proj.narrow(0, i * e, e)?, None)) };
-        Ok(Self {
-            maps: [part(0)?, part(1)?, part(2)?, (out, None)],
-            heads,
-            kind,
-        })
+        Ok(Self { maps: [part(0)?, part(1)?, part(2)?, (out, None)], heads, kind })
     }
 
     fn index(p: Proj) -> usize {
@@ -161,31 +151,17 @@ impl Attention {
     }
 
     /// (L, N, E) x3 -> (L, N, E); keys and values may have another length than queries.
-    pub fn forward(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        hooks: &dyn LayerHooks,
-        train: bool,
-    ) -> Result<Tensor> {
+    pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor, hooks: &dyn LayerHooks, train: bool) -> Result<Tensor> {
         let (lq, n, e) = q.dims3()?;
         let lk = k.dim(0)?;
         let d = e / self.heads;
         // (L, N, E) -> (N, heads, L, d)
-        let split = |x: Tensor, l: usize| {
-            x.reshape((l, n, self.heads, d))?
-                .permute((1, 2, 0, 3))?
-                .contiguous()
-        };
+        let split = |x: Tensor, l: usize| x.reshape((l, n, self.heads, d))?.permute((1, 2, 0, 3))?.contiguous();
         let q = (split(self.project(q, Proj::Q, hooks)?, lq)? * (1.0 / (d as f64).sqrt()))?;
         let k = split(self.project(k, Proj::K, hooks)?, lk)?;
         let v = split(self.project(v, Proj::V, hooks)?, lk)?;
         let attn = softmax_last(&q.matmul(&k.t()?)?, train)?;
-        let ctx = attn
-            .matmul(&v)?
-            .permute((2, 0, 1, 3))?
-            .reshape((lq, n, e))?;
+        let ctx = attn.matmul(&v)?.permute((2, 0, 1, 3))?.reshape((lq, n, e))?;
         self.project(&ctx, Proj::Out, hooks)
     }
 }
@@ -207,9 +183,7 @@ impl FeedForward {
     }
 
     pub fn forward(&self, x: &Tensor, hooks: &dyn LayerHooks) -> Result<Tensor> {
-        let h = hooks
-            .site(Site::Ffn1, x, linear_map(&self.linear1, x)?)?
-            .relu()?;
+        let h = hooks.site(Site::Ffn1, x, linear_map(&self.linear1, x)?)?.relu()?;
         hooks.site(Site::Ffn2, &h, linear_map(&self.linear2, &h)?)
     }
 }
@@ -235,10 +209,7 @@ impl LayerNorm {
     pub fn new(vb: VarBuilder, e: usize, k: u8) -> Result<Self> {
         let weight = vb.get_with_hints(e, "weight", Init::Const(1.0))?;
         let bias = vb.get_with_hints(e, "bias", Init::Const(0.0))?;
-        Ok(Self {
-            map: (weight, Some(bias)),
-            site: Site::Norm(k),
-        })
+        Ok(Self { map: (weight, Some(bias)), site: Site::Norm(k) })
     }
 
     pub fn forward(&self, x: &Tensor, hooks: &dyn LayerHooks, train: bool) -> Result<Tensor> {

@@ -17,29 +17,15 @@ use super::seed::stem_seed;
 /// checked (readable, supported format, pixel limit) before anything is written; two inputs with
 /// the same stem, or an output that would overwrite an input, are refused. Returns the written
 /// paths.
-pub fn degrade(
-    task: &str,
-    inputs: &[PathBuf],
-    out_dir: &Path,
-    seed: u64,
-) -> crate::Result<Vec<PathBuf>> {
+pub fn degrade(task: &str, inputs: &[PathBuf], out_dir: &Path, seed: u64) -> crate::Result<Vec<PathBuf>> {
     Ok(degrade_files(task, inputs, out_dir, seed)?)
 }
 
 /// [`degrade`] with the data module's error type.
-pub fn degrade_files(
-    task: &str,
-    inputs: &[PathBuf],
-    out_dir: &Path,
-    seed: u64,
-) -> super::error::Result<Vec<PathBuf>> {
+pub fn degrade_files(task: &str, inputs: &[PathBuf], out_dir: &Path, seed: u64) -> super::error::Result<Vec<PathBuf>> {
     let task = Task::parse(task)?;
     if inputs.is_empty() {
-        return Err(DataError::invalid(
-            "inputs",
-            "at least one image or folder",
-            "none",
-        ));
+        return Err(DataError::invalid("inputs", "at least one image or folder", "none"));
     }
     let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
     for input in inputs {
@@ -62,10 +48,7 @@ pub fn degrade_files(
     for path in files.values() {
         probe_image(path, &opts)?;
     }
-    std::fs::create_dir_all(out_dir).map_err(|source| DataError::Write {
-        path: out_dir.to_path_buf(),
-        source,
-    })?;
+    std::fs::create_dir_all(out_dir).map_err(|source| DataError::Write { path: out_dir.to_path_buf(), source })?;
     let mut written = Vec::with_capacity(files.len());
     for (stem, path) in &files {
         let out = out_dir.join(format!("{stem}.png"));
@@ -77,20 +60,12 @@ pub fn degrade_files(
             ));
         }
         let clean = load_image(path)?;
-        let degraded = task
-            .apply(&clean, stem_seed(seed, stem))
-            .map_err(|e| match e {
-                DataError::Invalid {
-                    what,
-                    expected,
-                    found,
-                } => DataError::Invalid {
-                    what: format!("{}: {what}", path.display()),
-                    expected,
-                    found,
-                },
-                other => other,
-            })?;
+        let degraded = task.apply(&clean, stem_seed(seed, stem)).map_err(|e| match e {
+            DataError::Invalid { what, expected, found } => {
+                DataError::Invalid { what: format!("{}: {what}", path.display()), expected, found }
+            }
+            other => other,
+        })?;
         save_png(&out, &degraded, BitDepth::Eight)?;
         written.push(out);
     }

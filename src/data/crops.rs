@@ -43,10 +43,7 @@ pub fn random_crop_pair(
     }
     let x = below(rng, lr.width - patch + 1);
     let y = below(rng, lr.height - patch + 1);
-    Ok((
-        lr.crop(x, y, patch, patch)?,
-        hr.crop(x * scale, y * scale, patch * scale, patch * scale)?,
-    ))
+    Ok((lr.crop(x, y, patch, patch)?, hr.crop(x * scale, y * scale, patch * scale, patch * scale)?))
 }
 
 /// One of the 8 elements of the dihedral group: optional transpose, then optional horizontal
@@ -57,16 +54,8 @@ pub struct Dihedral(pub u8);
 
 impl Dihedral {
     /// All 8 transforms.
-    pub const ALL: [Dihedral; 8] = [
-        Dihedral(0),
-        Dihedral(1),
-        Dihedral(2),
-        Dihedral(3),
-        Dihedral(4),
-        Dihedral(5),
-        Dihedral(6),
-        Dihedral(7),
-    ];
+    pub const ALL: [Dihedral; 8] =
+        [Dihedral(0), Dihedral(1), Dihedral(2), Dihedral(3), Dihedral(4), Dihedral(5), Dihedral(6), Dihedral(7)];
 
     /// A uniformly random transform.
     pub fn random(rng: &mut DataRng) -> Dihedral {
@@ -97,12 +86,7 @@ impl Dihedral {
                 data.extend_from_slice(&img.data[s..s + c]);
             }
         }
-        Image {
-            width: ow,
-            height: oh,
-            channels: c,
-            data,
-        }
+        Image { width: ow, height: oh, channels: c, data }
     }
 
     /// The inverse transform (`t.inverse().apply(&t.apply(x)) == x`).

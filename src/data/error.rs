@@ -23,23 +23,13 @@ pub enum DataError {
     NotAnImage { path: PathBuf, found: String },
     /// The header or the pixel data could not be decoded (truncated or corrupt file).
     #[error("{path}: cannot decode {format} image (expected a complete, valid file): {reason}")]
-    Decode {
-        path: PathBuf,
-        format: String,
-        reason: String,
-    },
+    Decode { path: PathBuf, format: String, reason: String },
     /// The header announces more pixels than the limit; nothing was decoded.
     #[error(
         "{path}: image is {width}x{height} = {pixels} pixels, expected at most {limit} pixels \
          (decompression-bomb limit, checked from the header before decoding)"
     )]
-    TooLarge {
-        path: PathBuf,
-        width: u64,
-        height: u64,
-        pixels: u64,
-        limit: u64,
-    },
+    TooLarge { path: PathBuf, width: u64, height: u64, pixels: u64, limit: u64 },
     /// An output file or folder could not be written.
     #[error("{path}: cannot write: {source}")]
     Write {
@@ -49,32 +39,16 @@ pub enum DataError {
     },
     /// An output could not be encoded.
     #[error("{path}: cannot encode {format}: {reason}")]
-    Encode {
-        path: PathBuf,
-        format: String,
-        reason: String,
-    },
+    Encode { path: PathBuf, format: String, reason: String },
     /// A value (argument, size, pairing) is not what was expected.
     #[error("{what}: expected {expected}, found {found}")]
-    Invalid {
-        what: String,
-        expected: String,
-        found: String,
-    },
+    Invalid { what: String, expected: String, found: String },
 }
 
 impl DataError {
     /// Shorthand for [`DataError::Invalid`].
-    pub fn invalid(
-        what: impl Into<String>,
-        expected: impl Into<String>,
-        found: impl Into<String>,
-    ) -> Self {
-        DataError::Invalid {
-            what: what.into(),
-            expected: expected.into(),
-            found: found.into(),
-        }
+    pub fn invalid(what: impl Into<String>, expected: impl Into<String>, found: impl Into<String>) -> Self {
+        DataError::Invalid { what: what.into(), expected: expected.into(), found: found.into() }
     }
 }
 
@@ -105,10 +79,7 @@ impl From<DataError> for crate::Error {
             Some(path) => {
                 let prefix = format!("{}: ", path.display());
                 let msg = full.strip_prefix(&prefix).unwrap_or(&full).to_string();
-                crate::Error::File {
-                    path: path.to_path_buf(),
-                    msg,
-                }
+                crate::Error::File { path: path.to_path_buf(), msg }
             }
             None => crate::Error::Invalid(full),
         }

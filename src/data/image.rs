@@ -18,9 +18,7 @@ pub struct Image {
 impl Image {
     /// Wraps `data`, checking that its length is `width * height * channels`.
     pub fn new(width: usize, height: usize, channels: usize, data: Vec<f32>) -> Result<Self> {
-        let expected = width
-            .checked_mul(height)
-            .and_then(|p| p.checked_mul(channels));
+        let expected = width.checked_mul(height).and_then(|p| p.checked_mul(channels));
         if expected != Some(data.len()) || channels == 0 {
             return Err(DataError::invalid(
                 "image buffer",
@@ -28,32 +26,17 @@ impl Image {
                 format!("{} samples", data.len()),
             ));
         }
-        Ok(Image {
-            width,
-            height,
-            channels,
-            data,
-        })
+        Ok(Image { width, height, channels, data })
     }
 
     /// An all-zero image.
     pub fn zeros(width: usize, height: usize, channels: usize) -> Self {
-        Image {
-            width,
-            height,
-            channels,
-            data: vec![0.0; width * height * channels],
-        }
+        Image { width, height, channels, data: vec![0.0; width * height * channels] }
     }
 
     /// From 8-bit samples (`v / 255`).
     pub fn from_u8(width: usize, height: usize, channels: usize, data: &[u8]) -> Result<Self> {
-        Image::new(
-            width,
-            height,
-            channels,
-            data.iter().map(|&v| v as f32 / 255.0).collect(),
-        )
+        Image::new(width, height, channels, data.iter().map(|&v| v as f32 / 255.0).collect())
     }
 
     /// To 8-bit samples: clamp to `[0, 1]`, scale by 255, round half away from zero.
@@ -63,10 +46,7 @@ impl Image {
 
     /// To 16-bit samples: clamp to `[0, 1]`, scale by 65535, round.
     pub fn to_u16(&self) -> Vec<u16> {
-        self.data
-            .iter()
-            .map(|&v| (v.clamp(0.0, 1.0) * 65535.0).round() as u16)
-            .collect()
+        self.data.iter().map(|&v| (v.clamp(0.0, 1.0) * 65535.0).round() as u16).collect()
     }
 
     /// The same image with every sample rounded to the nearest 8-bit level (`k / 255`).
@@ -75,23 +55,14 @@ impl Image {
             width: self.width,
             height: self.height,
             channels: self.channels,
-            data: self
-                .data
-                .iter()
-                .map(|&v| to_u8_sample(v) as f32 / 255.0)
-                .collect(),
+            data: self.data.iter().map(|&v| to_u8_sample(v) as f32 / 255.0).collect(),
         }
     }
 
     /// An image of the same size and channel count holding `data` (same length).
     pub fn with_data(&self, data: Vec<f32>) -> Image {
         debug_assert_eq!(data.len(), self.data.len());
-        Image {
-            width: self.width,
-            height: self.height,
-            channels: self.channels,
-            data,
-        }
+        Image { width: self.width, height: self.height, channels: self.channels, data }
     }
 
     /// The samples in planar `channels x height x width` order (the layout of a CHW tensor).
@@ -144,12 +115,7 @@ impl Image {
             let start = (row * self.width + x) * c;
             data.extend_from_slice(&self.data[start..start + w * c]);
         }
-        Ok(Image {
-            width: w,
-            height: h,
-            channels: c,
-            data,
-        })
+        Ok(Image { width: w, height: h, channels: c, data })
     }
 
     /// Crops the bottom and right so both sides are multiples of `scale` (as the SR papers do).

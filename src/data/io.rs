@@ -33,9 +33,7 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions {
-            max_pixels: DEFAULT_MAX_PIXELS,
-        }
+        LoadOptions { max_pixels: DEFAULT_MAX_PIXELS }
     }
 }
 
@@ -66,10 +64,7 @@ pub fn probe_image(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<(usize,
 pub fn load_image_with(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Image> {
     let path = path.as_ref();
     let (format, w, h) = check_file_header(path, opts)?;
-    let file = std::fs::File::open(path).map_err(|source| DataError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = std::fs::File::open(path).map_err(|source| DataError::Read { path: path.to_path_buf(), source })?;
     let mut reader = ImageReader::with_format(BufReader::new(file), format);
     let mut limits = Limits::default();
     limits.max_image_width = Some(w);
@@ -84,29 +79,18 @@ pub fn load_image_with(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Ima
 /// Format and dimensions from the file's first bytes and header only (streamed: a huge file is
 /// not read in full to be refused).
 fn check_file_header(path: &Path, opts: &LoadOptions) -> Result<(ImageFormat, u32, u32)> {
-    let read_err = |source| DataError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
+    let read_err = |source| DataError::Read { path: path.to_path_buf(), source };
     let file = std::fs::File::open(path).map_err(read_err)?;
     let meta = file.metadata().map_err(read_err)?;
     if meta.is_dir() {
-        return Err(DataError::NotAnImage {
-            path: path.to_path_buf(),
-            found: "a folder".into(),
-        });
+        return Err(DataError::NotAnImage { path: path.to_path_buf(), found: "a folder".into() });
     }
     if meta.len() == 0 {
-        return Err(DataError::Empty {
-            path: path.to_path_buf(),
-        });
+        return Err(DataError::Empty { path: path.to_path_buf() });
     }
     let mut reader = BufReader::new(file);
     let mut head = Vec::with_capacity(64);
-    (&mut reader)
-        .take(64)
-        .read_to_end(&mut head)
-        .map_err(read_err)?;
+    (&mut reader).take(64).read_to_end(&mut head).map_err(read_err)?;
     reader.seek(SeekFrom::Start(0)).map_err(read_err)?;
     let format = check_format(path, &head, meta.len())?;
     let dims = ImageReader::with_format(reader, format).into_dimensions();
@@ -116,16 +100,13 @@ fn check_file_header(path: &Path, opts: &LoadOptions) -> Result<(ImageFormat, u3
 /// Loads an image from bytes already in memory (`name` is used in error messages).
 pub fn decode_image_bytes(name: &Path, bytes: &[u8], opts: &LoadOptions) -> Result<Image> {
     let (format, _, _) = check_header(name, bytes, opts)?;
-    let decoded = image::load_from_memory_with_format(bytes, format)
-        .map_err(|e| decode_error(name, format, e))?;
+    let decoded = image::load_from_memory_with_format(bytes, format).map_err(|e| decode_error(name, format, e))?;
     Ok(to_rgb_image(decoded))
 }
 
 fn check_header(path: &Path, bytes: &[u8], opts: &LoadOptions) -> Result<(ImageFormat, u32, u32)> {
     if bytes.is_empty() {
-        return Err(DataError::Empty {
-            path: path.to_path_buf(),
-        });
+        return Err(DataError::Empty { path: path.to_path_buf() });
     }
     let format = check_format(path, bytes, bytes.len() as u64)?;
     let dims = ImageReader::with_format(Cursor::new(bytes), format).into_dimensions();
@@ -134,17 +115,9 @@ fn check_header(path: &Path, bytes: &[u8], opts: &LoadOptions) -> Result<(ImageF
 
 fn check_format(path: &Path, head: &[u8], len: u64) -> Result<ImageFormat> {
     match image::guess_format(head) {
-        Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Bmp | ImageFormat::Tiff)) => {
-            Ok(f)
-        }
-        Ok(other) => Err(DataError::NotAnImage {
-            path: path.to_path_buf(),
-            found: format!("{other:?} data"),
-        }),
-        Err(_) => Err(DataError::NotAnImage {
-            path: path.to_path_buf(),
-            found: describe_magic(head, len),
-        }),
+        Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Bmp | ImageFormat::Tiff)) => Ok(f),
+        Ok(other) => Err(DataError::NotAnImage { path: path.to_path_buf(), found: format!("{other:?} data") }),
+        Err(_) => Err(DataError::NotAnImage { path: path.to_path_buf(), found: describe_magic(head, len) }),
     }
 }
 
@@ -185,42 +158,25 @@ fn format_name(format: ImageFormat) -> String {
 }
 
 fn decode_error(path: &Path, format: ImageFormat, e: image::ImageError) -> DataError {
-    DataError::Decode {
-        path: path.to_path_buf(),
-        format: format_name(format),
-        reason: e.to_string(),
-    }
+    DataError::Decode { path: path.to_path_buf(), format: format_name(format), reason: e.to_string() }
 }
 
 fn to_rgb_image(decoded: DynamicImage) -> Image {
     let (w, h) = (decoded.width() as usize, decoded.height() as usize);
     use image::ColorType as C;
     let data: Vec<f32> = match decoded.color() {
-        C::L8 | C::La8 | C::Rgb8 | C::Rgba8 => decoded
-            .to_rgb8()
-            .into_raw()
-            .into_iter()
-            .map(|v| v as f32 / 255.0)
-            .collect(),
+        C::L8 | C::La8 | C::Rgb8 | C::Rgba8 => {
+            decoded.to_rgb8().into_raw().into_iter().map(|v| v as f32 / 255.0).collect()
+        }
         C::Rgb32F | C::Rgba32F => decoded
             .to_rgb32f()
             .into_raw()
             .into_iter()
             .map(|v| if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) })
             .collect(),
-        _ => decoded
-            .to_rgb16()
-            .into_raw()
-            .into_iter()
-            .map(|v| v as f32 / 65535.0)
-            .collect(),
+        _ => decoded.to_rgb16().into_raw().into_iter().map(|v| v as f32 / 65535.0).collect(),
     };
-    Image {
-        width: w,
-        height: h,
-        channels: 3,
-        data,
-    }
+    Image { width: w, height: h, channels: 3, data }
 }
 
 /// Bit depth of a saved PNG.
@@ -248,11 +204,7 @@ pub fn save_png(path: impl AsRef<Path>, img: &Image, depth: BitDepth) -> Result<
     };
     let bytes: Vec<u8> = match depth {
         BitDepth::Eight => img.to_u8(),
-        BitDepth::Sixteen => img
-            .to_u16()
-            .into_iter()
-            .flat_map(|v| v.to_ne_bytes())
-            .collect(),
+        BitDepth::Sixteen => img.to_u16().into_iter().flat_map(|v| v.to_ne_bytes()).collect(),
     };
     write_atomic(path, |w| {
         use image::ImageEncoder;
@@ -279,18 +231,12 @@ pub fn write_atomic(
     })();
     result.map_err(|source| {
         let _ = std::fs::remove_file(&tmp);
-        DataError::Write {
-            path: path.to_path_buf(),
-            source,
-        }
+        DataError::Write { path: path.to_path_buf(), source }
     })
 }
 
 fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "output".into());
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "output".into());
     let tmp_name = format!(".{name}.tmp-{}", std::process::id());
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.join(tmp_name),

@@ -14,16 +14,10 @@ use super::seed::{rng_for, sample_seed};
 /// Image files of a folder (by extension, not recursive), keyed by stem, sorted.
 /// Two files with the same stem (`a.png`, `a.jpg`) are an error.
 pub fn list_images(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
-    let entries = std::fs::read_dir(dir).map_err(|source| DataError::Read {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| DataError::Read { path: dir.to_path_buf(), source })?;
     let mut out = BTreeMap::new();
     for entry in entries {
-        let entry = entry.map_err(|source| DataError::Read {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let entry = entry.map_err(|source| DataError::Read { path: dir.to_path_buf(), source })?;
         let path = entry.path();
         if !path.is_file() || !has_image_extension(&path) {
             continue;
@@ -52,13 +46,7 @@ pub fn stem_of(path: &Path) -> Result<String> {
     path.file_stem()
         .and_then(|s| s.to_str())
         .map(str::to_owned)
-        .ok_or_else(|| {
-            DataError::invalid(
-                format!("{}", path.display()),
-                "a file name with a UTF-8 stem",
-                "none",
-            )
-        })
+        .ok_or_else(|| DataError::invalid(format!("{}", path.display()), "a file name with a UTF-8 stem", "none"))
 }
 
 /// Pairs two folders by stem: `(stem, a_path, b_path)`. Any file without a partner is an error
@@ -72,22 +60,14 @@ pub fn match_folders(a: &Path, b: &Path) -> Result<Vec<(String, PathBuf, PathBuf
         return Err(DataError::invalid(
             format!("{}", la[*stem].display()),
             format!("a partner with stem `{stem}` in {}", b.display()),
-            format!(
-                "none ({} unpaired file(s) in {})",
-                missing_b.len(),
-                a.display()
-            ),
+            format!("none ({} unpaired file(s) in {})", missing_b.len(), a.display()),
         ));
     }
     if let Some(stem) = missing_a.first() {
         return Err(DataError::invalid(
             format!("{}", lb[*stem].display()),
             format!("a partner with stem `{stem}` in {}", a.display()),
-            format!(
-                "none ({} unpaired file(s) in {})",
-                missing_a.len(),
-                b.display()
-            ),
+            format!("none ({} unpaired file(s) in {})", missing_a.len(), b.display()),
         ));
     }
     Ok(la
@@ -107,11 +87,7 @@ pub fn match_inputs(a: &Path, b: &Path) -> Result<Vec<(String, PathBuf, PathBuf)
         (a_dir, _) => Err(DataError::invalid(
             format!("{} and {}", a.display(), b.display()),
             "two image files or two folders",
-            if a_dir {
-                "a folder and a file"
-            } else {
-                "a file and a folder"
-            },
+            if a_dir { "a folder and a file" } else { "a file and a folder" },
         )),
     }
 }
@@ -135,10 +111,7 @@ pub struct PairedFolder {
 impl PairedFolder {
     /// Matches `degraded_dir` and `clean_dir` by stem; fails naming any file without a partner.
     pub fn open(degraded_dir: &Path, clean_dir: &Path, scale: usize) -> Result<Self> {
-        Ok(PairedFolder {
-            pairs: match_folders(degraded_dir, clean_dir)?,
-            scale: scale.max(1),
-        })
+        Ok(PairedFolder { pairs: match_folders(degraded_dir, clean_dir)?, scale: scale.max(1) })
     }
 
     pub fn len(&self) -> usize {
@@ -151,13 +124,10 @@ impl PairedFolder {
 
     /// Loads pair `i` whole, checking that the sizes agree with the scale.
     pub fn load(&self, i: usize) -> Result<Pair> {
-        let (name, pa, pb) = self.pairs.get(i).ok_or_else(|| {
-            DataError::invalid(
-                "pair index",
-                format!("< {}", self.pairs.len()),
-                i.to_string(),
-            )
-        })?;
+        let (name, pa, pb) = self
+            .pairs
+            .get(i)
+            .ok_or_else(|| DataError::invalid("pair index", format!("< {}", self.pairs.len()), i.to_string()))?;
         let input = load_image(pa)?;
         let target = load_image(pb)?;
         let s = self.scale;
@@ -172,11 +142,7 @@ impl PairedFolder {
                 format!("{}x{}", target.width, target.height),
             ));
         }
-        Ok(Pair {
-            name: name.clone(),
-            input,
-            target,
-        })
+        Ok(Pair { name: name.clone(), input, target })
     }
 
     /// Pair `i`, cropped to an input patch of `patch` pixels at a seeded random position and
@@ -184,16 +150,11 @@ impl PairedFolder {
     pub fn sample(&self, i: usize, patch: usize, seed: u64) -> Result<Pair> {
         let pair = self.load(i)?;
         let mut rng = rng_for(sample_seed(seed, i as u64));
-        let (input, target) =
-            random_crop_pair(&pair.input, &pair.target, patch, self.scale, &mut rng)
-                .map_err(|e| name_error(e, &self.pairs[i].1))?;
+        let (input, target) = random_crop_pair(&pair.input, &pair.target, patch, self.scale, &mut rng)
+            .map_err(|e| name_error(e, &self.pairs[i].1))?;
         let t = Dihedral::random(&mut rng);
         let (input, target) = augment_pair(&input, &target, t);
-        Ok(Pair {
-            name: pair.name,
-            input,
-            target,
-        })
+        Ok(Pair { name: pair.name, input, target })
     }
 }
 
@@ -206,10 +167,7 @@ pub struct CleanFolder {
 
 impl CleanFolder {
     pub fn open(dir: &Path, task: Task) -> Result<Self> {
-        Ok(CleanFolder {
-            images: list_images(dir)?.into_iter().collect(),
-            task,
-        })
+        Ok(CleanFolder { images: list_images(dir)?.into_iter().collect(), task })
     }
 
     pub fn len(&self) -> usize {
@@ -224,40 +182,26 @@ impl CleanFolder {
     /// transforms, then the task's degradation (seeded too). The same `(seed, i)` always gives
     /// the same pair.
     pub fn sample(&self, i: usize, patch: usize, seed: u64) -> Result<Pair> {
-        let (name, path) = self.images.get(i).ok_or_else(|| {
-            DataError::invalid(
-                "image index",
-                format!("< {}", self.images.len()),
-                i.to_string(),
-            )
-        })?;
+        let (name, path) = self
+            .images
+            .get(i)
+            .ok_or_else(|| DataError::invalid("image index", format!("< {}", self.images.len()), i.to_string()))?;
         let clean = load_image(path)?;
         let s = self.task.scale();
         let mut rng = rng_for(sample_seed(seed, i as u64));
-        let hr = super::crops::random_crop(&clean, patch * s, &mut rng)
-            .map_err(|e| name_error(e, path))?;
+        let hr = super::crops::random_crop(&clean, patch * s, &mut rng).map_err(|e| name_error(e, path))?;
         let hr = Dihedral::random(&mut rng).apply(&hr).quantized_u8();
         let degrade_seed = rand::RngCore::next_u64(&mut rng);
         let input = self.task.apply(&hr, degrade_seed)?;
-        Ok(Pair {
-            name: name.clone(),
-            input,
-            target: hr,
-        })
+        Ok(Pair { name: name.clone(), input, target: hr })
     }
 }
 
 fn name_error(e: DataError, path: &Path) -> DataError {
     match e {
-        DataError::Invalid {
-            what,
-            expected,
-            found,
-        } => DataError::Invalid {
-            what: format!("{}: {what}", path.display()),
-            expected,
-            found,
-        },
+        DataError::Invalid { what, expected, found } => {
+            DataError::Invalid { what: format!("{}: {what}", path.display()), expected, found }
+        }
         other => other,
     }
 }

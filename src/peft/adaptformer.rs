@@ -16,10 +16,7 @@ pub struct AdaptFormerConfig {
 
 impl Default for AdaptFormerConfig {
     fn default() -> Self {
-        Self {
-            bottleneck: 24,
-            scale: 0.1,
-        }
+        Self { bottleneck: 24, scale: 0.1 }
     }
 }
 
@@ -48,16 +45,8 @@ impl Method for AdaptFormer {
             .layers()
             .iter()
             .map(|l| {
-                let branch = Bottleneck::new(
-                    vb.pp(l.prefix()).pp("adaptformer"),
-                    host.embed,
-                    self.0.bottleneck,
-                    true,
-                )?;
-                Ok(Box::new(AdaptFormerHooks {
-                    branch,
-                    scale: self.0.scale,
-                }) as Box<dyn LayerHooks>)
+                let branch = Bottleneck::new(vb.pp(l.prefix()).pp("adaptformer"), host.embed, self.0.bottleneck, true)?;
+                Ok(Box::new(AdaptFormerHooks { branch, scale: self.0.scale }) as Box<dyn LayerHooks>)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(MethodModules { layers })

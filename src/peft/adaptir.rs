@@ -2,7 +2,7 @@
 //! (low-rank depthwise conv), a frequency (amplitude / phase affine in the 2-D spectrum) and a channel
 //! (attention pooling) branch. This is the official module, `net/ipt.py` and `net/edt.py` `AdaptIR`, with its
 //! state-dict keys, its sizes and both layouts; DESIGN.md §2 has the exact maths.
-use candle_core::{DType, Module, Result, Tensor, Var, D};
+use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
 use adaptir_ops::{amplitude, atan2, irfft2, polar, rfft2};
@@ -45,14 +45,7 @@ impl AdaptIrConfig {
 
     /// Official ratios around a chosen hidden width.
     pub fn with_hidden(dim: usize, hidden: usize, gate_div: usize, layout: Layout) -> Self {
-        Self {
-            dim,
-            hidden,
-            rank: hidden / 2,
-            pool_mid: hidden / 2,
-            gate_mid: hidden / gate_div,
-            layout,
-        }
+        Self { dim, hidden, rank: hidden / 2, pool_mid: hidden / 2, gate_mid: hidden / gate_div, layout }
     }
 
     /// Every width must be at least 1 (the official code builds a 0-channel conv for h < 8 on IPT, then fails).
@@ -76,11 +69,7 @@ impl AdaptIrConfig {
     }
 
     /// Read the sizes back from an adapter's tensors (the official checkpoints carry no config).
-    pub fn from_state_dict(
-        sd: &crate::params::StateDict,
-        prefix: &str,
-        layout: Layout,
-    ) -> Option<Self> {
+    pub fn from_state_dict(sd: &crate::params::StateDict, prefix: &str, layout: Layout) -> Option<Self> {
         let dims = |k: &str| sd.get(&format!("{prefix}{k}")).map(|t| t.dims().to_vec());
         let head = dims("head.weight")?;
         let a = dims("conv_weight_A")?;
@@ -98,13 +87,7 @@ impl AdaptIrConfig {
 
     /// Parameters of one adapter (BatchNorm running statistics are buffers, not parameters).
     pub fn num_params(&self) -> usize {
-        let (c, h, r, p, g) = (
-            self.dim,
-            self.hidden,
-            self.rank,
-            self.pool_mid,
-            self.gate_mid,
-        );
+        let (c, h, r, p, g) = (self.dim, self.hidden, self.rank, self.pool_mid, self.gate_mid);
         (c * h + h)
             + 2 * h
             + (h * r + r * 9 + h)
@@ -125,17 +108,12 @@ struct Pointwise {
 
 impl Pointwise {
     fn new(vb: &VarBuilder, cin: usize, cout: usize, bias: bool, init: Init) -> Result<Self> {
-        let weight = vb
-            .get_with_hints((cout, cin, 1, 1), "weight", init)?
-            .reshape((cout, cin))?;
+        let weight = vb.get_with_hints((cout, cin, 1, 1), "weight", init)?.reshape((cout, cin))?;
         let bias = if bias {
             let bound = 1.0 / (cin as f64).sqrt();
             let b_init = match init {
                 Init::Const(_) => init,
-                _ => Init::Uniform {
-                    lo: -bound,
-                    up: bound,
-                },
+                _ => Init::Uniform { lo: -bound, up: bound },
             };
             Some(vb.get_with_hints(cout, "bias", b_init)?)
         } else {
@@ -157,10 +135,13 @@ impl Pointwise {
 /// BatchNorm2d with torch's train / eval behaviour: batch statistics (biased variance) in training, with the
 /// running statistics updated by momentum 0.1 with the unbiased variance; running statistics in eval.
 struct BatchNorm {
+    /// Model path of this BatchNorm (`...adaptir.BN`), for naming its buffers.
+    prefix: String,
     weight: Tensor,
     bias: Tensor,
-    running_mean: Var,
-    running_var: Var,
+    /// (running_mean, running_var): buffers, updated in training. Plain tensors behind a lock, not
+    /// variables: a variable would make every activation downstream "tracked" in inference too.
+    running: std::sync::Mutex<(Tensor, Tensor)>,
 }
 
 const BN_EPS: f64 = 1e-5;
@@ -171,21 +152,19 @@ impl BatchNorm {
         let weight = vb.get_with_hints(c, "weight", Init::Const(1.0))?;
         let bias = vb.get_with_hints(c, "bias", Init::Const(0.0))?;
         // Buffers: copied out of the builder so that training never hands them to an optimiser.
-        let running_mean = Var::from_tensor(
-            &vb.get_with_hints(c, "running_mean", Init::Const(0.0))?
-                .detach(),
-        )?;
-        let running_var = Var::from_tensor(
-            &vb.get_with_hints(c, "running_var", Init::Const(1.0))?
-                .detach(),
-        )?;
+        let running_mean = vb.get_with_hints(c, "running_mean", Init::Const(0.0))?.detach().copy()?;
+        let running_var = vb.get_with_hints(c, "running_var", Init::Const(1.0))?.detach().copy()?;
         vb.get_with_hints_dtype((), "num_batches_tracked", Init::Const(0.0), DType::I64)?;
-        Ok(Self {
-            weight,
-            bias,
-            running_mean,
-            running_var,
-        })
+        let running = std::sync::Mutex::new((running_mean, running_var));
+        Ok(Self { prefix: vb.prefix(), weight, bias, running })
+    }
+
+    fn buffers(&self) -> Result<Vec<(String, Tensor)>> {
+        let r = self.running.lock().map_err(|_| candle_core::Error::Msg("BatchNorm lock poisoned".into()))?;
+        Ok(vec![
+            (format!("{}.running_mean", self.prefix), r.0.clone()),
+            (format!("{}.running_var", self.prefix), r.1.clone()),
+        ])
     }
 
     /// x: (N, C, P).
@@ -196,34 +175,22 @@ impl BatchNorm {
             let centred = x.broadcast_sub(&mean)?;
             let var = centred.sqr()?.mean_keepdim(2)?.mean_keepdim(0)?;
             let count = (n * p) as f64;
-            let unbiased = if count > 1.0 {
-                (var.detach() * (count / (count - 1.0)))?
-            } else {
-                var.detach()
-            };
+            let unbiased = if count > 1.0 { (var.detach() * (count / (count - 1.0)))? } else { var.detach() };
             let m = BN_MOMENTUM;
-            let rm = ((self.running_mean.as_tensor() * (1.0 - m))?
-                + (mean.detach().flatten_all()? * m)?)?;
-            let rv =
-                ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased.flatten_all()? * m)?)?;
-            self.running_mean.set(&rm)?;
-            self.running_var.set(&rv)?;
+            let mut running =
+                self.running.lock().map_err(|_| candle_core::Error::Msg("BatchNorm lock poisoned".into()))?;
+            let rm = ((&running.0 * (1.0 - m))? + (mean.detach().flatten_all()? * m)?)?;
+            let rv = ((&running.1 * (1.0 - m))? + (unbiased.flatten_all()? * m)?)?;
+            *running = (rm, rv);
             (mean, var)
         } else {
-            let c = self.running_mean.dim(0)?;
-            (
-                self.running_mean.as_tensor().reshape((1, c, 1))?,
-                self.running_var.as_tensor().reshape((1, c, 1))?,
-            )
+            let running = self.running.lock().map_err(|_| candle_core::Error::Msg("BatchNorm lock poisoned".into()))?;
+            let c = running.0.dim(0)?;
+            (running.0.reshape((1, c, 1))?, running.1.reshape((1, c, 1))?)
         };
         let c = self.weight.dim(0)?;
-        let scale = (var + BN_EPS)?
-            .sqrt()?
-            .recip()?
-            .broadcast_mul(&self.weight.reshape((1, c, 1))?)?;
-        x.broadcast_sub(&mean)?
-            .broadcast_mul(&scale)?
-            .broadcast_add(&self.bias.reshape((1, c, 1))?)
+        let scale = (var + BN_EPS)?.sqrt()?.recip()?.broadcast_mul(&self.weight.reshape((1, c, 1))?)?;
+        x.broadcast_sub(&mean)?.broadcast_mul(&scale)?.broadcast_add(&self.bias.reshape((1, c, 1))?)
     }
 }
 
@@ -235,12 +202,8 @@ struct ChannelAffine {
 
 impl ChannelAffine {
     fn new(vb: &VarBuilder, c: usize) -> Result<Self> {
-        let weight = vb
-            .get_with_hints((c, 1, 1, 1), "weight", Init::Const(1.0))?
-            .reshape((1, c, 1, 1))?;
-        let bias = vb
-            .get_with_hints(c, "bias", Init::Const(0.0))?
-            .reshape((1, c, 1, 1))?;
+        let weight = vb.get_with_hints((c, 1, 1, 1), "weight", Init::Const(1.0))?.reshape((1, c, 1, 1))?;
+        let bias = vb.get_with_hints(c, "bias", Init::Const(0.0))?.reshape((1, c, 1, 1))?;
         Ok(Self { weight, bias })
     }
 
@@ -257,10 +220,7 @@ struct Mlp {
 /// PyTorch's default Linear / Conv init: weight and bias uniform in +-1/sqrt(fan_in).
 fn default_init(fan_in: usize) -> Init {
     let bound = 1.0 / (fan_in as f64).sqrt();
-    Init::Uniform {
-        lo: -bound,
-        up: bound,
-    }
+    Init::Uniform { lo: -bound, up: bound }
 }
 
 fn linear(vb: VarBuilder, cin: usize, cout: usize) -> Result<candle_nn::Linear> {
@@ -303,14 +263,7 @@ impl AdaptIr {
     /// and both gate convs start at zero, so a new adapter adds exactly 0.
     pub fn new(vb: VarBuilder, config: AdaptIrConfig) -> Result<Self> {
         config.validate().map_err(candle_core::Error::Msg)?;
-        let AdaptIrConfig {
-            dim: c,
-            hidden: h,
-            rank: r,
-            pool_mid,
-            gate_mid,
-            ..
-        } = config;
+        let AdaptIrConfig { dim: c, hidden: h, rank: r, pool_mid, gate_mid, .. } = config;
         let kaiming = |fan_in: usize| default_init(fan_in);
         Ok(Self {
             config,
@@ -322,27 +275,17 @@ impl AdaptIr {
             amp_fuse: ChannelAffine::new(&vb.pp("amp_fuse"), h)?,
             pha_fuse: ChannelAffine::new(&vb.pp("pha_fuse"), h)?,
             compress: Pointwise::new(&vb.pp("compress"), h, 1, true, kaiming(h))?,
-            proj: Mlp {
-                fc1: linear(vb.pp("proj.0"), h, pool_mid)?,
-                fc2: linear(vb.pp("proj.2"), pool_mid, h)?,
-            },
+            proj: Mlp { fc1: linear(vb.pp("proj.0"), h, pool_mid)?, fc2: linear(vb.pp("proj.2"), pool_mid, h)? },
             tail: Pointwise::new(&vb.pp("tail"), h, c, false, Init::Const(0.0))?,
-            gate_down: Pointwise::new(
-                &vb.pp("channel_interaction.1"),
-                h,
-                gate_mid,
-                true,
-                kaiming(h),
-            )?,
-            gate_up: Pointwise::new(
-                &vb.pp("channel_interaction.3"),
-                gate_mid,
-                h,
-                true,
-                Init::Const(0.0),
-            )?,
+            gate_down: Pointwise::new(&vb.pp("channel_interaction.1"), h, gate_mid, true, kaiming(h))?,
+            gate_up: Pointwise::new(&vb.pp("channel_interaction.3"), gate_mid, h, true, Init::Const(0.0))?,
             spatial: Pointwise::new(&vb.pp("spatial_interaction"), h, 1, true, Init::Const(0.0))?,
         })
+    }
+
+    /// The BatchNorm running statistics, named by their model path.
+    pub fn buffers(&self) -> Result<Vec<(String, Tensor)>> {
+        self.bn.buffers()
     }
 
     /// Forward in the host's layout; `train` selects BatchNorm's batch statistics.
@@ -350,12 +293,7 @@ impl AdaptIr {
         self.forward_traced(x, train, None)
     }
 
-    pub fn forward_traced(
-        &self,
-        x: &Tensor,
-        train: bool,
-        trace: Option<&mut Trace>,
-    ) -> Result<Tensor> {
+    pub fn forward_traced(&self, x: &Tensor, train: bool, trace: Option<&mut Trace>) -> Result<Tensor> {
         let (xs, n, hgt, wid) = self.to_channels_first(x)?;
         let y = self.forward_nchw(&xs, n, hgt, wid, train, trace)?;
         self.from_channels_first(&y, n, hgt, wid)
@@ -368,9 +306,7 @@ impl AdaptIr {
                 let (l, n, _) = x.dims3()?;
                 let side = (l as f64).sqrt().round() as usize;
                 if side * side != l {
-                    candle_core::bail!(
-                        "AdaptIR (IPT layout): {l} tokens do not form a square grid"
-                    );
+                    candle_core::bail!("AdaptIR (IPT layout): {l} tokens do not form a square grid");
                 }
                 Ok((x.permute((1, 2, 0))?, n, side, side))
             }
@@ -417,16 +353,12 @@ impl AdaptIr {
         mut trace: Option<&mut Trace>,
     ) -> Result<Tensor> {
         let h = self.config.hidden;
-        let x0 = self
-            .bn
-            .forward_t(&self.head.forward(&x.contiguous()?)?, train)?; // (N, h, P)
+        let x0 = self.bn.forward_t(&self.head.forward(&x.contiguous()?)?, train)?; // (N, h, P)
         let x0_img = x0.reshape((n, h, hgt, wid))?;
 
         // Local expert: depthwise 3x3 conv with the factorised kernel A @ B.
         let kernel = self.conv_a.matmul(&self.conv_b)?.reshape((h, 1, 3, 3))?;
-        let local = x0_img
-            .conv2d(&kernel, 1, 1, 1, h)?
-            .broadcast_add(&self.conv_bias.reshape((1, h, 1, 1))?)?;
+        let local = x0_img.conv2d(&kernel, 1, 1, 1, h)?.broadcast_add(&self.conv_bias.reshape((1, h, 1, 1))?)?;
 
         let (global, re, im, pha) = self.frequency_parts(&x0_img)?;
 
@@ -434,25 +366,16 @@ impl AdaptIr {
         let logits = self.compress.forward(&x0)?; // (N, 1, P)
         let weights = candle_nn::ops::softmax(&logits, D::Minus1)?;
         let pooled = x0.broadcast_mul(&weights)?.sum(2)?; // (N, h)
-        let score = self
-            .proj
-            .fc2
-            .forward(&self.proj.fc1.forward(&pooled)?.gelu_erf()?)?; // (N, h)
+        let score = self.proj.fc2.forward(&self.proj.fc1.forward(&pooled)?.gelu_erf()?)?; // (N, h)
 
         // Ensemble: channel gate from the frequency output, spatial gate from the local output.
         let global_p = global.reshape((n, h, hgt * wid))?;
         let local_p = local.reshape((n, h, hgt * wid))?;
         let gap = global_p.mean_keepdim(2)?;
-        let cg = candle_nn::ops::sigmoid(
-            &self
-                .gate_up
-                .forward(&self.gate_down.forward(&gap)?.gelu_erf()?)?,
-        )?;
+        let cg = candle_nn::ops::sigmoid(&self.gate_up.forward(&self.gate_down.forward(&gap)?.gelu_erf()?)?)?;
         let sg = candle_nn::ops::sigmoid(&self.spatial.forward(&local_p)?)?;
         let mixed = (local_p.broadcast_mul(&cg)? + global_p.broadcast_mul(&sg)?)?;
-        let y = self
-            .tail
-            .forward(&mixed.broadcast_mul(&score.unsqueeze(2)?)?)?;
+        let y = self.tail.forward(&mixed.broadcast_mul(&score.unsqueeze(2)?)?)?;
 
         if let Some(t) = trace.as_deref_mut() {
             *t = Trace {
@@ -485,10 +408,7 @@ pub struct AdaptIrMethod {
 }
 
 impl AdaptIrMethod {
-    pub fn new(
-        config: AdaptIrMethodConfig,
-        host: &super::HostDims,
-    ) -> std::result::Result<Self, String> {
+    pub fn new(config: AdaptIrMethodConfig, host: &super::HostDims) -> std::result::Result<Self, String> {
         let sizes = match config.hidden {
             None => AdaptIrConfig::official(host.embed, Layout::Ipt),
             Some(h) => AdaptIrConfig::with_hidden(host.embed, h, 8, Layout::Ipt),
@@ -499,12 +419,7 @@ impl AdaptIrMethod {
 
     /// Exactly these sizes (read from an official checkpoint's keys).
     pub fn with_sizes(sizes: AdaptIrConfig) -> Self {
-        Self {
-            config: AdaptIrMethodConfig {
-                hidden: Some(sizes.hidden),
-            },
-            sizes,
-        }
+        Self { config: AdaptIrMethodConfig { hidden: Some(sizes.hidden) }, sizes }
     }
 }
 
@@ -513,6 +428,10 @@ struct AdaptIrHooks(AdaptIr);
 impl super::LayerHooks for AdaptIrHooks {
     fn beside_ffn(&self, x: &Tensor, train: bool) -> Result<Option<Tensor>> {
         self.0.forward_t(x, train).map(Some)
+    }
+
+    fn buffers(&self) -> Result<Vec<(String, Tensor)>> {
+        self.0.buffers()
     }
 }
 
@@ -538,8 +457,7 @@ impl super::Method for AdaptIrMethod {
 
 pub const ENTRY: super::MethodEntry = super::MethodEntry {
     name: "adaptir",
-    summary:
-        "AdaptIR: local, frequency and channel experts beside every FFN (official sizes: h = C/24)",
+    summary: "AdaptIR: local, frequency and channel experts beside every FFN (official sizes: h = C/24)",
     from_config: |c, host| {
         let config = super::parse_config("adaptir", c)?;
         Ok(Box::new(AdaptIrMethod::new(config, host)?))

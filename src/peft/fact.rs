@@ -9,9 +9,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Attn, HostDims, LayerHooks, Linear, Method, MethodEntry, MethodModules, Proj, Site, Stack,
-};
+use super::{Attn, HostDims, LayerHooks, Linear, Method, MethodEntry, MethodModules, Proj, Site, Stack};
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -22,10 +20,7 @@ pub struct FactConfig {
 
 impl Default for FactConfig {
     fn default() -> Self {
-        Self {
-            rank: 38,
-            scale: 1.0,
-        }
+        Self { rank: 38, scale: 1.0 }
     }
 }
 
@@ -47,10 +42,7 @@ impl FactHooks {
 
     /// The full (out, in) update at a site.
     fn delta(&self, site: Site, cores: &[Tensor]) -> Result<Tensor> {
-        let blocks = cores
-            .iter()
-            .map(|c| self.slice_weight(c))
-            .collect::<Result<Vec<_>>>()?;
+        let blocks = cores.iter().map(|c| self.slice_weight(c)).collect::<Result<Vec<_>>>()?;
         match site {
             Site::Ffn1 => Tensor::cat(&blocks, 0), // output blocks stacked
             Site::Ffn2 => Tensor::cat(&blocks, 1), // input blocks side by side
@@ -80,11 +72,7 @@ impl LayerHooks for FactHooks {
 
 /// The sites FacT adapts in a layer of this stack.
 fn fact_sites(stack: Stack) -> Vec<Site> {
-    let attns: &[Attn] = if stack == Stack::Decoder {
-        &[Attn::SelfAttn, Attn::Cross]
-    } else {
-        &[Attn::SelfAttn]
-    };
+    let attns: &[Attn] = if stack == Stack::Decoder { &[Attn::SelfAttn, Attn::Cross] } else { &[Attn::SelfAttn] };
     let mut v = vec![];
     for &a in attns {
         v.extend([Proj::Q, Proj::K, Proj::V, Proj::Out].map(|p| Site::Attn(a, p)));
@@ -106,27 +94,14 @@ impl Method for Fact {
     fn build(&self, vb: VarBuilder, host: &HostDims) -> Result<MethodModules> {
         let (e, r) = (host.embed, self.0.rank);
         if host.ffn_hidden % e != 0 {
-            candle_core::bail!(
-                "fact: FFN width {} is not a multiple of the model width {e}",
-                host.ffn_hidden
-            );
+            candle_core::bail!("fact: FFN width {} is not a multiple of the model width {e}", host.ffn_hidden);
         }
         let blocks = host.ffn_hidden / e;
         let shared = vb.pp("body.fact");
         let bound = 1.0 / (e as f64).sqrt();
-        let u = shared.get_with_hints(
-            (e, r),
-            "u",
-            Init::Uniform {
-                lo: -bound,
-                up: bound,
-            },
-        )?;
+        let u = shared.get_with_hints((e, r), "u", Init::Uniform { lo: -bound, up: bound })?;
         let v = shared.get_with_hints((r, e), "v", Init::Const(0.0))?;
-        let core_init = Init::Randn {
-            mean: 0.0,
-            stdev: 1.0 / (r as f64).sqrt(),
-        };
+        let core_init = Init::Randn { mean: 0.0, stdev: 1.0 / (r as f64).sqrt() };
         let layers = host
             .layers()
             .iter()
@@ -135,23 +110,15 @@ impl Method for Fact {
                     .into_iter()
                     .map(|site| {
                         let vb = vb.pp(l.prefix()).pp(site.module()).pp("fact_core");
-                        let n = if matches!(site, Site::Ffn1 | Site::Ffn2) {
-                            blocks
-                        } else {
-                            1
-                        };
+                        let n = if matches!(site, Site::Ffn1 | Site::Ffn2) { blocks } else { 1 };
                         let cs = (0..n)
                             .map(|k| vb.get_with_hints((r, r), &k.to_string(), core_init))
                             .collect::<Result<Vec<_>>>()?;
                         Ok((site, cs))
                     })
                     .collect::<Result<Vec<_>>>()?;
-                Ok(Box::new(FactHooks {
-                    u: u.clone(),
-                    v: v.clone(),
-                    scale: self.0.scale,
-                    cores,
-                }) as Box<dyn LayerHooks>)
+                Ok(Box::new(FactHooks { u: u.clone(), v: v.clone(), scale: self.0.scale, cores })
+                    as Box<dyn LayerHooks>)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(MethodModules { layers })

@@ -54,19 +54,14 @@ impl AdapterMeta {
         m.insert("task".into(), self.task.clone());
         m.insert("backbone".into(), self.backbone.clone());
         m.insert("backbone_sha256".into(), self.backbone_sha256.clone());
-        m.insert(
-            "backbone_config".into(),
-            serde_json::to_string(&self.backbone_config).unwrap_or_default(),
-        );
+        m.insert("backbone_config".into(), serde_json::to_string(&self.backbone_config).unwrap_or_default());
         m.insert("training".into(), self.training.to_string());
         m
     }
 
     fn from_map(path: &Path, m: &HashMap<String, String>) -> Result<Self> {
         let get = |k: &str| {
-            m.get(k)
-                .cloned()
-                .ok_or_else(|| Error::file(path, format!("adapter metadata has no `{k}` entry")))
+            m.get(k).cloned().ok_or_else(|| Error::file(path, format!("adapter metadata has no `{k}` entry")))
         };
         let json = |k: &str| -> Result<Value> {
             serde_json::from_str(&get(k)?)
@@ -90,10 +85,7 @@ impl AdapterFile {
     /// Write atomically. The bytes depend only on the tensors and the metadata.
     pub fn save(path: &Path, meta: &AdapterMeta, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
         let tmp = crate::forward::temp_sibling(path);
-        let data: Vec<(String, Tensor)> = tensors
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let data: Vec<(String, Tensor)> = tensors.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         safetensors::tensor::serialize_to_file(data, Some(meta.to_map()), &tmp)
             .map_err(|e| Error::file(path, format!("cannot write: {e}")))?;
         std::fs::rename(&tmp, path).map_err(|e| {
@@ -106,24 +98,19 @@ impl AdapterFile {
     /// [`AdapterFile::modules`], the backbone by [`AdapterFile::check_backbone`].
     pub fn load(path: &Path) -> Result<Self> {
         let sd = StateDict::load(path)?;
-        let bytes =
-            std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
-            Error::file(
-                path,
-                format!("not an adapter file (safetensors expected): {e}"),
-            )
-        })?;
+        let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| Error::file(path, format!("not an adapter file (safetensors expected): {e}")))?;
         let Some(map) = header.metadata().clone() else {
-            return Err(Error::file(path, format!("not an adapter file: no metadata (expected format `{FORMAT}`); a plain state dict?")));
+            return Err(Error::file(
+                path,
+                format!("not an adapter file: no metadata (expected format `{FORMAT}`); a plain state dict?"),
+            ));
         };
         match map.get("format").map(String::as_str) {
             Some(FORMAT) => {}
             other => {
-                return Err(Error::file(
-                    path,
-                    format!("not an adapter file: format is {other:?}, expected `{FORMAT}`"),
-                ))
+                return Err(Error::file(path, format!("not an adapter file: format is {other:?}, expected `{FORMAT}`")))
             }
         }
         let version: u32 = map
@@ -137,14 +124,8 @@ impl AdapterFile {
             ));
         }
         let meta = AdapterMeta::from_map(path, &map)?;
-        meta.backbone_config
-            .validate()
-            .map_err(|m| Error::file(path, format!("backbone_config: {m}")))?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            meta,
-            tensors: sd.tensors,
-        })
+        meta.backbone_config.validate().map_err(|m| Error::file(path, format!("backbone_config: {m}")))?;
+        Ok(Self { path: path.to_path_buf(), meta, tensors: sd.tensors })
     }
 
     pub fn host(&self) -> HostDims {
@@ -153,8 +134,7 @@ impl AdapterFile {
 
     /// The method, from the registry and the stored configuration.
     pub fn method(&self) -> Result<Box<dyn Method>> {
-        super::method(&self.meta.method, &self.meta.method_config, &self.host())
-            .map_err(|m| Error::file(&self.path, m))
+        super::method(&self.meta.method, &self.meta.method_config, &self.host()).map_err(|m| Error::file(&self.path, m))
     }
 
     /// Refuse a backbone other than the one the adapter was trained on.
@@ -174,10 +154,7 @@ impl AdapterFile {
         if config != &self.meta.backbone_config {
             return Err(Error::file(
                 &self.path,
-                format!(
-                    "backbone config differs: adapter {:?}, given {:?}",
-                    self.meta.backbone_config, config
-                ),
+                format!("backbone config differs: adapter {:?}, given {:?}", self.meta.backbone_config, config),
             ));
         }
         Ok(())
@@ -186,10 +163,7 @@ impl AdapterFile {
     /// Build the method's modules from the file's tensors; missing, extra or mis-shaped tensors are one error.
     pub fn modules(&self, dtype: DType, device: &Device) -> Result<MethodModules> {
         let method = self.method()?;
-        let strict = Strict::new(StateDict {
-            path: self.path.clone(),
-            tensors: self.tensors.clone(),
-        });
+        let strict = Strict::new(StateDict { path: self.path.clone(), tensors: self.tensors.clone() });
         let modules = method.build(strict.var_builder(dtype, device), &self.host());
         strict.finish()?;
         modules.map_err(|e| Error::file(&self.path, e.to_string()))

@@ -59,11 +59,7 @@ impl Method for Houlsby {
             .iter()
             .map(|l| {
                 let vb = vb.pp(l.prefix());
-                let attn_site = if l.stack == Stack::Decoder {
-                    Attn::Cross
-                } else {
-                    Attn::SelfAttn
-                };
+                let attn_site = if l.stack == Stack::Decoder { Attn::Cross } else { Attn::SelfAttn };
                 Ok(Box::new(HoulsbyHooks {
                     attn: Bottleneck::new(vb.pp("adapter_attn"), host.embed, b, true)?,
                     ffn: Bottleneck::new(vb.pp("adapter_ffn"), host.embed, b, true)?,

@@ -5,9 +5,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Attn, HostDims, LayerHooks, Linear, Method, MethodEntry, MethodModules, Proj, Site, Stack,
-};
+use super::{Attn, HostDims, LayerHooks, Linear, Method, MethodEntry, MethodModules, Proj, Site, Stack};
 use crate::backbone::layers::apply_linear_t;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -23,11 +21,7 @@ pub struct LoraConfig {
 impl Default for LoraConfig {
     /// The paper's comparison setting: rank 12 on q and v (995,328 parameters on ipt-base).
     fn default() -> Self {
-        Self {
-            rank: 12,
-            alpha: 12.0,
-            targets: vec!["q".into(), "v".into()],
-        }
+        Self { rank: 12, alpha: 12.0, targets: vec!["q".into(), "v".into()] }
     }
 }
 
@@ -37,9 +31,7 @@ fn target(name: &str) -> std::result::Result<Proj, String> {
         "k" => Ok(Proj::K),
         "v" => Ok(Proj::V),
         "out" => Ok(Proj::Out),
-        other => Err(format!(
-            "lora target `{other}` matches no module: expected q, k, v or out"
-        )),
+        other => Err(format!("lora target `{other}` matches no module: expected q, k, v or out")),
     }
 }
 
@@ -67,9 +59,7 @@ impl LoraHooks {
 impl LayerHooks for LoraHooks {
     fn site(&self, site: Site, input: &Tensor, output: Tensor) -> Result<Tensor> {
         match self.pair(site) {
-            Some(p) => {
-                output + (apply_linear_t(&p.b, &apply_linear_t(&p.a, input)?)? * self.scale)?
-            }
+            Some(p) => output + (apply_linear_t(&p.b, &apply_linear_t(&p.a, input)?)? * self.scale)?,
             None => Ok(output),
         }
     }
@@ -107,22 +97,12 @@ impl Method for Lora {
                     let vb = vb.pp(l.prefix()).pp(site.module());
                     let (cin, cout) = site.widths(host);
                     let bound = 1.0 / (cin as f64).sqrt();
-                    let a = vb.get_with_hints(
-                        (r, cin),
-                        "lora_A",
-                        Init::Uniform {
-                            lo: -bound,
-                            up: bound,
-                        },
-                    )?;
+                    let a = vb.get_with_hints((r, cin), "lora_A", Init::Uniform { lo: -bound, up: bound })?;
                     let b = vb.get_with_hints((cout, r), "lora_B", Init::Const(0.0))?;
                     pairs.push((site, LoraPair { a, b }));
                 }
             }
-            layers.push(Box::new(LoraHooks {
-                pairs,
-                scale: self.config.alpha / r as f64,
-            }));
+            layers.push(Box::new(LoraHooks { pairs, scale: self.config.alpha / r as f64 }));
         }
         Ok(MethodModules { layers })
     }
@@ -139,11 +119,7 @@ pub const ENTRY: MethodEntry = MethodEntry {
         if config.targets.is_empty() {
             return Err("lora needs at least one target".into());
         }
-        let projs = config
-            .targets
-            .iter()
-            .map(|t| target(t))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let projs = config.targets.iter().map(|t| target(t)).collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(Box::new(Lora { config, projs }))
     },
 };

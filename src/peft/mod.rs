@@ -130,14 +130,8 @@ pub struct HostDims {
 
 impl HostDims {
     pub fn layers(&self) -> Vec<LayerId> {
-        let enc = (0..self.encoder_layers).map(|index| LayerId {
-            stack: Stack::Encoder,
-            index,
-        });
-        let dec = (0..self.decoder_layers).map(|index| LayerId {
-            stack: Stack::Decoder,
-            index,
-        });
+        let enc = (0..self.encoder_layers).map(|index| LayerId { stack: Stack::Encoder, index });
+        let dec = (0..self.decoder_layers).map(|index| LayerId { stack: Stack::Decoder, index });
         enc.chain(dec).collect()
     }
 }
@@ -173,6 +167,12 @@ pub trait LayerHooks: Send + Sync {
         None
     }
 
+    /// Buffers the method updates itself during training (BatchNorm running statistics), named by their
+    /// model path; they belong in the adapter file beside the trained parameters.
+    fn buffers(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(vec![])
+    }
+
     /// The site's map with the method folded in, for methods whose effect there is linear (LoRA, SSF, FacT).
     /// `None`: nothing to fold at this site. A LayerNorm's (weight, bias) are passed as (weight, Some(bias)).
     fn merge(&self, _site: Site, _map: &Linear) -> Result<Option<Linear>> {
@@ -190,14 +190,17 @@ pub struct MethodModules {
 }
 
 impl MethodModules {
-    pub fn none(host: &HostDims) -> Self {
-        Self {
-            layers: host
-                .layers()
-                .iter()
-                .map(|_| Box::new(NoHooks) as Box<dyn LayerHooks>)
-                .collect(),
+    /// Every layer's buffers.
+    pub fn buffers(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = vec![];
+        for l in &self.layers {
+            out.extend(l.buffers()?);
         }
+        Ok(out)
+    }
+
+    pub fn none(host: &HostDims) -> Self {
+        Self { layers: host.layers().iter().map(|_| Box::new(NoHooks) as Box<dyn LayerHooks>).collect() }
     }
 }
 
@@ -243,20 +246,12 @@ pub const METHODS: &[MethodEntry] = &[
 ];
 
 /// Look a method up by name and build it from its configuration (`Value::Null`: defaults).
-pub fn method(
-    name: &str,
-    config: &Value,
-    host: &HostDims,
-) -> std::result::Result<Box<dyn Method>, String> {
+pub fn method(name: &str, config: &Value, host: &HostDims) -> std::result::Result<Box<dyn Method>, String> {
     match METHODS.iter().find(|m| m.name == name) {
         Some(m) => (m.from_config)(config, host),
         None => Err(format!(
             "unknown method `{name}`: expected one of {}",
-            METHODS
-                .iter()
-                .map(|m| m.name)
-                .collect::<Vec<_>>()
-                .join(", ")
+            METHODS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
         )),
     }
 }
@@ -334,26 +329,14 @@ impl Bottleneck {
     pub fn new(vb: VarBuilder, dim: usize, mid: usize, up_bias: bool) -> Result<Self> {
         use candle_nn::Init;
         let bound = 1.0 / (dim as f64).sqrt();
-        let init = Init::Uniform {
-            lo: -bound,
-            up: bound,
-        };
+        let init = Init::Uniform { lo: -bound, up: bound };
         let down = candle_nn::Linear::new(
             vb.pp("down").get_with_hints((mid, dim), "weight", init)?,
             Some(vb.pp("down").get_with_hints(mid, "bias", init)?),
         );
-        let up_w = vb
-            .pp("up")
-            .get_with_hints((dim, mid), "weight", Init::Const(0.0))?;
-        let up_b = if up_bias {
-            Some(vb.pp("up").get_with_hints(dim, "bias", Init::Const(0.0))?)
-        } else {
-            None
-        };
-        Ok(Self {
-            down,
-            up: candle_nn::Linear::new(up_w, up_b),
-        })
+        let up_w = vb.pp("up").get_with_hints((dim, mid), "weight", Init::Const(0.0))?;
+        let up_b = if up_bias { Some(vb.pp("up").get_with_hints(dim, "bias", Init::Const(0.0))?) } else { None };
+        Ok(Self { down, up: candle_nn::Linear::new(up_w, up_b) })
     }
 
     pub fn num_params(dim: usize, mid: usize, up_bias: bool) -> usize {
@@ -366,4 +349,16 @@ impl Bottleneck {
         let h = if gelu { h.gelu_erf()? } else { h.relu()? };
         crate::backbone::layers::apply_linear(&self.up, &h)
     }
+}
+
+/// Trainable parameters of a method on a host: its own tensors (counted without allocating), or every
+/// backbone parameter for full fine-tuning (`backbone_params`).
+pub fn trainable_params(method: &dyn Method, host: &HostDims, backbone_params: usize) -> Result<usize> {
+    if method.trains_backbone() {
+        return Ok(backbone_params);
+    }
+    let rec = crate::params::ShapeOnly::default();
+    method.build(rec.var_builder(), host)?;
+    let entries = rec.entries();
+    Ok(crate::params::count_parameters(entries.iter().map(|(k, (s, _))| (k, s.as_slice()))))
 }

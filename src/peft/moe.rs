@@ -17,10 +17,7 @@ pub struct MoeConfig {
 
 impl Default for MoeConfig {
     fn default() -> Self {
-        Self {
-            experts: 4,
-            bottleneck: 6,
-        }
+        Self { experts: 4, bottleneck: 6 }
     }
 }
 
@@ -67,8 +64,7 @@ impl Method for Moe {
 
 pub const ENTRY: MethodEntry = MethodEntry {
     name: "moe",
-    summary:
-        "classic MoE: identical bottleneck experts beside every FFN, summed (4 x bottleneck 6)",
+    summary: "classic MoE: identical bottleneck experts beside every FFN, summed (4 x bottleneck 6)",
     from_config: |c, _| {
         let config: MoeConfig = super::parse_config("moe", c)?;
         if config.experts == 0 || config.bottleneck == 0 {

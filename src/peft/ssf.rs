@@ -14,10 +14,7 @@ struct SsfHooks(Vec<(Site, Tensor, Tensor)>);
 
 impl SsfHooks {
     fn find(&self, site: Site) -> Option<(&Tensor, &Tensor)> {
-        self.0
-            .iter()
-            .find(|(s, ..)| *s == site)
-            .map(|(_, g, b)| (g, b))
+        self.0.iter().find(|(s, ..)| *s == site).map(|(_, g, b)| (g, b))
     }
 }
 
@@ -35,11 +32,7 @@ impl LayerHooks for SsfHooks {
         };
         let (w, bias) = map;
         // A LayerNorm's weight is a vector; a linear's is (out, in).
-        let w = if w.rank() == 1 {
-            (w * g)?
-        } else {
-            w.broadcast_mul(&g.unsqueeze(1)?)?
-        };
+        let w = if w.rank() == 1 { (w * g)? } else { w.broadcast_mul(&g.unsqueeze(1)?)? };
         let bias = match bias {
             Some(x) => ((x * g)? + b)?,
             None => b.clone(),

@@ -50,10 +50,7 @@ impl Method for Vpt {
                 let t = vb.pp(l.prefix()).get_with_hints(
                     (p, host.embed),
                     "vpt.prompts",
-                    Init::Uniform {
-                        lo: -bound,
-                        up: bound,
-                    },
+                    Init::Uniform { lo: -bound, up: bound },
                 )?;
                 Ok(Box::new(VptHooks(t)) as Box<dyn LayerHooks>)
             })

@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 
 pub fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(rel)
 }
 
 pub fn load(rel: &str) -> HashMap<String, Tensor> {
@@ -15,16 +13,7 @@ pub fn load(rel: &str) -> HashMap<String, Tensor> {
 }
 
 pub fn max_abs(t: &Tensor) -> f64 {
-    t.to_dtype(DType::F64)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
+    t.to_dtype(DType::F64).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap()
 }
 
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -36,8 +25,5 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 /// |a - b| element-wise, f64.
 pub fn abs_diff(a: &Tensor, b: &Tensor) -> Tensor {
-    (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
+    (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap()).unwrap().abs().unwrap()
 }

@@ -35,11 +35,7 @@ fn contributions(in_len: usize, out_len: usize, scale: f64) -> Vec<(Vec<usize>, 
             for j in 0..taps {
                 let ind = left + j; // 1-based
                 let d = u - ind as f64;
-                let w = if scale < 1.0 {
-                    scale * cubic(scale * d)
-                } else {
-                    cubic(d)
-                };
+                let w = if scale < 1.0 { scale * cubic(scale * d) } else { cubic(d) };
                 // Mirror padding: aux = [1..n, n..1], indexed cyclically.
                 let m = (ind - 1).rem_euclid(period);
                 let src = if m < in_len as i64 { m } else { period - 1 - m };
@@ -54,12 +50,7 @@ fn contributions(in_len: usize, out_len: usize, scale: f64) -> Vec<(Vec<usize>, 
 }
 
 /// Resizes 0-255 samples along one axis, rounding to uint8 after the pass.
-fn resize_axis(
-    src: &[f64],
-    (w, h, c): (usize, usize, usize),
-    out_len: usize,
-    vertical: bool,
-) -> Vec<f64> {
+fn resize_axis(src: &[f64], (w, h, c): (usize, usize, usize), out_len: usize, vertical: bool) -> Vec<f64> {
     let in_len = if vertical { h } else { w };
     let contrib = contributions(in_len, out_len, out_len as f64 / in_len as f64);
     let (ow, oh) = if vertical { (w, out_len) } else { (out_len, h) };
@@ -101,12 +92,7 @@ pub fn imresize(img: &Image, out_w: usize, out_h: usize) -> Result<Image> {
         let t = resize_axis(&src, (img.width, img.height, c), out_w, false);
         resize_axis(&t, (out_w, img.height, c), out_h, true)
     };
-    Ok(Image {
-        width: out_w,
-        height: out_h,
-        channels: c,
-        data: out.into_iter().map(|v| (v / 255.0) as f32).collect(),
-    })
+    Ok(Image { width: out_w, height: out_h, channels: c, data: out.into_iter().map(|v| (v / 255.0) as f32).collect() })
 }
 
 /// The SR degradation: mod-crop to a multiple of `scale`, then `imresize(I, 1/scale, 'bicubic')`.

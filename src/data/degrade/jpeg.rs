@@ -15,22 +15,12 @@ use crate::data::io::{decode_image_bytes, LoadOptions};
 /// Encodes an 8-bit-rounded image (1 or 3 channels) as JPEG bytes.
 pub fn encode_jpeg(img: &Image, quality: u8) -> Result<Vec<u8>> {
     if !(1..=100).contains(&quality) {
-        return Err(DataError::invalid(
-            "JPEG quality",
-            "1..=100",
-            quality.to_string(),
-        ));
+        return Err(DataError::invalid("JPEG quality", "1..=100", quality.to_string()));
     }
     let color = match img.channels {
         1 => ColorType::Luma,
         3 => ColorType::Rgb,
-        c => {
-            return Err(DataError::invalid(
-                "image to JPEG-encode",
-                "1 or 3 channels",
-                format!("{c} channels"),
-            ))
-        }
+        c => return Err(DataError::invalid("image to JPEG-encode", "1 or 3 channels", format!("{c} channels"))),
     };
     let (w, h) = (img.width, img.height);
     if w == 0 || h == 0 || w > u16::MAX as usize || h > u16::MAX as usize {
@@ -45,25 +35,18 @@ pub fn encode_jpeg(img: &Image, quality: u8) -> Result<Vec<u8>> {
     enc.set_sampling_factor(SamplingFactor::F_2_2);
     enc.set_chroma_subsampling_method(ChromaSubsamplingMethod::Average);
     enc.set_optimized_huffman_tables(false);
-    enc.encode(&img.to_u8(), w as u16, h as u16, color)
-        .map_err(|e| DataError::Encode {
-            path: "<memory>".into(),
-            format: "JPEG".into(),
-            reason: e.to_string(),
-        })?;
+    enc.encode(&img.to_u8(), w as u16, h as u16, color).map_err(|e| DataError::Encode {
+        path: "<memory>".into(),
+        format: "JPEG".into(),
+        reason: e.to_string(),
+    })?;
     Ok(out)
 }
 
 /// The JPEG degradation: encode at `quality`, decode (to three channels).
 pub fn jpeg_compress(img: &Image, quality: u8) -> Result<Image> {
     let bytes = encode_jpeg(img, quality)?;
-    let decoded = decode_image_bytes(
-        Path::new("<in-memory JPEG>"),
-        &bytes,
-        &LoadOptions {
-            max_pixels: u64::MAX,
-        },
-    )?;
+    let decoded = decode_image_bytes(Path::new("<in-memory JPEG>"), &bytes, &LoadOptions { max_pixels: u64::MAX })?;
     if img.channels == 1 {
         // Luma JPEGs decode to replicated RGB; keep one channel.
         let data = decoded.data.chunks_exact(3).map(|p| p[0]).collect();

@@ -27,12 +27,7 @@ pub struct LowLightParams {
 impl LowLightParams {
     /// The `lowlight` task: a photo of mean brightness 0.45 falls to about 0.06; shot noise
     /// dominates in the bright parts, read noise in the dark (see `docs/data.md`).
-    pub const DEFAULT: LowLightParams = LowLightParams {
-        gamma: 1.6,
-        exposure: 0.2,
-        peak: 300.0,
-        read_sigma: 2.0,
-    };
+    pub const DEFAULT: LowLightParams = LowLightParams { gamma: 1.6, exposure: 0.2, peak: 300.0, read_sigma: 2.0 };
 
     fn check(&self) -> Result<()> {
         let ok = self.gamma > 0.0
@@ -65,9 +60,10 @@ pub fn low_light(img: &Image, p: &LowLightParams, seed: u64) -> Result<Image> {
     for level in 0..=255u32 {
         let lambda = p.peak * p.exposure * (level as f64 / 255.0).powf(p.gamma);
         dists.push(if lambda > 0.0 {
-            Some(Poisson::new(lambda).map_err(|e| {
-                DataError::invalid("Poisson rate", "a finite rate > 0", e.to_string())
-            })?)
+            Some(
+                Poisson::new(lambda)
+                    .map_err(|e| DataError::invalid("Poisson rate", "a finite rate > 0", e.to_string()))?,
+            )
         } else {
             None
         });

@@ -22,18 +22,9 @@ pub enum NoiseConvention {
 }
 
 /// Adds Gaussian noise of standard deviation `sigma` (0-255 scale), seeded.
-pub fn gaussian_noise(
-    img: &Image,
-    sigma: f64,
-    convention: NoiseConvention,
-    seed: u64,
-) -> Result<Image> {
+pub fn gaussian_noise(img: &Image, sigma: f64, convention: NoiseConvention, seed: u64) -> Result<Image> {
     if !(sigma.is_finite() && sigma >= 0.0) {
-        return Err(DataError::invalid(
-            "noise sigma",
-            "a finite value >= 0 (0-255 scale)",
-            sigma.to_string(),
-        ));
+        return Err(DataError::invalid("noise sigma", "a finite value >= 0 (0-255 scale)", sigma.to_string()));
     }
     let mut rng = rng_for(seed);
     let data = img

@@ -87,22 +87,13 @@ pub fn rain_layer(width: usize, height: usize, p: &RainParams, seed: u64) -> Res
     let mut rng = rng_for(seed);
     let mut layer = vec![0.0f32; width * height];
     let count = (p.density * (width * height) as f64 / 10_000.0).round() as usize;
-    let base = if p.angle_range > 0.0 {
-        rng.random_range(-p.angle_range..=p.angle_range)
-    } else {
-        0.0
-    };
-    let jitter = Normal::new(0.0, p.angle_jitter.max(1e-9)).map_err(|e| {
-        DataError::invalid("rain angle jitter", "a finite value >= 0", e.to_string())
-    })?;
+    let base = if p.angle_range > 0.0 { rng.random_range(-p.angle_range..=p.angle_range) } else { 0.0 };
+    let jitter = Normal::new(0.0, p.angle_jitter.max(1e-9))
+        .map_err(|e| DataError::invalid("rain angle jitter", "a finite value >= 0", e.to_string()))?;
     let sigma = p.width / 2.0;
     let margin = p.length.1 / 2.0;
     for _ in 0..count {
-        let len = if p.length.1 > p.length.0 {
-            rng.random_range(p.length.0..p.length.1)
-        } else {
-            p.length.0
-        };
+        let len = if p.length.1 > p.length.0 { rng.random_range(p.length.0..p.length.1) } else { p.length.0 };
         let theta = (base + jitter.sample(&mut rng)).to_radians();
         let bright = if p.brightness.1 > p.brightness.0 {
             rng.random_range(p.brightness.0..p.brightness.1)
@@ -111,16 +102,7 @@ pub fn rain_layer(width: usize, height: usize, p: &RainParams, seed: u64) -> Res
         };
         let cx = rng.random_range(-margin..width as f64 + margin);
         let cy = rng.random_range(-margin..height as f64 + margin);
-        draw_streak(
-            &mut layer,
-            width,
-            height,
-            (cx, cy),
-            theta,
-            len,
-            sigma,
-            bright,
-        );
+        draw_streak(&mut layer, width, height, (cx, cy), theta, len, sigma, bright);
     }
     Ok(layer)
 }
@@ -161,11 +143,7 @@ fn draw_streak(
                 continue;
             }
             let end = half - along;
-            let taper = if end < fade {
-                0.5 - 0.5 * (std::f64::consts::PI * end / fade).cos()
-            } else {
-                1.0
-            };
+            let taper = if end < fade { 0.5 - 0.5 * (std::f64::consts::PI * end / fade).cos() } else { 1.0 };
             let v = (bright * taper * (-perp * perp * inv2s2).exp()) as f32;
             let s = &mut layer[py * width + px];
             *s = 1.0 - (1.0 - *s) * (1.0 - v);
@@ -220,19 +198,10 @@ pub fn rain_stats(rainy: &Image, clean: &Image) -> Result<RainStats> {
     }
     let (w, h, c) = (rainy.width, rainy.height, rainy.channels);
     if w < 16 || h < 16 {
-        return Err(DataError::invalid(
-            "rain statistics pair",
-            "at least 16x16",
-            format!("{w}x{h}"),
-        ));
+        return Err(DataError::invalid("rain statistics pair", "at least 16x16", format!("{w}x{h}")));
     }
     let d: Vec<f64> = (0..w * h)
-        .map(|p| {
-            (0..c)
-                .map(|k| (rainy.data[p * c + k] - clean.data[p * c + k]) as f64 * 255.0)
-                .sum::<f64>()
-                / c as f64
-        })
+        .map(|p| (0..c).map(|k| (rainy.data[p * c + k] - clean.data[p * c + k]) as f64 * 255.0).sum::<f64>() / c as f64)
         .collect();
     let hp = high_pass(&d, w, h, 7);
     let n = hp.len() as f64;
@@ -253,12 +222,7 @@ pub fn rain_stats(rainy: &Image, clean: &Image) -> Result<RainStats> {
     // pointing down) equals the streak tilt from vertical, positive when leaning right at the top.
     let grad_angle = 0.5 * (2.0 * jxy).atan2(jxx - jyy);
     let coherence = ((jxx - jyy).powi(2) + 4.0 * jxy * jxy).sqrt() / (jxx + jyy).max(1e-12);
-    Ok(RainStats {
-        hp_std,
-        coverage,
-        angle_deg: grad_angle.to_degrees(),
-        coherence,
-    })
+    Ok(RainStats { hp_std, coverage, angle_deg: grad_angle.to_degrees(), coherence })
 }
 
 /// `d` minus its (2r+1)x(2r+1) box mean (edge-clamped).
