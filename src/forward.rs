@@ -3,10 +3,12 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::backbone::config::task_index;
 use crate::backbone::{Ipt, IptConfig};
 use crate::error::{Error, Result};
 use crate::params::{StateDict, Strict};
 use crate::peft::adaptir::AdaptIrMethod;
+use crate::peft::file::AdapterFile;
 use crate::peft::{AdaptIrConfig, Layout, Method, MethodModules};
 
 /// Where the first adapter's keys live in an IPT state dict.
@@ -90,38 +92,77 @@ pub fn temp_sibling(path: &Path) -> std::path::PathBuf {
 pub struct ForwardReport {
     pub input_shape: Vec<usize>,
     pub output_shape: Vec<usize>,
-    pub adapter: Option<AdaptIrConfig>,
+    /// "AdaptIR (hidden 8, rank 4)", "lora from derain.safetensors", "no adapter".
+    pub method: String,
     pub task: usize,
     pub scale: usize,
 }
 
+/// Arguments of `adaptir forward`.
+pub struct ForwardArgs<'a> {
+    pub checkpoint: &'a Path,
+    /// Model config; optional with an adapter file, which records its backbone's.
+    pub config: Option<&'a Path>,
+    /// An adapter file to apply on the checkpoint (which must then be the backbone alone).
+    pub adapter: Option<&'a Path>,
+    /// Task index; optional with an adapter file, which records its task.
+    pub task: Option<usize>,
+    pub input: &'a Path,
+    pub input_name: &'a str,
+    pub output: &'a Path,
+}
+
 /// `adaptir forward`: load, check, run in eval mode, write `output`.
-pub fn forward_files(
-    checkpoint: &Path,
-    config_path: &Path,
-    task: usize,
-    input: &Path,
-    input_name: &str,
-    output: &Path,
-) -> Result<ForwardReport> {
+pub fn forward_files(args: &ForwardArgs) -> Result<ForwardReport> {
     let device = Device::Cpu;
-    let config = IptConfig::from_json_file(config_path)?;
+    let adapter = args.adapter.map(AdapterFile::load).transpose()?;
+    let config = match (args.config, &adapter) {
+        (Some(p), _) => IptConfig::from_json_file(p)?,
+        (None, Some(a)) => a.meta.backbone_config.clone(),
+        (None, None) => return Err(Error::invalid("--config is required unless --adapter gives the backbone's")),
+    };
+    let task = match (args.task, &adapter) {
+        (Some(t), _) => t,
+        (None, Some(a)) => task_index(&a.meta.task)
+            .ok_or_else(|| Error::file(&a.path, format!("unknown task `{}`: give --task-index", a.meta.task)))?,
+        (None, None) => return Err(Error::invalid("--task-index is required unless --adapter gives the task")),
+    };
     if task >= config.num_tasks {
         return Err(Error::invalid(format!(
-            "--task-index {task} is out of range: {} defines {} tasks (0..={})",
-            config_path.display(),
+            "--task-index {task} is out of range: the model defines {} tasks (0..={})",
             config.num_tasks,
             config.num_tasks - 1
         )));
     }
-    let x = read_input(input, input_name, &config, &device)?;
-    let (model, adapter) = load_ipt(checkpoint, &config, &device)?;
+    let x = read_input(args.input, args.input_name, &config, &device)?;
+    let (model, method) = match &adapter {
+        Some(file) => {
+            file.check_backbone(args.checkpoint, &config)?;
+            let strict = Strict::new(StateDict::load(args.checkpoint)?);
+            let modules = file.modules(DType::F32, &device)?;
+            let model = Ipt::new(strict.var_builder(DType::F32, &device), &config, modules);
+            strict.finish()?;
+            let name = file.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            (
+                model.map_err(|e| Error::file(args.checkpoint, e.to_string()))?,
+                format!("{} from {name}", file.meta.method),
+            )
+        }
+        None => {
+            let (model, sizes) = load_ipt(args.checkpoint, &config, &device)?;
+            let method = match sizes {
+                Some(a) => format!("AdaptIR (hidden {}, rank {})", a.hidden, a.rank),
+                None => "no adapter".into(),
+            };
+            (model, method)
+        }
+    };
     let y = model.forward(&x, task, false)?;
-    write_safetensors(output, &[("output", y.clone())])?;
+    write_safetensors(args.output, &[("output", y.clone())])?;
     Ok(ForwardReport {
         input_shape: x.dims().to_vec(),
         output_shape: y.dims().to_vec(),
-        adapter,
+        method,
         task,
         scale: config.scales[task],
     })

@@ -17,6 +17,8 @@ pub struct ModuleGroup {
 }
 
 pub struct Inspection {
+    /// Set when the file is an adapter file.
+    pub adapter: Option<crate::peft::file::AdapterMeta>,
     pub tensors: Vec<(String, Vec<usize>, String)>,
     pub groups: Vec<ModuleGroup>,
     pub total_params: usize,
@@ -24,7 +26,7 @@ pub struct Inspection {
 }
 
 /// Sub-module names that mark an adapter inside a backbone layer; they get groups of their own.
-const ADAPTER_MODULES: &[&str] = &["adaptir"];
+const ADAPTER_MODULES: &[&str] = &["adaptir", "adaptformer", "adapter_attn", "adapter_ffn", "moe", "vpt"];
 
 /// The group a key belongs to: its path up to the first numeric index (`body.encoder.layers.*`), extended to
 /// an adapter sub-module when there is one (`body.encoder.layers.*.adaptir`); keys without an index group by
@@ -45,9 +47,17 @@ fn module_pattern(key: &str) -> (String, String) {
 }
 
 pub fn inspect(path: &Path) -> Result<Inspection> {
+    // An adapter file is checked in full (format version, method, configuration) before it is shown.
+    let adapter = if crate::peft::file::is_adapter_file(path)? {
+        let file = crate::peft::file::AdapterFile::load(path)?;
+        file.method()?;
+        Some(file.meta)
+    } else {
+        None
+    };
     let sd = StateDict::load(path)?;
     let mut groups: BTreeMap<String, (ModuleGroup, std::collections::BTreeSet<String>)> = BTreeMap::new();
-    let (mut total, mut adapter) = (0, 0);
+    let (mut total, mut adapter_params) = (0, 0);
     let mut tensors = vec![];
     for (name, t) in &sd.tensors {
         let n = t.elem_count();
@@ -61,7 +71,7 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
             entry.0.params += n;
             total += n;
             if name.contains("adaptir.") {
-                adapter += n;
+                adapter_params += n;
             }
         }
         tensors.push((name.clone(), t.dims().to_vec(), format!("{:?}", t.dtype()).to_lowercase()));
@@ -73,7 +83,7 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
             g
         })
         .collect();
-    Ok(Inspection { tensors, groups, total_params: total, adapter_params: adapter })
+    Ok(Inspection { adapter, tensors, groups, total_params: total, adapter_params })
 }
 
 /// Thousands separators, as the papers print parameter counts.
@@ -92,6 +102,14 @@ pub fn thousands(n: usize) -> String {
 impl Inspection {
     pub fn render(&self, list_tensors: bool) -> String {
         let mut s = String::new();
+        if let Some(a) = &self.adapter {
+            let _ = writeln!(s, "adapter file (format {} v{})", crate::peft::file::FORMAT, crate::peft::file::VERSION);
+            let _ = writeln!(s, "  method:     {} {}", a.method, a.method_config);
+            let _ = writeln!(s, "  task:       {}", a.task);
+            let _ = writeln!(s, "  backbone:   {} (sha256 {})", a.backbone, a.backbone_sha256);
+            let _ = writeln!(s, "  parameters: {}", thousands(self.total_params));
+            let _ = writeln!(s, "  training:   {}\n", a.training);
+        }
         if list_tensors {
             for (name, shape, dtype) in &self.tensors {
                 let _ = writeln!(s, "{name:<64} {dtype:<5} {shape:?}");

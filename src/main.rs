@@ -38,12 +38,17 @@ enum Command {
         /// State dict with the official IPT key names (.safetensors or .pt).
         #[arg(long)]
         checkpoint: PathBuf,
-        /// Model config JSON, e.g. {"arch": "ipt", "n_feats": 22, "num_heads": 6, "num_layers": 1}.
+        /// Model config JSON, e.g. {"arch": "ipt", "n_feats": 22, "num_heads": 6, "num_layers": 1}
+        /// (optional with --adapter, which records its backbone's).
         #[arg(long)]
-        config: PathBuf,
-        /// Task index (official map: 0 sr2, 1 sr3, 2 sr4, 3 derain, 4 denoise30, 5 denoise50).
+        config: Option<PathBuf>,
+        /// An adapter file to apply; the checkpoint must be the backbone it was trained on.
         #[arg(long)]
-        task_index: usize,
+        adapter: Option<PathBuf>,
+        /// Task index (official map: 0 sr2, 1 sr3, 2 sr4, 3 derain, 4 denoise30, 5 denoise50);
+        /// optional with --adapter, which records its task.
+        #[arg(long)]
+        task_index: Option<usize>,
         /// safetensors file with an (N, 3, 48, 48) tensor in [0, 1].
         #[arg(long)]
         input: PathBuf,
@@ -125,12 +130,17 @@ fn run(cli: Cli, out: &mut String) -> adaptir::Result<()> {
             let report = adaptir::inspect::inspect(&file)?;
             out!(out, "{}", report.render(tensors));
         }
-        Command::Forward { checkpoint, config, task_index, input, input_name, output } => {
-            let r = adaptir::forward::forward_files(&checkpoint, &config, task_index, &input, &input_name, &output)?;
-            let adapter = match r.adapter {
-                Some(a) => format!("AdaptIR (hidden {}, rank {})", a.hidden, a.rank),
-                None => "no adapter".into(),
-            };
+        Command::Forward { checkpoint, config, adapter, task_index, input, input_name, output } => {
+            let r = adaptir::forward::forward_files(&adaptir::forward::ForwardArgs {
+                checkpoint: &checkpoint,
+                config: config.as_deref(),
+                adapter: adapter.as_deref(),
+                task: task_index,
+                input: &input,
+                input_name: &input_name,
+                output: &output,
+            })?;
+            let adapter = r.method;
             outln!(
                 out,
                 "task {} (x{}), {adapter}: input {:?} -> output {:?}, written to {}",

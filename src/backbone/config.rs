@@ -10,6 +10,20 @@ use crate::error::{Error, Result};
 pub const OFFICIAL_TASKS: &[(&str, usize)] =
     &[("sr2", 2), ("sr3", 3), ("sr4", 4), ("derain", 1), ("denoise30", 1), ("denoise50", 1)];
 
+/// Task name -> head/tail index on the official task map, hybrids and new degradations included: the
+/// hybrids reuse the x4 head, low light the denoise50 one, real noise the denoise30 one.
+pub fn task_index(name: &str) -> Option<usize> {
+    Some(match name {
+        "sr2" => 0,
+        "sr3" => 1,
+        "sr4" | "lr4-noise30" | "lr4-jpeg30" => 2,
+        "derain" => 3,
+        "denoise30" | "realnoise" => 4,
+        "denoise50" | "lowlight" => 5,
+        _ => return None,
+    })
+}
+
 fn default_rgb_range() -> f64 {
     255.0
 }

@@ -37,6 +37,57 @@ pub struct AdapterFile {
     pub tensors: BTreeMap<String, Tensor>,
 }
 
+/// Rewrite a safetensors buffer with its JSON header's keys sorted at every level (the data section and
+/// its offsets are unchanged; the header stays padded to 8 bytes with spaces, as the format requires).
+fn sorted_header(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    fn sort(v: Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let sorted: BTreeMap<String, Value> = m.into_iter().map(|(k, v)| (k, sort(v))).collect();
+                let mut out = serde_json::Map::new();
+                for (k, v) in sorted {
+                    out.insert(k, v);
+                }
+                Value::Object(out)
+            }
+            other => other,
+        }
+    }
+    let n = u64::from_le_bytes(bytes.get(..8).ok_or("short buffer")?.try_into().map_err(|_| "short buffer")?) as usize;
+    let header: Value =
+        serde_json::from_slice(bytes.get(8..8 + n).ok_or("short header")?).map_err(|e| e.to_string())?;
+    let mut text = serde_json::to_vec(&sort(header)).map_err(|e| e.to_string())?;
+    while text.len() % 8 != 0 {
+        text.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
+}
+
+/// Whether a file is a safetensors file whose metadata says it is an adapter file (read from the header only).
+pub fn is_adapter_file(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
+    let mut len = [0u8; 8];
+    if f.read_exact(&mut len).is_err() {
+        return Ok(false);
+    }
+    let n = u64::from_le_bytes(len);
+    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if n == 0 || n > 100_000_000 || n + 8 > size {
+        return Ok(false);
+    }
+    let mut header = vec![0u8; n as usize];
+    if f.read_exact(&mut header).is_err() {
+        return Ok(false);
+    }
+    let Ok(json) = serde_json::from_slice::<Value>(&header) else { return Ok(false) };
+    Ok(json.get("__metadata__").and_then(|m| m.get("format")).and_then(Value::as_str) == Some(FORMAT))
+}
+
 /// Hex sha256 of a file's bytes.
 pub fn sha256_file(path: &Path) -> Result<String> {
     use sha2::Digest;
@@ -82,12 +133,15 @@ impl AdapterMeta {
 }
 
 impl AdapterFile {
-    /// Write atomically. The bytes depend only on the tensors and the metadata.
+    /// Write atomically. The bytes depend only on the tensors and the metadata (the header's keys are
+    /// sorted: safetensors writes the metadata map in hash order).
     pub fn save(path: &Path, meta: &AdapterMeta, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
-        let tmp = crate::forward::temp_sibling(path);
         let data: Vec<(String, Tensor)> = tensors.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        safetensors::tensor::serialize_to_file(data, Some(meta.to_map()), &tmp)
-            .map_err(|e| Error::file(path, format!("cannot write: {e}")))?;
+        let bytes = safetensors::tensor::serialize(data, Some(meta.to_map()))
+            .map_err(|e| Error::file(path, format!("cannot serialise: {e}")))?;
+        let bytes = sorted_header(&bytes).map_err(|e| Error::file(path, format!("cannot serialise: {e}")))?;
+        let tmp = crate::forward::temp_sibling(path);
+        std::fs::write(&tmp, bytes).map_err(|e| Error::file(path, format!("cannot write: {e}")))?;
         std::fs::rename(&tmp, path).map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             Error::file(path, format!("cannot write: {e}"))
@@ -168,4 +222,21 @@ impl AdapterFile {
         strict.finish()?;
         modules.map_err(|e| Error::file(&self.path, e.to_string()))
     }
+}
+
+/// The tensors an adapter file stores for a method trained in `vm`: every variable (detached), with the
+/// buffers the modules keep up to date themselves (BatchNorm running statistics) in place of their stale
+/// copies in the map.
+pub fn method_tensors(vm: &candle_nn::VarMap, modules: &MethodModules) -> Result<BTreeMap<String, Tensor>> {
+    let mut out: BTreeMap<String, Tensor> = vm
+        .data()
+        .lock()
+        .map_err(|_| Error::invalid("VarMap lock poisoned"))?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+        .collect();
+    for (k, t) in modules.buffers()? {
+        out.insert(k, t.detach());
+    }
+    Ok(out)
 }
