@@ -3,6 +3,7 @@
 //!
 //! Dependencies point one way: CLI -> (forward, inspect, ...) -> (peft, backbone) -> `adaptir-ops`.
 pub mod backbone;
+pub mod compile;
 pub mod error;
 pub mod forward;
 pub mod inspect;
