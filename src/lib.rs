@@ -10,6 +10,7 @@ pub mod inspect;
 pub mod methods;
 pub mod params;
 pub mod peft;
+pub mod runtime;
 
 pub use adaptir_ops::tolerance;
 pub use error::{Error, Result};
