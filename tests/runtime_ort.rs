@@ -39,6 +39,7 @@ fn run_one(path: &Path, input: &Tensor) -> Tensor {
 
 fn check(what: &str, ours: &Tensor, reference: &Tensor) {
     let c = compare::compare(what, ours, reference, Tolerance::F32).unwrap();
+    eprintln!("{what}: {c}");
     assert!(c.passed, "{what}: {c}");
 }
 
@@ -221,4 +222,35 @@ fn comparison_statistics() {
     let zero = Tensor::new(&[0.0f32, 0.0], &Device::Cpu).unwrap();
     assert!(!compare::compare("t", &nan, &zero, Tolerance::F32).unwrap().passed);
     assert!(compare::compare("t", &a, &zero, Tolerance::F32).is_err(), "shape mismatch");
+}
+
+#[test]
+fn f16_and_i64_values_cross_the_boundary() {
+    use adaptir::compile::ir::{Constant, Dim, ElemType, Graph, ValueInfo};
+    // output = input + c in f16; shape = Shape(input) in i64.
+    let mut g = Graph { name: "f16".into(), ..Default::default() };
+    let dims = vec![Dim::Sym("N".into()), Dim::Fixed(3)];
+    g.inputs.push(ValueInfo { name: "input".into(), elem: ElemType::F16, shape: dims.clone() });
+    g.outputs.push(ValueInfo { name: "output".into(), elem: ElemType::F16, shape: dims });
+    g.outputs.push(ValueInfo { name: "shape".into(), elem: ElemType::I64, shape: vec![Dim::Fixed(2)] });
+    let c: Vec<half::f16> = [0.5f32, -1.25, 3.0].iter().map(|&v| half::f16::from_f32(v)).collect();
+    g.initializers
+        .insert("c".into(), Constant { dims: vec![3], data: Data::F16(c.iter().map(|v| v.to_bits()).collect()) });
+    g.nodes.push(node("add", "Add", &["input", "c"], &["output"]));
+    g.nodes.push(node("shape", "Shape", &["input"], &["shape"]));
+    let d = temp_dir("ort-f16");
+    let p = d.join("f16.onnx");
+    onnx::write(&g, &p).unwrap();
+    let x = tensor(&[2, 3], 40).to_dtype(candle_core::DType::F16).unwrap();
+    let mut s = Session::new(&p, &opts()).unwrap_or_else(|e| panic!("{e}"));
+    let out = s.run(&[("input", x.clone())]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["output", "shape"]);
+    assert_eq!(out[0].1.dtype(), candle_core::DType::F16);
+    let c = Tensor::new(c.as_slice(), &Device::Cpu).unwrap();
+    let reference = x.broadcast_add(&c).unwrap();
+    // One f16 rounding of the same f32 sum on both sides: bit-identical.
+    let cmp = compare::compare("output", &out[0].1, &reference, Tolerance::EXACT).unwrap();
+    assert!(cmp.passed, "{cmp}");
+    assert_eq!(out[1].1.to_vec1::<i64>().unwrap(), vec![2, 3]);
+    let _ = std::fs::remove_dir_all(&d);
 }
