@@ -29,3 +29,11 @@ pub fn amplitude(re: &Tensor, im: &Tensor) -> Result<Tensor> {
     let (re, im) = prepare(re, im)?;
     re.apply_op2(&im, Amplitude)
 }
+
+/// Emit `sqrt(re^2 + im^2)`.
+pub fn lower(b: &mut dyn crate::graph::GraphBuilder, re: &str, im: &str) -> Result<String> {
+    let r2 = b.op("Mul", &[re, re], vec![])?;
+    let i2 = b.op("Mul", &[im, im], vec![])?;
+    let s = b.op("Add", &[&r2, &i2], vec![])?;
+    b.op("Sqrt", &[&s], vec![])
+}

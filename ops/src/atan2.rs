@@ -32,3 +32,40 @@ pub fn atan2(y: &Tensor, x: &Tensor) -> Result<Tensor> {
     let (y, x) = prepare(y, x)?;
     y.apply_op2(&x, Atan2)
 }
+
+/// Emit `atan2(y, x)` with the same IEEE semantics (ONNX has `Atan` only): `atan(y / x)`, shifted by
+/// `+-pi` (the sign of y, signed zeros included) where x is negative or -0, and the both-zero cases set
+/// explicitly (`atan2(+-0, +0) = +-0`, `atan2(+-0, -0) = +-pi`). A sign bit is read as `v < 0 or 1/v < 0`.
+pub fn lower(b: &mut dyn crate::graph::GraphBuilder, y: &str, x: &str) -> Result<String> {
+    let outs = b.function("Atan2", &[y, x], 1, &|b, i| {
+        let (y, x) = (&i[0], &i[1]);
+        let zero = b.constant_f32("zero", &[], &[0.0])?;
+        let one = b.constant_f32("one", &[], &[1.0])?;
+        let pi = b.constant_f32("pi", &[], &[std::f32::consts::PI])?;
+        let (zero, one, pi) = (
+            b.op("CastLike", &[&zero, x], vec![])?,
+            b.op("CastLike", &[&one, x], vec![])?,
+            b.op("CastLike", &[&pi, x], vec![])?,
+        );
+        let sign_bit = |b: &mut dyn crate::graph::GraphBuilder, v: &str| -> Result<String> {
+            let neg = b.op("Less", &[v, &zero], vec![])?;
+            let inv = b.op("Div", &[&one, v], vec![])?;
+            let neg_inv = b.op("Less", &[&inv, &zero], vec![])?;
+            b.op("Or", &[&neg, &neg_inv], vec![])
+        };
+        let y_neg = sign_bit(b, y)?;
+        let x_neg = sign_bit(b, x)?;
+        let ratio = b.op("Div", &[y, x], vec![])?;
+        let base = b.op("Atan", &[&ratio], vec![])?;
+        let neg_pi = b.op("Neg", &[&pi], vec![])?;
+        let shift = b.op("Where", &[&y_neg, &neg_pi, &pi], vec![])?;
+        let shifted = b.op("Add", &[&base, &shift], vec![])?;
+        let r = b.op("Where", &[&x_neg, &shifted, &base], vec![])?;
+        let x_zero = b.op("Equal", &[x, &zero], vec![])?;
+        let y_zero = b.op("Equal", &[y, &zero], vec![])?;
+        let both_zero = b.op("And", &[&x_zero, &y_zero], vec![])?;
+        let at_zero = b.op("Where", &[&x_neg, &shift, y], vec![])?;
+        Ok(vec![b.op("Where", &[&both_zero, &at_zero, &r], vec![])?])
+    })?;
+    Ok(outs[0].clone())
+}

@@ -87,6 +87,9 @@ pub struct DftBases {
     inv_w: Tensor,
     /// (H, Wr) in the dtype: 1 at the self-conjugate bins, where the imaginary part is zero by symmetry.
     self_conjugate: Tensor,
+    /// (H, H): `cos / sqrt(H)` and `sin / sqrt(H)`, for lowerings that multiply along H from the left.
+    cos_h: Tensor,
+    sin_h: Tensor,
 }
 
 impl DftBases {
@@ -145,6 +148,14 @@ impl DftBases {
             }
         }
 
+        let (mut cos_h, mut sin_h) = (vec![0f64; h * h], vec![0f64; h * h]);
+        for r in 0..h {
+            for k in 0..h {
+                let (c, s) = cos_sin_2pi(r * k, h);
+                cos_h[r * h + k] = c * sh;
+                sin_h[r * h + k] = s * sh;
+            }
+        }
         let t = |v: Vec<f64>, r: usize, c: usize| Tensor::from_vec(v, (r, c), device)?.to_dtype(dtype);
         Ok(Self {
             h,
@@ -155,6 +166,8 @@ impl DftBases {
             inv_h: t(inv_h, 2 * h, 2 * h)?,
             inv_w: t(inv_w, 2 * wr, w)?,
             self_conjugate: t(self_conjugate, h, wr)?,
+            cos_h: t(cos_h, h, h)?,
+            sin_h: t(sin_h, h, h)?,
         })
     }
 
@@ -175,15 +188,10 @@ impl DftBases {
         Ok(bases)
     }
 
-    /// The raw product matrices, for lowerings that emit them as constants (ONNX export).
-    pub fn matrices(&self) -> [(&'static str, &Tensor); 5] {
-        [
-            ("fwd_w", &self.fwd_w),
-            ("fwd_h", &self.fwd_h),
-            ("inv_h", &self.inv_h),
-            ("inv_w", &self.inv_w),
-            ("self_conjugate", &self.self_conjugate),
-        ]
+    /// Scale of the exact-zero threshold: `tol = scale * sum|x|` per plane (see [`SNAP_ULPS`]).
+    pub fn snap_scale(&self, dtype: DType) -> f64 {
+        let eps = if dtype == DType::F64 { f64::EPSILON } else { f32::EPSILON as f64 };
+        SNAP_ULPS * eps / ((self.h * self.w) as f64).sqrt()
     }
 }
 
@@ -265,12 +273,8 @@ fn products(x3: &Tensor, bases: &DftBases) -> Result<(Tensor, Tensor)> {
 fn exact_zeros(x3: &Tensor, re: &Tensor, im: &Tensor, bases: &DftBases) -> Result<(Tensor, Tensor)> {
     let (h, w, x) = (bases.h, bases.w, x3);
     // Exact zeros: below the product's own rounding bound, and Im at the self-conjugate bins.
-    let eps = match x.dtype() {
-        DType::F64 => f64::EPSILON,
-        DType::F32 => f32::EPSILON as f64,
-        other => candle_core::bail!("rfft2: unsupported compute dtype {other:?}"),
-    };
-    let scale = SNAP_ULPS * eps / ((h * w) as f64).sqrt();
+    let _ = (h, w);
+    let scale = bases.snap_scale(x.dtype());
     let tol = x.detach().abs()?.sum_keepdim((1, 2))?.affine(scale, 0.0)?;
     let zeros = re.zeros_like()?;
     let snap = |v: &Tensor, forced: Option<&Tensor>| -> Result<Tensor> {
@@ -307,4 +311,126 @@ pub fn irfft2(re: &Tensor, im: &Tensor, (h, w): (usize, usize)) -> Result<Tensor
     let half = Tensor::cat(&[yr, yi], 2)?.reshape((b * h, 2 * wr))?;
     let out = half.matmul(&bases.inv_w)?.reshape((b, h, w))?.to_dtype(re.dtype())?;
     with_lead(&out, &lead)
+}
+
+// ---- ONNX lowering -------------------------------------------------------------------------------------
+
+use crate::graph::{Attr, FftLowering, GraphBuilder};
+
+/// ONNX `TensorProto.DataType` of double, for `Cast`.
+const ONNX_DOUBLE: i64 = 11;
+
+fn snap(b: &mut dyn GraphBuilder, v: &str, tol: &str, forced: Option<&str>) -> Result<String> {
+    let abs = b.op("Abs", &[v], vec![])?;
+    let small = b.op("LessOrEqual", &[&abs, tol], vec![])?;
+    let zero_here = match forced {
+        Some(mask) => b.op("Or", &[&small, mask], vec![])?,
+        None => small,
+    };
+    let zero = b.constant("zero_f64", &Tensor::zeros((), DType::F64, &candle_core::Device::Cpu)?)?;
+    b.op("Where", &[&zero_here, &zero, v], vec![])
+}
+
+/// Emit `rfft2(x)` over the last two dims (H, W) = `hw` with this crate's semantics (products in f64, exact
+/// zeros restored). The bases are graph constants shared by every call of the same size; the function body is
+/// size-agnostic. Returns (re, im) in x's dtype.
+pub fn lower_rfft2(b: &mut dyn GraphBuilder, x: &str, (h, w): (usize, usize)) -> Result<(String, String)> {
+    let bases = DftBases::get(h, w, DType::F64, &candle_core::Device::Cpu)?;
+    let tag = format!("dft{h}x{w}");
+    // ONNX's DFT op on sizes that are not powers of two accumulates rounding over up to H + W terms per
+    // output (its own bound), so its threshold is that much wider; still ~1e-14 of the data in f64.
+    let widen = match b.fft_lowering() {
+        FftLowering::MatMul => 1.0,
+        FftLowering::Dft => (h + w) as f64,
+    };
+    let snap = bases.snap_scale(DType::F64) * widen;
+    let scale = b.constant(&format!("{tag}.snap_scale"), &Tensor::new(snap, &candle_core::Device::Cpu)?)?;
+    let mask = b.constant(&format!("{tag}.self_conjugate"), &bases.self_conjugate)?;
+    let outs = match b.fft_lowering() {
+        FftLowering::MatMul => {
+            let fw = b.constant(&format!("{tag}.fwd_w"), &bases.fwd_w)?;
+            let ch = b.constant(&format!("{tag}.cos_h"), &bases.cos_h)?;
+            let sh = b.constant(&format!("{tag}.sin_h"), &bases.sin_h)?;
+            b.function("Rfft2", &[x, &fw, &ch, &sh, &scale, &mask], 2, &|b, i| {
+                let xd = b.op("Cast", &[&i[0]], vec![("to", Attr::Int(ONNX_DOUBLE))])?;
+                let half = b.op("MatMul", &[&xd, &i[1]], vec![])?;
+                let parts =
+                    b.op_n("Split", &[&half], vec![("axis", Attr::Int(-1)), ("num_outputs", Attr::Int(2))], 2)?;
+                let (xr, xi) = (&parts[0], &parts[1]);
+                let (a, c) = (b.op("MatMul", &[&i[2], xr], vec![])?, b.op("MatMul", &[&i[3], xi], vec![])?);
+                let fr = b.op("Add", &[&a, &c], vec![])?;
+                let (a, c) = (b.op("MatMul", &[&i[2], xi], vec![])?, b.op("MatMul", &[&i[3], xr], vec![])?);
+                let fi = b.op("Sub", &[&a, &c], vec![])?;
+                rfft2_exact_zeros(b, &i[0], &xd, &fr, &fi, &i[4], &i[5])
+            })?
+        }
+        FftLowering::Dft => {
+            b.function("Rfft2Dft", &[x, &scale, &mask], 2, &|b, i| {
+                let xd = b.op("Cast", &[&i[0]], vec![("to", Attr::Int(ONNX_DOUBLE))])?;
+                let last = b.constant_i64("axis_last", &[-1])?;
+                let xc = b.op("Unsqueeze", &[&xd, &last], vec![])?; // (.., H, W, 1) real signal
+                                                                    // DFT's axis is a scalar input.
+                let ax_w = b.constant("axis_w", &Tensor::new(-2i64, &candle_core::Device::Cpu)?)?;
+                let ax_h = b.constant("axis_h", &Tensor::new(-3i64, &candle_core::Device::Cpu)?)?;
+                let one_sided = b.op("DFT", &[&xc, "", &ax_w], vec![("onesided", Attr::Int(1))])?;
+                let full = b.op("DFT", &[&one_sided, "", &ax_h], vec![])?;
+                // ortho scaling: 1 / sqrt(H W), from the runtime shape.
+                let shape = b.op("Shape", &[&xd], vec![])?;
+                let (start, end) = (b.constant_i64("minus2", &[-2])?, b.constant_i64("end", &[i64::MAX])?);
+                let hw = b.op("Slice", &[&shape, &start, &end], vec![])?;
+                let n = b.op("ReduceProd", &[&hw], vec![("keepdims", Attr::Int(0))])?;
+                let n = b.op("Cast", &[&n], vec![("to", Attr::Int(ONNX_DOUBLE))])?;
+                let s = b.op("Sqrt", &[&n], vec![])?;
+                let full = b.op("Div", &[&full, &s], vec![])?;
+                let parts =
+                    b.op_n("Split", &[&full], vec![("axis", Attr::Int(-1)), ("num_outputs", Attr::Int(2))], 2)?;
+                let fr = b.op("Squeeze", &[&parts[0], &last], vec![])?;
+                let fi = b.op("Squeeze", &[&parts[1], &last], vec![])?;
+                rfft2_exact_zeros(b, &i[0], &xd, &fr, &fi, &i[1], &i[2])
+            })?
+        }
+    };
+    Ok((outs[0].clone(), outs[1].clone()))
+}
+
+/// Below the rounding bound -> +0.0; Im at the self-conjugate bins -> +0.0; back to x's dtype.
+fn rfft2_exact_zeros(
+    b: &mut dyn GraphBuilder,
+    x: &str,
+    xd: &str,
+    fr: &str,
+    fi: &str,
+    scale: &str,
+    mask: &str,
+) -> Result<Vec<String>> {
+    let ax = b.constant_i64("axes_hw", &[-2, -1])?;
+    let abs = b.op("Abs", &[xd], vec![])?;
+    let sum = b.op("ReduceSum", &[&abs, &ax], vec![("keepdims", Attr::Int(1))])?;
+    let tol = b.op("Mul", &[&sum, scale], vec![])?;
+    let half = b.constant("half_f64", &Tensor::new(0.5f64, &candle_core::Device::Cpu)?)?;
+    let forced = b.op("Greater", &[mask, &half], vec![])?;
+    let fr = snap(b, fr, &tol, None)?;
+    let fi = snap(b, fi, &tol, Some(&forced))?;
+    Ok(vec![b.op("CastLike", &[&fr, x], vec![])?, b.op("CastLike", &[&fi, x], vec![])?])
+}
+
+/// Emit `irfft2(re, im, s = hw)` (products in f64; Im of DC and Nyquist columns ignored).
+pub fn lower_irfft2(b: &mut dyn GraphBuilder, re: &str, im: &str, (h, w): (usize, usize)) -> Result<String> {
+    let bases = DftBases::get(h, w, DType::F64, &candle_core::Device::Cpu)?;
+    let tag = format!("dft{h}x{w}");
+    let ch = b.constant(&format!("{tag}.cos_h"), &bases.cos_h)?;
+    let sh = b.constant(&format!("{tag}.sin_h"), &bases.sin_h)?;
+    let iw = b.constant(&format!("{tag}.inv_w"), &bases.inv_w)?;
+    let outs = b.function("Irfft2", &[re, im, &ch, &sh, &iw], 1, &|b, i| {
+        let zr = b.op("Cast", &[&i[0]], vec![("to", Attr::Int(ONNX_DOUBLE))])?;
+        let zi = b.op("Cast", &[&i[1]], vec![("to", Attr::Int(ONNX_DOUBLE))])?;
+        let (a, c) = (b.op("MatMul", &[&i[2], &zr], vec![])?, b.op("MatMul", &[&i[3], &zi], vec![])?);
+        let yr = b.op("Sub", &[&a, &c], vec![])?;
+        let (a, c) = (b.op("MatMul", &[&i[3], &zr], vec![])?, b.op("MatMul", &[&i[2], &zi], vec![])?);
+        let yi = b.op("Add", &[&a, &c], vec![])?;
+        let y = b.op("Concat", &[&yr, &yi], vec![("axis", Attr::Int(-1))])?;
+        let out = b.op("MatMul", &[&y, &i[4]], vec![])?;
+        Ok(vec![b.op("CastLike", &[&out, &i[0]], vec![])?])
+    })?;
+    Ok(outs[0].clone())
 }

@@ -21,6 +21,7 @@ pub mod atan2;
 pub mod dft;
 mod elementwise;
 pub mod frozen;
+pub mod graph;
 pub mod polar;
 pub mod tolerance;
 

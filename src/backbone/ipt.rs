@@ -1,6 +1,8 @@
 //! IPT (Chen et al., "Pre-Trained Image Processing Transformer") as in the official AdaptIR release,
 //! `net/ipt.py`: per-task heads and tails around one shared encoder-decoder transformer over 3x3 patches.
 //! Key names equal the official state dict (see `fixtures/parity/KEYS.md`).
+mod lower;
+
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
@@ -301,6 +303,15 @@ impl Ipt {
             fold(hooks.as_ref(), layer.sites())?;
         }
         Ok(())
+    }
+
+    /// The buffers the method's modules keep up to date themselves (BatchNorm running statistics), by model path.
+    pub fn method_buffers(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = vec![];
+        for h in self.encoder.iter().map(|l| &l.hooks).chain(self.decoder.iter().map(|l| &l.hooks)) {
+            out.extend(h.buffers()?);
+        }
+        Ok(out)
     }
 
     /// A freshly initialised model whose weights live in `vm` (pre-training, tests, benchmarks). The

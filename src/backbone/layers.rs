@@ -222,3 +222,138 @@ impl LayerNorm {
         hooks.site(self.site, x, y)
     }
 }
+
+// ---- ONNX lowering (each mirrors the forward above) ----------------------------------------------------
+
+use adaptir_ops::graph::{Attr as GAttr, GraphBuilder};
+
+/// `x @ w^T + b` over the last dim: MatMul with the transposed weight as a constant, then Add.
+pub fn lower_linear(b: &mut dyn GraphBuilder, x: &str, (w, bias): &Linear, hint: &str) -> Result<String> {
+    let wt = b.constant(&format!("{hint}.weight_t"), &w.t()?.contiguous()?)?;
+    let y = b.op("MatMul", &[x, &wt], vec![])?;
+    match bias {
+        Some(bias) => {
+            let c = b.constant(&format!("{hint}.bias"), bias)?;
+            b.op("Add", &[&y, &c], vec![])
+        }
+        None => Ok(y),
+    }
+}
+
+impl Conv {
+    pub fn lower(&self, b: &mut dyn GraphBuilder, x: &str, hint: &str) -> Result<String> {
+        let w = b.constant(&format!("{hint}.weight"), &self.weight)?;
+        let p = self.padding as i64;
+        let attrs = vec![("pads", GAttr::Ints(vec![p, p, p, p]))];
+        match &self.bias {
+            Some(bias) => {
+                let c = b.constant(&format!("{hint}.bias"), bias)?;
+                b.op("Conv", &[x, &w, &c], attrs)
+            }
+            None => b.op("Conv", &[x, &w], attrs),
+        }
+    }
+}
+
+impl ResBlock {
+    pub fn lower(&self, b: &mut dyn GraphBuilder, x: &str, hint: &str) -> Result<String> {
+        let h = self.c1.lower(b, x, &format!("{hint}.body.0"))?;
+        let h = b.op("Relu", &[&h], vec![])?;
+        let h = self.c2.lower(b, &h, &format!("{hint}.body.2"))?;
+        b.op("Add", &[&h, x], vec![])
+    }
+}
+
+impl Upsampler {
+    /// PixelShuffle is DepthToSpace in CRD mode.
+    pub fn lower(&self, b: &mut dyn GraphBuilder, x: &str, hint: &str) -> Result<String> {
+        let mut x = x.to_string();
+        for (i, (c, r)) in self.stages.iter().enumerate() {
+            let y = c.lower(b, &x, &format!("{hint}.{}", 2 * i))?;
+            x = b.op(
+                "DepthToSpace",
+                &[&y],
+                vec![("blocksize", GAttr::Int(*r as i64)), ("mode", GAttr::Str("CRD".into()))],
+            )?;
+        }
+        Ok(x)
+    }
+}
+
+impl Attention {
+    fn lower_project(
+        &self,
+        b: &mut dyn GraphBuilder,
+        x: &str,
+        p: Proj,
+        hooks: &dyn LayerHooks,
+        hint: &str,
+    ) -> Result<String> {
+        let site = Site::Attn(self.kind, p);
+        let y = lower_linear(b, x, &self.maps[Self::index(p)], &format!("{hint}.{}", site.module()))?;
+        hooks.lower_site(b, site, x, y)
+    }
+
+    /// (Lq, N, E) and (Lk, N, E) -> (Lq, N, E); the lengths are static, the batch is not.
+    #[allow(clippy::too_many_arguments)]
+    pub fn lower(
+        &self,
+        b: &mut dyn GraphBuilder,
+        q: &str,
+        k: &str,
+        v: &str,
+        (lq, lk, e): (usize, usize, usize),
+        hooks: &dyn LayerHooks,
+        hint: &str,
+    ) -> Result<String> {
+        let (h, d) = (self.heads as i64, (e / self.heads) as i64);
+        let split = |b: &mut dyn GraphBuilder, x: &str, l: usize, perm: Vec<i64>| -> Result<String> {
+            let shape = b.constant_i64("shape_l_n_h_d", &[l as i64, -1, h, d])?;
+            let r = b.op("Reshape", &[x, &shape], vec![])?;
+            b.op("Transpose", &[&r], vec![("perm", GAttr::Ints(perm))])
+        };
+        let qp = self.lower_project(b, q, Proj::Q, hooks, hint)?;
+        let kp = self.lower_project(b, k, Proj::K, hooks, hint)?;
+        let vp = self.lower_project(b, v, Proj::V, hooks, hint)?;
+        let qh = split(b, &qp, lq, vec![1, 2, 0, 3])?; // (N, h, Lq, d)
+        let scale = b.constant_f32("attn_scale", &[], &[1.0 / (d as f32).sqrt()])?;
+        let qh = b.op("Mul", &[&qh, &scale], vec![])?;
+        let kt = split(b, &kp, lk, vec![1, 2, 3, 0])?; // (N, h, d, Lk)
+        let vh = split(b, &vp, lk, vec![1, 2, 0, 3])?; // (N, h, Lk, d)
+        let scores = b.op("MatMul", &[&qh, &kt], vec![])?;
+        let attn = b.op("Softmax", &[&scores], vec![("axis", GAttr::Int(-1))])?;
+        let ctx = b.op("MatMul", &[&attn, &vh], vec![])?;
+        let ctx = b.op("Transpose", &[&ctx], vec![("perm", GAttr::Ints(vec![2, 0, 1, 3]))])?;
+        let shape = b.constant_i64("shape_l_n_e", &[lq as i64, -1, e as i64])?;
+        let ctx = b.op("Reshape", &[&ctx, &shape], vec![])?;
+        self.lower_project(b, &ctx, Proj::Out, hooks, hint)
+    }
+}
+
+impl FeedForward {
+    pub fn lower(&self, b: &mut dyn GraphBuilder, x: &str, hooks: &dyn LayerHooks, hint: &str) -> Result<String> {
+        let h = lower_linear(b, x, &self.linear1, &format!("{hint}.linear1"))?;
+        let h = hooks.lower_site(b, Site::Ffn1, x, h)?;
+        let h = b.op("Relu", &[&h], vec![])?;
+        let y = lower_linear(b, &h, &self.linear2, &format!("{hint}.linear2"))?;
+        hooks.lower_site(b, Site::Ffn2, &h, y)
+    }
+}
+
+impl LayerNorm {
+    pub fn lower(&self, b: &mut dyn GraphBuilder, x: &str, hooks: &dyn LayerHooks, hint: &str) -> Result<String> {
+        let (w, bias) = &self.map;
+        let name = format!("{hint}.{}", self.site.module());
+        let wc = b.constant(&format!("{name}.weight"), w)?;
+        let bc = match bias {
+            Some(bias) => b.constant(&format!("{name}.bias"), bias)?,
+            None => b.constant(&format!("{name}.bias"), &w.zeros_like()?)?,
+        };
+        let y = b.op(
+            "LayerNormalization",
+            &[x, &wc, &bc],
+            vec![("axis", GAttr::Int(-1)), ("epsilon", GAttr::Float(1e-5))],
+        )?;
+        hooks.lower_site(b, self.site, x, y)
+    }
+}

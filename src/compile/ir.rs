@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 pub enum ElemType {
     F32,
     F16,
+    F64,
     I64,
 }
 
@@ -18,6 +19,7 @@ impl ElemType {
         match self {
             ElemType::F32 => 1,
             ElemType::F16 => 10,
+            ElemType::F64 => 11,
             ElemType::I64 => 7,
         }
     }
@@ -43,6 +45,7 @@ pub struct ValueInfo {
 pub enum Data {
     F32(Vec<f32>),
     F16(Vec<u16>),
+    F64(Vec<f64>),
     I64(Vec<i64>),
 }
 
@@ -51,6 +54,7 @@ impl Data {
         match self {
             Data::F32(_) => ElemType::F32,
             Data::F16(_) => ElemType::F16,
+            Data::F64(_) => ElemType::F64,
             Data::I64(_) => ElemType::I64,
         }
     }
@@ -59,6 +63,7 @@ impl Data {
         match self {
             Data::F32(v) => v.len(),
             Data::F16(v) => v.len(),
+            Data::F64(v) => v.len(),
             Data::I64(v) => v.len(),
         }
     }
@@ -72,6 +77,7 @@ impl Data {
         match self {
             Data::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             Data::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             Data::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         }
     }

@@ -1,3 +1,7 @@
 //! The compiler: lower (backbone, method, task) into a graph IR, run folding passes, write ONNX.
+pub mod builder;
 pub mod ir;
+pub mod lower;
 pub mod onnx;
+pub mod passes;
+pub mod text;

@@ -1,6 +1,7 @@
 //! AdaptFormer (Chen et al.): a bottleneck `s * up(relu(down(x)))` in parallel to the FFN, on the FFN's
 //! normalised input, added inside the same residual. `up` starts at zero, so a fresh one is the identity.
 //! Default bottleneck 24 and scale 0.1 (the paper's): 24 x 28,248 = 677,952 parameters on ipt-base.
+use adaptir_ops::graph::GraphBuilder;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,12 @@ struct AdaptFormerHooks {
 impl LayerHooks for AdaptFormerHooks {
     fn beside_ffn(&self, x: &Tensor, _: bool) -> Result<Option<Tensor>> {
         Ok(Some((self.branch.forward(x, false)? * self.scale)?))
+    }
+
+    fn lower_beside_ffn(&self, b: &mut dyn GraphBuilder, x: &str) -> Result<Option<String>> {
+        let y = self.branch.lower(b, x, false, "adaptformer")?;
+        let s = b.constant_f32("adaptformer_scale", &[], &[self.scale as f32])?;
+        b.op("Mul", &[&y, &s], vec![]).map(Some)
     }
 }
 

@@ -423,7 +423,8 @@ impl AdaptIrMethod {
     }
 }
 
-struct AdaptIrHooks(AdaptIr);
+/// The adapter of one layer and the side of the IPT token grid.
+struct AdaptIrHooks(AdaptIr, usize);
 
 impl super::LayerHooks for AdaptIrHooks {
     fn beside_ffn(&self, x: &Tensor, train: bool) -> Result<Option<Tensor>> {
@@ -432,6 +433,11 @@ impl super::LayerHooks for AdaptIrHooks {
 
     fn buffers(&self) -> Result<Vec<(String, Tensor)>> {
         self.0.buffers()
+    }
+
+    fn lower_beside_ffn(&self, b: &mut dyn GraphBuilder, x: &str) -> Result<Option<String>> {
+        let side = self.1;
+        self.0.lower(b, x, (side, side), "adaptir").map(Some)
     }
 }
 
@@ -448,7 +454,8 @@ impl super::Method for AdaptIrMethod {
             .iter()
             .map(|l| {
                 let m = AdaptIr::new(vb.pp(l.prefix()).pp("adaptir"), self.sizes)?;
-                Ok(Box::new(AdaptIrHooks(m)) as Box<dyn super::LayerHooks>)
+                let side = (host.tokens as f64).sqrt().round() as usize;
+                Ok(Box::new(AdaptIrHooks(m, side)) as Box<dyn super::LayerHooks>)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(super::MethodModules { layers })
@@ -463,3 +470,135 @@ pub const ENTRY: super::MethodEntry = super::MethodEntry {
         Ok(Box::new(AdaptIrMethod::new(config, host)?))
     },
 };
+
+// ---- ONNX lowering (mirrors `forward_nchw`, eval mode) ---------------------------------------------------
+
+use adaptir_ops::graph::{Attr, GraphBuilder};
+
+impl Pointwise {
+    /// As a 1x1 `Conv` on (N, Cin, H, W).
+    fn lower(&self, b: &mut dyn GraphBuilder, x: &str, hint: &str) -> Result<String> {
+        let (cout, cin) = self.weight.dims2()?;
+        let w = b.constant(&format!("{hint}.weight"), &self.weight.reshape((cout, cin, 1, 1))?)?;
+        match &self.bias {
+            Some(bias) => {
+                let c = b.constant(&format!("{hint}.bias"), bias)?;
+                b.op("Conv", &[x, &w, &c], vec![])
+            }
+            None => b.op("Conv", &[x, &w], vec![]),
+        }
+    }
+}
+
+impl ChannelAffine {
+    fn lower(&self, b: &mut dyn GraphBuilder, x: &str, hint: &str) -> Result<String> {
+        let w = b.constant(&format!("{hint}.weight"), &self.weight)?;
+        let c = b.constant(&format!("{hint}.bias"), &self.bias)?;
+        let y = b.op("Mul", &[x, &w], vec![])?;
+        b.op("Add", &[&y, &c], vec![])
+    }
+}
+
+impl AdaptIr {
+    /// Lower the frequency expert on x0 (N, h, H, W) (public for the FFT edge-case checks).
+    pub fn lower_frequency_branch(
+        &self,
+        b: &mut dyn GraphBuilder,
+        x0: &str,
+        (hgt, wid): (usize, usize),
+        hint: &str,
+    ) -> Result<String> {
+        let (re, im) = adaptir_ops::dft::lower_rfft2(b, x0, (hgt, wid))?;
+        let pha = adaptir_ops::atan2::lower(b, &im, &re)?;
+        let mag = adaptir_ops::amplitude::lower(b, &re, &im)?;
+        let mag = self.amp_fuse.lower(b, &mag, &format!("{hint}.amp_fuse"))?;
+        let pha = self.pha_fuse.lower(b, &pha, &format!("{hint}.pha_fuse"))?;
+        let (zr, zi) = adaptir_ops::polar::lower(b, &mag, &pha)?;
+        let g = adaptir_ops::dft::lower_irfft2(b, &zr, &zi, (hgt, wid))?;
+        b.op("Abs", &[&g], vec![])
+    }
+
+    /// Lower the adapter for a graph value in the host layout; `grid` is (H, W) and `hint` its model path.
+    pub fn lower(&self, b: &mut dyn GraphBuilder, x: &str, (hgt, wid): (usize, usize), hint: &str) -> Result<String> {
+        let AdaptIrConfig { dim: c, hidden: h, .. } = self.config;
+        let (c, h, hw) = (c as i64, h as i64, (hgt * wid) as i64);
+        b.push_scope(hint);
+        // Host layout -> (N, C, H, W).
+        let img = match self.config.layout {
+            Layout::Ipt => b.op("Transpose", &[x], vec![("perm", Attr::Ints(vec![1, 2, 0]))])?,
+            Layout::Edt => b.op("Transpose", &[x], vec![("perm", Attr::Ints(vec![0, 3, 1, 2]))])?,
+        };
+        let s = b.constant_i64("nchw", &[-1, c, hgt as i64, wid as i64])?;
+        let img = b.op("Reshape", &[&img, &s], vec![])?;
+        let x0 = self.head.lower(b, &img, &format!("{hint}.head"))?;
+        let (mean, var) = {
+            let r = self.bn.running.lock().map_err(|_| candle_core::Error::Msg("BatchNorm lock poisoned".into()))?;
+            (r.0.clone(), r.1.clone())
+        };
+        let bn: Vec<String> =
+            [(&self.bn.weight, "weight"), (&self.bn.bias, "bias"), (&mean, "running_mean"), (&var, "running_var")]
+                .iter()
+                .map(|(t, n)| b.constant(&format!("{hint}.BN.{n}"), t))
+                .collect::<Result<_>>()?;
+        let x0 = b.op(
+            "BatchNormalization",
+            &[&x0, &bn[0], &bn[1], &bn[2], &bn[3]],
+            vec![("epsilon", Attr::Float(BN_EPS as f32))],
+        )?;
+
+        // Local expert: the factorised kernel A @ B, reshaped to a depthwise 3x3 kernel (folded by a pass).
+        let a = b.constant(&format!("{hint}.conv_weight_A"), &self.conv_a)?;
+        let bb = b.constant(&format!("{hint}.conv_weight_B"), &self.conv_b)?;
+        let k = b.op("MatMul", &[&a, &bb], vec![])?;
+        let ks = b.constant_i64("dw_kernel_shape", &[h, 1, 3, 3])?;
+        let k = b.op("Reshape", &[&k, &ks], vec![])?;
+        let kb = b.constant(&format!("{hint}.conv_bias"), &self.conv_bias)?;
+        let local =
+            b.op("Conv", &[&x0, &k, &kb], vec![("group", Attr::Int(h)), ("pads", Attr::Ints(vec![1, 1, 1, 1]))])?;
+
+        let global = self.lower_frequency_branch(b, &x0, (hgt, wid), hint)?;
+
+        // Channel expert: attention pooling, then the MLP.
+        let logits = self.compress.lower(b, &x0, &format!("{hint}.compress"))?;
+        let s1 = b.constant_i64("pool_logits_shape", &[-1, 1, hw])?;
+        let logits = b.op("Reshape", &[&logits, &s1], vec![])?;
+        let weights = b.op("Softmax", &[&logits], vec![("axis", Attr::Int(-1))])?;
+        let sh = b.constant_i64("flat_shape", &[-1, h, hw])?;
+        let x0f = b.op("Reshape", &[&x0, &sh], vec![])?;
+        let weighted = b.op("Mul", &[&x0f, &weights], vec![])?;
+        let last = b.constant_i64("axis_last", &[-1])?;
+        let pooled = b.op("ReduceSum", &[&weighted, &last], vec![("keepdims", Attr::Int(0))])?;
+        let fc = |l: &candle_nn::Linear| (l.weight().clone(), l.bias().cloned());
+        let p = crate::backbone::layers::lower_linear(b, &pooled, &fc(&self.proj.fc1), &format!("{hint}.proj.0"))?;
+        let p = b.op("Gelu", &[&p], vec![])?;
+        let score = crate::backbone::layers::lower_linear(b, &p, &fc(&self.proj.fc2), &format!("{hint}.proj.2"))?;
+
+        // Ensemble.
+        let axes = b.constant_i64("axes_hw", &[2, 3])?;
+        let gap = b.op("ReduceMean", &[&global, &axes], vec![("keepdims", Attr::Int(1))])?;
+        let cg = self.gate_down.lower(b, &gap, &format!("{hint}.channel_interaction.1"))?;
+        let cg = b.op("Gelu", &[&cg], vec![])?;
+        let cg = self.gate_up.lower(b, &cg, &format!("{hint}.channel_interaction.3"))?;
+        let cg = b.op("Sigmoid", &[&cg], vec![])?;
+        let sg = self.spatial.lower(b, &local, &format!("{hint}.spatial_interaction"))?;
+        let sg = b.op("Sigmoid", &[&sg], vec![])?;
+        let l_term = b.op("Mul", &[&local, &cg], vec![])?;
+        let g_term = b.op("Mul", &[&global, &sg], vec![])?;
+        let mixed = b.op("Add", &[&l_term, &g_term], vec![])?;
+        let s4 = b.constant_i64("score_shape", &[-1, h, 1, 1])?;
+        let score = b.op("Reshape", &[&score, &s4], vec![])?;
+        let mixed = b.op("Mul", &[&mixed, &score], vec![])?;
+        let y = self.tail.lower(b, &mixed, &format!("{hint}.tail"))?;
+        // (N, C, H, W) -> host layout.
+        let out = match self.config.layout {
+            Layout::Ipt => {
+                let s = b.constant_i64("ncl", &[-1, c, hw])?;
+                let y = b.op("Reshape", &[&y, &s], vec![])?;
+                b.op("Transpose", &[&y], vec![("perm", Attr::Ints(vec![2, 0, 1]))])
+            }
+            Layout::Edt => b.op("Transpose", &[&y], vec![("perm", Attr::Ints(vec![0, 2, 3, 1]))]),
+        };
+        b.pop_scope();
+        out
+    }
+}

@@ -5,6 +5,7 @@
 //! FFN2's input are 4E wide). `V` starts at zero, so a fresh FacT is the identity; it merges into weights.
 //! Default rank 38: 2 x 576 x 38 + 336 x 38^2 = 528,960 parameters on ipt-base (paper: 537K, whose exact
 //! configuration is not published; rank 39 would give 555,984).
+use adaptir_ops::graph::GraphBuilder;
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
@@ -60,6 +61,14 @@ impl LayerHooks for FactHooks {
             }
             None => Ok(output),
         }
+    }
+
+    /// The update as one constant product beside the frozen one (its factors are constants at export time).
+    fn lower_site(&self, b: &mut dyn GraphBuilder, site: Site, input: &str, output: String) -> Result<String> {
+        let Some((_, cores)) = self.cores.iter().find(|(s, _)| *s == site) else { return Ok(output) };
+        let dt = b.constant("fact_delta_t", &self.delta(site, cores)?.t()?.contiguous()?)?;
+        let d = b.op("MatMul", &[input, &dt], vec![])?;
+        b.op("Add", &[&output, &d], vec![])
     }
 
     fn merge(&self, site: Site, map: &Linear) -> Result<Option<Linear>> {

@@ -3,6 +3,7 @@
 //! has two attention sub-blocks, the attention adapter follows the cross-attention (the last one), so every
 //! layer has two adapters as in the original design. `up` starts at zero: a fresh adapter is the identity.
 //! Default bottleneck 12: 48 adapters x 14,412 = 691,776 parameters on ipt-base (paper: 691K).
+use adaptir_ops::graph::GraphBuilder;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,19 @@ impl LayerHooks for HoulsbyHooks {
     fn after_ffn(&self, y: Tensor, _: bool) -> Result<Tensor> {
         let a = self.ffn.forward(&y, false)?;
         y + a
+    }
+
+    fn lower_after_attention(&self, b: &mut dyn GraphBuilder, attn: Attn, y: String) -> Result<String> {
+        if attn != self.attn_site {
+            return Ok(y);
+        }
+        let a = self.attn.lower(b, &y, false, "adapter_attn")?;
+        b.op("Add", &[&y, &a], vec![])
+    }
+
+    fn lower_after_ffn(&self, b: &mut dyn GraphBuilder, y: String) -> Result<String> {
+        let a = self.ffn.lower(b, &y, false, "adapter_ffn")?;
+        b.op("Add", &[&y, &a], vec![])
     }
 }
 

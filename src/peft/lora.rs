@@ -1,6 +1,7 @@
 //! LoRA (Hu et al.): `W x + (alpha / r) B A x` on chosen projections of every attention (encoder self,
 //! decoder self, decoder cross). A is Kaiming-uniform, B zero, so a fresh LoRA is the identity; it merges
 //! into the weights as `W + (alpha / r) B A`.
+use adaptir_ops::graph::GraphBuilder;
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
@@ -62,6 +63,17 @@ impl LayerHooks for LoraHooks {
             Some(p) => output + (apply_linear_t(&p.b, &apply_linear_t(&p.a, input)?)? * self.scale)?,
             None => Ok(output),
         }
+    }
+
+    fn lower_site(&self, b: &mut dyn GraphBuilder, site: Site, input: &str, output: String) -> Result<String> {
+        let Some(p) = self.pair(site) else { return Ok(output) };
+        let at = b.constant("lora_A_t", &p.a.t()?.contiguous()?)?;
+        let bt = b.constant("lora_B_t", &p.b.t()?.contiguous()?)?;
+        let h = b.op("MatMul", &[input, &at], vec![])?;
+        let d = b.op("MatMul", &[&h, &bt], vec![])?;
+        let s = b.constant_f32("lora_scale", &[], &[self.scale as f32])?;
+        let d = b.op("Mul", &[&d, &s], vec![])?;
+        b.op("Add", &[&output, &d], vec![])
     }
 
     fn merge(&self, site: Site, map: &Linear) -> Result<Option<Linear>> {

@@ -15,6 +15,7 @@ pub mod moe;
 pub mod ssf;
 pub mod vpt;
 
+use adaptir_ops::graph::GraphBuilder;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use serde_json::Value;
@@ -171,6 +172,24 @@ pub trait LayerHooks: Send + Sync {
     /// model path; they belong in the adapter file beside the trained parameters.
     fn buffers(&self) -> Result<Vec<(String, Tensor)>> {
         Ok(vec![])
+    }
+
+    // ---- ONNX lowering: each mirrors the forward hook of the same name (identity by default) ----
+
+    fn lower_site(&self, _b: &mut dyn GraphBuilder, _site: Site, _input: &str, output: String) -> Result<String> {
+        Ok(output)
+    }
+
+    fn lower_after_attention(&self, _b: &mut dyn GraphBuilder, _attn: Attn, y: String) -> Result<String> {
+        Ok(y)
+    }
+
+    fn lower_beside_ffn(&self, _b: &mut dyn GraphBuilder, _x: &str) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    fn lower_after_ffn(&self, _b: &mut dyn GraphBuilder, y: String) -> Result<String> {
+        Ok(y)
     }
 
     /// The site's map with the method folded in, for methods whose effect there is linear (LoRA, SSF, FacT).
@@ -341,6 +360,13 @@ impl Bottleneck {
 
     pub fn num_params(dim: usize, mid: usize, up_bias: bool) -> usize {
         dim * mid + mid + mid * dim + if up_bias { dim } else { 0 }
+    }
+
+    pub fn lower(&self, b: &mut dyn GraphBuilder, x: &str, gelu: bool, hint: &str) -> Result<String> {
+        let lin = |l: &candle_nn::Linear| (l.weight().clone(), l.bias().cloned());
+        let h = crate::backbone::layers::lower_linear(b, x, &lin(&self.down), &format!("{hint}.down"))?;
+        let h = b.op(if gelu { "Gelu" } else { "Relu" }, &[&h], vec![])?;
+        crate::backbone::layers::lower_linear(b, &h, &lin(&self.up), &format!("{hint}.up"))
     }
 
     /// With ReLU (AdaptFormer, Houlsby) or GELU (MoE experts) in the middle.

@@ -2,6 +2,7 @@
 //! parallel to the FFN, on its normalised input, summed. Unlike AdaptIR's heterogeneous experts they all
 //! have the same structure: `up(gelu(down(x)))`, down with bias, up without, up zero-initialised.
 //! Default 4 experts of bottleneck 6: 24 x 4 x 6,918 = 664,128 parameters on ipt-base (paper: 667K).
+use adaptir_ops::graph::GraphBuilder;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,18 @@ pub struct Moe(MoeConfig);
 struct MoeHooks(Vec<Bottleneck>);
 
 impl LayerHooks for MoeHooks {
+    fn lower_beside_ffn(&self, b: &mut dyn GraphBuilder, x: &str) -> Result<Option<String>> {
+        let mut sum: Option<String> = None;
+        for (k, e) in self.0.iter().enumerate() {
+            let y = e.lower(b, x, true, &format!("moe.experts.{k}"))?;
+            sum = Some(match sum {
+                Some(s) => b.op("Add", &[&s, &y], vec![])?,
+                None => y,
+            });
+        }
+        Ok(sum)
+    }
+
     fn beside_ffn(&self, x: &Tensor, _: bool) -> Result<Option<Tensor>> {
         let mut sum: Option<Tensor> = None;
         for e in &self.0 {

@@ -3,6 +3,7 @@
 //! paper draws them around those values; starting exactly there makes a fresh SSF the identity, like every
 //! other method here). It folds into the preceding map: `W' = diag(gamma) W`, `b' = gamma b + beta`.
 //! 373,248 parameters on ipt-base.
+use adaptir_ops::graph::GraphBuilder;
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
@@ -24,6 +25,14 @@ impl LayerHooks for SsfHooks {
             Some((g, b)) => output.broadcast_mul(g)?.broadcast_add(b),
             None => Ok(output),
         }
+    }
+
+    fn lower_site(&self, b: &mut dyn GraphBuilder, site: Site, _: &str, output: String) -> Result<String> {
+        let Some((g, sh)) = self.find(site) else { return Ok(output) };
+        let g = b.constant("ssf_scale", g)?;
+        let sh = b.constant("ssf_shift", sh)?;
+        let y = b.op("Mul", &[&output, &g], vec![])?;
+        b.op("Add", &[&y, &sh], vec![])
     }
 
     fn merge(&self, site: Site, map: &Linear) -> Result<Option<Linear>> {

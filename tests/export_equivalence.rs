@@ -1,0 +1,148 @@
+//! The lowered graph, run by ONNX Runtime, computes what the candle model computes: the official IPT + AdaptIR
+//! fixture against torch's output, every method of the zoo against candle, and the FFT edge cases against the
+//! fixture, with both FFT lowerings and with functions inlined or not.
+mod common;
+
+use adaptir::compile::builder::Builder;
+use adaptir::compile::ir::{Dim, ElemType, ValueInfo};
+use adaptir::compile::lower::{lower, LowerOptions};
+use adaptir::compile::onnx::to_bytes;
+use adaptir::runtime::{RunOptions, Session};
+use adaptir::tolerance::{F32_REASSOCIATION_REL, FFT_EDGES_PORTABLE_ABS, MODEL_PARITY_ABS};
+use adaptir_ops::graph::{FftLowering, GraphBuilder};
+use candle_core::{DType, Device, IndexOp, Tensor};
+use common::*;
+
+fn run(g: &adaptir::compile::ir::Graph, inputs: &[(&str, Tensor)]) -> Vec<(String, Tensor)> {
+    let bytes = to_bytes(g, "test").unwrap();
+    let mut s = Session::from_memory(&bytes, std::path::Path::new("test.onnx"), &RunOptions::default()).unwrap();
+    s.run(inputs).unwrap()
+}
+
+const LOWERINGS: &[LowerOptions] = &[
+    LowerOptions { fft: FftLowering::MatMul, inline_functions: false },
+    LowerOptions { fft: FftLowering::MatMul, inline_functions: true },
+    LowerOptions { fft: FftLowering::Dft, inline_functions: false },
+];
+
+#[test]
+fn official_ipt_adaptir_through_onnx_runtime() {
+    let config = adaptir::backbone::IptConfig::from_json_file(&fixture("ipt_small.json")).unwrap();
+    let (model, _) =
+        adaptir::forward::load_ipt(&fixture("parity/ipt_small_adaptir/weights.safetensors"), &config, &Device::Cpu)
+            .unwrap();
+    let io = load("parity/ipt_small_adaptir/io.safetensors");
+    for opts in LOWERINGS {
+        for task in [2usize, 4] {
+            let g = lower(&model, task, *opts).unwrap();
+            let out = run(&g, &[("input", io["x"].clone())]);
+            let want = &io[&format!("task{task}.y")];
+            let err = max_abs_diff(&out[0].1, want);
+            eprintln!("{opts:?} task {task}: ORT vs official {err:.3e}");
+            assert!(err <= MODEL_PARITY_ABS, "{opts:?} task {task}: {err:e}");
+        }
+    }
+}
+
+/// The frequency branch alone on the crafted spectra of `adaptir_fft_edges`: the portable channels within
+/// `FFT_EDGES_PORTABLE_ABS` of torch, as in candle.
+#[test]
+fn fft_edges_through_onnx_runtime() {
+    let io = load("parity/adaptir_fft_edges/io.safetensors");
+    for (weights, dim, layout, case) in [
+        ("weights.safetensors", 192, adaptir::peft::Layout::Ipt, "ipt_x0_injected_n2"),
+        ("weights_edt.safetensors", 180, adaptir::peft::Layout::Edt, "edt_x0_injected_h24w48_n1"),
+    ] {
+        let sd = adaptir::params::StateDict::load(&fixture(&format!("parity/adaptir_fft_edges/{weights}"))).unwrap();
+        let strict = adaptir::params::Strict::new(sd);
+        let m = adaptir::peft::AdaptIr::new(
+            strict.var_builder(DType::F32, &Device::Cpu),
+            adaptir::peft::AdaptIrConfig::official(dim, layout),
+        )
+        .unwrap();
+        let x0 = &io[&format!("{case}.inter.x0")];
+        let (n, h, hh, ww) = x0.dims4().unwrap();
+        let ours_candle = m.frequency_branch(x0).unwrap();
+        for opts in LOWERINGS {
+            let mut b = Builder::new("freq", opts.fft, opts.inline_functions);
+            let y = m.lower_frequency_branch(&mut b, "x0", (hh, ww), "adaptir").unwrap();
+            let y = b.op("Identity", &[&y], vec![]).unwrap();
+            let mut g = b.finish();
+            let fixed = |v: usize| Dim::Fixed(v);
+            g.inputs = vec![ValueInfo {
+                name: "x0".into(),
+                elem: ElemType::F32,
+                shape: vec![fixed(n), fixed(h), fixed(hh), fixed(ww)],
+            }];
+            g.outputs =
+                vec![ValueInfo { name: y, elem: ElemType::F32, shape: vec![fixed(n), fixed(h), fixed(hh), fixed(ww)] }];
+            let out = run(&g, &[("x0", x0.clone())]);
+            let ort = &out[0].1;
+            // Same convention as candle everywhere (portable or not), and torch's on the portable channels.
+            let d = max_abs_diff(ort, &ours_candle);
+            eprintln!("{case} {opts:?}: ORT vs candle {d:.3e}");
+            assert!(d <= FFT_EDGES_PORTABLE_ABS, "{case} {opts:?}: ORT vs candle {d:e}");
+            let torch = &io[&format!("{case}.inter.global")];
+            for (s, c) in portable_channels(case) {
+                let e = max_abs_diff(&ort.i((s, c)).unwrap(), &torch.i((s, c)).unwrap());
+                assert!(e <= FFT_EDGES_PORTABLE_ABS, "{case} {opts:?} [{s},{c}]: {e:e}");
+            }
+        }
+    }
+}
+
+fn portable_channels(case: &str) -> Vec<(usize, usize)> {
+    let text = std::fs::read_to_string(fixture("parity/adaptir_fft_edges/config.json")).unwrap();
+    let cfg: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let case = cfg["cases"].as_array().unwrap().iter().find(|c| c["name"] == case).unwrap();
+    case["portability_vs_clean_convention"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["portable"].as_bool().unwrap())
+        .map(|c| (c["sample"].as_u64().unwrap() as usize, c["channel"].as_u64().unwrap() as usize))
+        .collect()
+}
+
+/// Every method of the zoo, perturbed so that it acts, lowered and run by ORT against candle.
+#[test]
+fn every_method_through_onnx_runtime() {
+    use adaptir::backbone::{Ipt, IptConfig};
+    use adaptir::params::{StateDict, Strict};
+    use adaptir::peft::{method, MethodModules, METHODS};
+    let config = IptConfig { num_tasks: 2, scales: vec![2, 1], ..IptConfig::new(24, 4, 1) };
+    let host = config.host_dims();
+    let vm = candle_nn::VarMap::new();
+    Ipt::fresh(&vm, &config, MethodModules::none(&host), &Device::Cpu).unwrap();
+    let frozen = |vm: &candle_nn::VarMap| StateDict {
+        path: "t".into(),
+        tensors: vm
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().detach().copy().unwrap()))
+            .collect(),
+    };
+    let sd = frozen(&vm);
+    let x = Tensor::rand(0f32, 1.0, (2, 3, 48, 48), &Device::Cpu).unwrap();
+    for entry in METHODS {
+        let m = method(entry.name, &serde_json::Value::Null, &host).unwrap();
+        let mvm = candle_nn::VarMap::new();
+        m.build(candle_nn::VarBuilder::from_varmap(&mvm, DType::F32, &Device::Cpu), &host).unwrap();
+        for var in mvm.all_vars().into_iter().filter(|v| v.dtype().is_float()) {
+            var.set(&(var.as_tensor() + var.as_tensor().randn_like(0.0, 0.05).unwrap()).unwrap()).unwrap();
+        }
+        let msd = Strict::new(frozen(&mvm));
+        let modules = m.build(msd.var_builder(DType::F32, &Device::Cpu), &host).unwrap();
+        let model = Ipt::new(Strict::new(sd.clone()).var_builder(DType::F32, &Device::Cpu), &config, modules).unwrap();
+        for task in 0..2 {
+            let want = model.forward(&x, task, false).unwrap();
+            let g = lower(&model, task, LowerOptions::default()).unwrap();
+            let got = &run(&g, &[("input", x.clone())])[0].1;
+            let (d, scale) = (max_abs_diff(got, &want), max_abs(&want));
+            eprintln!("{} task {task}: ORT vs candle {d:.3e} (max |y| {scale:.3})", entry.name);
+            assert!(d <= F32_REASSOCIATION_REL * scale, "{} task {task}: {d:e}", entry.name);
+        }
+    }
+}
