@@ -29,6 +29,16 @@ fn init(g: &adaptir::compile::ir::Graph, name: &str) -> Tensor {
     }
 }
 
+#[test]
+fn from_graph_runs_without_a_file() {
+    let g = mlp();
+    let mut s = Session::from_graph(&g, &opts()).unwrap_or_else(|e| panic!("{e}"));
+    let x = tensor(&[2, 4], 7);
+    let out = s.run(&[("input", x.clone())]).unwrap();
+    let reference = x.matmul(&init(&g, "w")).unwrap().broadcast_add(&init(&g, "b")).unwrap().relu().unwrap();
+    check("from_graph", &out[0].1, &reference);
+}
+
 fn run_one(path: &Path, input: &Tensor) -> Tensor {
     let mut s = Session::new(path, &opts()).unwrap_or_else(|e| panic!("{e}"));
     let mut out = s.run(&[("input", input.clone())]).unwrap_or_else(|e| panic!("{e}"));

@@ -170,6 +170,13 @@ impl Session {
         Self::from_memory(&bytes, path, opts)
     }
 
+    /// Write `g` to ONNX in memory (`compile::onnx::to_bytes`) and load it: for running a graph before and after
+    /// a pass. `g.name` (with `.onnx`) names it in errors.
+    pub fn from_graph(g: &crate::compile::ir::Graph, opts: &RunOptions) -> Result<Session> {
+        let bytes = crate::compile::onnx::to_bytes(g, env!("CARGO_PKG_VERSION"))?;
+        Self::from_memory(&bytes, Path::new(&format!("{}.onnx", g.name)), opts)
+    }
+
     /// Load a model from its bytes; `name` names it in errors.
     pub fn from_memory(bytes: &[u8], name: &Path, opts: &RunOptions) -> Result<Session> {
         let placements: Placements = Arc::default();
