@@ -17,6 +17,38 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Compile backbone + adapter for its task into an ONNX file (or the backbone alone with --task).
+    Export {
+        /// Adapter file; the output defaults to its stem with `.onnx`.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+        /// Backbone weights (default: models/<adapter's backbone>/backbone.safetensors, else models/ipt-tiny/).
+        #[arg(long)]
+        backbone: Option<PathBuf>,
+        /// Backbone config JSON (default: the adapter's record, the backbone's metadata, or config.json beside it).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Task name or index, for the backbone alone (default: the adapter's task).
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// FFT lowering: `matmul` (constant DFT bases, every execution provider) or `dft` (the ONNX DFT op).
+        #[arg(long, default_value = "matmul")]
+        fft: String,
+        /// Flatten the ai.adaptir functions into plain nodes.
+        #[arg(long)]
+        inline_functions: bool,
+        /// Half-precision weights and compute (f32 input and output).
+        #[arg(long)]
+        fp16: bool,
+        /// Skip the folding passes.
+        #[arg(long)]
+        no_passes: bool,
+        /// Also write seeded inputs and the candle reference outputs (tensors `input`, `output`) here.
+        #[arg(long)]
+        golden: Option<PathBuf>,
+    },
     /// List the PETL methods with their trainable parameters on a backbone preset.
     Methods {
         /// Backbone preset (ipt-base is the released IPT).
@@ -89,6 +121,118 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train a PETL method on a frozen backbone for one task; writes an adapter file (see docs/training.md).
+    Train {
+        /// adaptir, lora, adapter, adaptformer, ssf, vpt, fact, moe or full.
+        #[arg(long)]
+        method: String,
+        /// The method's JSON configuration (default: its defaults).
+        #[arg(long)]
+        method_config: Option<String>,
+        /// sr2, sr3, sr4, derain, denoise30, denoise50, lr4-noise30, lr4-jpeg30, lowlight or realnoise.
+        #[arg(long)]
+        task: String,
+        /// Folder of clean photos (the degraded inputs are synthesised).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Folder of real pairs: clean/ plus one folder of degraded images (realnoise).
+        #[arg(long)]
+        pairs: Option<PathBuf>,
+        /// The frozen backbone (.safetensors written by `pretrain`, or any official-key state dict with --preset).
+        #[arg(long)]
+        backbone: PathBuf,
+        #[arg(long)]
+        preset: Option<String>,
+        #[arg(long)]
+        steps: usize,
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        #[arg(long, default_value_t = 48)]
+        patch: usize,
+        #[arg(long, default_value_t = 1e-4)]
+        lr: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Adapter file to write; the checkpoint is X.ckpt.safetensors and the curve X.curve.png beside it.
+        #[arg(long)]
+        out: PathBuf,
+        /// Continue from the checkpoint beside --out (bit-identical to an uninterrupted run).
+        #[arg(long)]
+        resume: bool,
+        #[arg(long, default_value_t = 50)]
+        checkpoint_every: usize,
+        #[arg(long, default_value_t = 50)]
+        eval_every: usize,
+        /// Stop after this many steps (checkpointed), as an interruption would.
+        #[arg(long)]
+        stop_after: Option<usize>,
+    },
+    /// Evaluate an adapter (or the backbone alone with --method pretrain) on whole images: PSNR / SSIM.
+    Eval {
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+        /// Backbone file (default with --adapter: backbone.safetensors beside it).
+        #[arg(long)]
+        backbone: Option<PathBuf>,
+        /// `pretrain`: evaluate the backbone without adapter.
+        #[arg(long)]
+        method: Option<String>,
+        #[arg(long)]
+        preset: Option<String>,
+        /// Task (default with --adapter: the adapter's).
+        #[arg(long)]
+        task: Option<String>,
+        /// Folder of clean images (degraded inputs synthesised with --seed per file).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Folder of real pairs (clean/ and a degraded folder).
+        #[arg(long)]
+        pairs: Option<PathBuf>,
+        /// Print JSON: {"task", "psnr", "ssim", "images": [...], ...}.
+        #[arg(long)]
+        json: bool,
+        /// Write input | output | target side by side, one PNG per image, to this folder.
+        #[arg(long)]
+        save_images: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Only the first N images by name.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Pre-train an IPT backbone from scratch on clean photos, all tasks (see docs/training.md).
+    Pretrain {
+        /// Backbone size preset (ipt-tiny is the shipped default).
+        #[arg(long, default_value = "ipt-tiny")]
+        preset: String,
+        /// Folder of clean training photos.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        steps: usize,
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        #[arg(long, default_value_t = 2e-4)]
+        lr: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output backbone (.safetensors); the checkpoint is X.ckpt.safetensors beside it.
+        #[arg(long, default_value = "backbone.safetensors")]
+        out: PathBuf,
+        /// Continue from the checkpoint beside --out.
+        #[arg(long)]
+        resume: bool,
+        #[arg(long, default_value_t = 50)]
+        checkpoint_every: usize,
+        #[arg(long, default_value_t = 100)]
+        eval_every: usize,
+        /// Stop after this many steps (checkpointed), as an interruption would.
+        #[arg(long)]
+        stop_after: Option<usize>,
+        /// Instead of training: write the backbone of the checkpoint beside --out (an unfinished run) to --out.
+        #[arg(long)]
+        export_checkpoint: bool,
+    },
 }
 
 /// Everything a command prints goes to `out`, written once at the end (a closed pipe is not an error).
@@ -101,6 +245,46 @@ macro_rules! out {
 
 fn run(cli: Cli, out: &mut String) -> adaptir::Result<()> {
     match cli.command {
+        Command::Export { adapter, backbone, config, task, output, fft, inline_functions, fp16, no_passes, golden } => {
+            let fft = match fft.as_str() {
+                "matmul" => adaptir_ops::graph::FftLowering::MatMul,
+                "dft" => adaptir_ops::graph::FftLowering::Dft,
+                other => {
+                    return Err(adaptir::Error::invalid(format!("--fft: expected `matmul` or `dft`, found `{other}`")))
+                }
+            };
+            let r = adaptir::compile::export::export(&adaptir::compile::export::ExportArgs {
+                adapter: adapter.as_deref(),
+                backbone: backbone.as_deref(),
+                config: config.as_deref(),
+                task: task.as_deref(),
+                output: output.as_deref(),
+                fft,
+                inline_functions,
+                fp16,
+                no_passes,
+                golden: golden.as_deref(),
+            })?;
+            let total: usize = r.op_counts.values().sum();
+            outln!(
+                out,
+                "wrote {} ({:.1} KiB, sha256 {}) in {:.2} s",
+                r.output.display(),
+                r.bytes as f64 / 1024.0,
+                r.sha256,
+                r.seconds
+            );
+            let ops: Vec<String> = r.op_counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            outln!(out, "{total} nodes: {}", ops.join(", "));
+            let applied: Vec<String> =
+                r.passes.iter().filter(|(_, n)| *n > 0).map(|(k, n)| format!("{k} x{n}")).collect();
+            if !applied.is_empty() {
+                outln!(out, "passes: {}", applied.join(", "));
+            }
+            if let Some(g) = r.golden {
+                outln!(out, "golden input/output: {}", g.display());
+            }
+        }
         Command::Methods { backbone, json } => {
             let config = adaptir::backbone::IptConfig::preset(&backbone)?;
             let rows = adaptir::methods::table(&config)?;
@@ -156,6 +340,130 @@ fn run(cli: Cli, out: &mut String) -> adaptir::Result<()> {
             outln!(out, "{task}: wrote {} image(s) to {}", written.len(), output.display());
         }
         Command::Metrics { a, b, y, crop, json } => outln!(out, "{}", adaptir::metrics::cli(&a, &b, y, crop, json)?),
+        Command::Train {
+            method,
+            method_config,
+            task,
+            data,
+            pairs,
+            backbone,
+            preset,
+            steps,
+            batch,
+            patch,
+            lr,
+            seed,
+            out: path,
+            resume,
+            checkpoint_every,
+            eval_every,
+            stop_after,
+        } => {
+            let method_config = match method_config {
+                Some(s) => Some(
+                    serde_json::from_str(&s)
+                        .map_err(|e| adaptir::Error::invalid(format!("--method-config is not JSON: {e}")))?,
+                ),
+                None => None,
+            };
+            let r = adaptir::train::adapt::train(&adaptir::train::adapt::TrainArgs {
+                method,
+                method_config,
+                task,
+                data,
+                pairs,
+                backbone,
+                preset,
+                steps,
+                batch,
+                patch,
+                lr,
+                seed,
+                out: path.clone(),
+                resume,
+                checkpoint_every,
+                eval_every,
+                stop_after,
+                quiet: false,
+            })?;
+            outln!(
+                out,
+                "{} {} steps of {steps} in {:.1} s ({} trainable parameters), loss {}, held-out PSNR {}; checkpoint {}",
+                if r.finished { "finished:" } else { "stopped:" },
+                r.steps,
+                r.seconds,
+                r.trainable,
+                r.final_loss.map(|l| format!("{l:.5}")).unwrap_or_else(|| "-".into()),
+                r.final_psnr.map(|p| format!("{p:.2} dB")).unwrap_or_else(|| "-".into()),
+                r.checkpoint.display()
+            );
+            if r.finished {
+                outln!(out, "wrote {}", path.display());
+            }
+        }
+        Command::Eval { adapter, backbone, method, preset, task, data, pairs, json, save_images, seed, limit } => {
+            let r = adaptir::train::eval::eval(&adaptir::train::eval::EvalArgs {
+                adapter,
+                backbone,
+                method,
+                preset,
+                task,
+                data,
+                pairs,
+                save_images,
+                seed,
+                limit,
+            })?;
+            outln!(out, "{}", r.render(json));
+        }
+        Command::Pretrain {
+            preset,
+            data,
+            steps,
+            batch,
+            lr,
+            seed,
+            out: path,
+            resume,
+            checkpoint_every,
+            eval_every,
+            stop_after,
+            export_checkpoint,
+        } => {
+            if export_checkpoint {
+                let ckpt = adaptir::train::checkpoint_path(&path);
+                let step = adaptir::train::pretrain::backbone_from_checkpoint(&ckpt, &path)?;
+                outln!(out, "wrote the backbone of {} (step {step}) to {}", ckpt.display(), path.display());
+                return Ok(());
+            }
+            let r = adaptir::train::pretrain::pretrain(&adaptir::train::pretrain::PretrainArgs {
+                preset,
+                data,
+                steps,
+                batch,
+                lr,
+                seed,
+                out: path.clone(),
+                resume,
+                checkpoint_every,
+                eval_every,
+                stop_after,
+                quiet: false,
+            })?;
+            outln!(
+                out,
+                "{} {} steps of {steps} in {:.1} s ({} parameters), held-out PSNR {}; checkpoint {}",
+                if r.finished { "finished:" } else { "stopped:" },
+                r.steps,
+                r.seconds,
+                r.params,
+                r.final_psnr.map(|p| format!("{p:.2} dB")).unwrap_or_else(|| "-".into()),
+                r.checkpoint.display()
+            );
+            if r.finished {
+                outln!(out, "wrote {}", path.display());
+            }
+        }
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The compiler: lower (backbone, method, task) into a graph IR, run folding passes, write ONNX.
 pub mod builder;
+pub mod export;
 pub mod ir;
 pub mod lower;
 pub mod onnx;

@@ -27,3 +27,51 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 pub fn abs_diff(a: &Tensor, b: &Tensor) -> Tensor {
     (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap()).unwrap().abs().unwrap()
 }
+
+/// A small random IPT backbone (all six official tasks) on disk, with its config JSON beside it, made once
+/// per test process in `dir`.
+pub fn small_backbone_files(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    use adaptir::backbone::{Ipt, IptConfig};
+    let (w, c) = (dir.join("backbone.safetensors"), dir.join("config.json"));
+    let config = IptConfig::new(24, 4, 1);
+    let vm = candle_nn::VarMap::new();
+    Ipt::fresh(&vm, &config, adaptir::peft::MethodModules::none(&config.host_dims()), &Device::Cpu).unwrap();
+    let tensors: HashMap<String, Tensor> =
+        vm.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect();
+    let tmp = dir.join("backbone.tmp");
+    candle_core::safetensors::save(&tensors, &tmp).unwrap();
+    std::fs::rename(&tmp, &w).unwrap();
+    std::fs::write(&c, serde_json::to_string(&config).unwrap()).unwrap();
+    (w, c)
+}
+
+/// A perturbed adapter of `method` for the backbone at `backbone`, written as an adapter file at `path`.
+pub fn write_adapter(method_name: &str, task: &str, backbone: &std::path::Path, path: &std::path::Path) {
+    use adaptir::peft::file::{method_tensors, sha256_file, AdapterFile, AdapterMeta};
+    let config = adaptir::backbone::IptConfig::new(24, 4, 1);
+    let host = config.host_dims();
+    let m = adaptir::peft::method(method_name, &serde_json::Value::Null, &host).unwrap();
+    let vm = candle_nn::VarMap::new();
+    let modules = m.build(candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), &host).unwrap();
+    for var in vm.all_vars().into_iter().filter(|v| v.dtype().is_float()) {
+        var.set(&(var.as_tensor() + var.as_tensor().randn_like(0.0, 0.05).unwrap()).unwrap()).unwrap();
+    }
+    let meta = AdapterMeta {
+        method: method_name.into(),
+        method_config: m.config(),
+        task: task.into(),
+        backbone: "test-backbone".into(),
+        backbone_sha256: sha256_file(backbone).unwrap(),
+        backbone_config: config,
+        training: serde_json::json!({"steps": 0, "note": "perturbed for a test"}),
+    };
+    AdapterFile::save(path, &meta, &method_tensors(&vm, &modules).unwrap()).unwrap();
+}
+
+/// Run the `adaptir` binary: (exit code, stdout, stderr); fails the test on a panic.
+pub fn adaptir_cli(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_adaptir")).args(args).output().unwrap();
+    let (o, e) = (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
+    assert!(!e.contains("panicked"), "{e}");
+    (out.status.code().unwrap_or(-1), o, e)
+}

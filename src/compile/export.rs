@@ -1,0 +1,209 @@
+//! `adaptir export`: backbone + adapter (or the backbone alone) for one task -> an ONNX file that every
+//! execution provider runs, with metadata saying what it is, and optionally golden input/output tensors.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use adaptir_ops::graph::FftLowering;
+use candle_core::{DType, Device, Tensor};
+use rand::{Rng, SeedableRng};
+
+use super::ir::{Data, ElemType, Graph, Node};
+use super::lower::{lower, LowerOptions};
+use super::passes::optimize;
+use crate::backbone::config::task_index;
+use crate::backbone::{Ipt, IptConfig};
+use crate::error::{Error, Result};
+use crate::params::{StateDict, Strict};
+use crate::peft::file::{sha256_file, AdapterFile};
+use crate::peft::MethodModules;
+
+/// Where the shipped default backbone lives, relative to the working directory.
+pub const DEFAULT_BACKBONE: &str = "models/ipt-tiny/backbone.safetensors";
+
+pub struct ExportArgs<'a> {
+    pub adapter: Option<&'a Path>,
+    pub backbone: Option<&'a Path>,
+    /// Backbone config JSON; otherwise the adapter's record, the backbone file's metadata, or `config.json`
+    /// beside it.
+    pub config: Option<&'a Path>,
+    /// Task name (`derain`, `sr4`, ...) or index; required without an adapter.
+    pub task: Option<&'a str>,
+    pub output: Option<&'a Path>,
+    pub fft: FftLowering,
+    pub inline_functions: bool,
+    pub fp16: bool,
+    /// Skip the folding passes (for debugging; the result computes the same).
+    pub no_passes: bool,
+    pub golden: Option<&'a Path>,
+}
+
+pub struct ExportReport {
+    pub output: PathBuf,
+    pub op_counts: BTreeMap<String, usize>,
+    pub bytes: usize,
+    pub sha256: String,
+    pub seconds: f64,
+    pub passes: Vec<(&'static str, usize)>,
+    pub golden: Option<PathBuf>,
+}
+
+/// The config of a backbone file: in its safetensors metadata (`config`) or in `config.json` beside it.
+pub fn backbone_config(backbone: &Path) -> Result<IptConfig> {
+    if let Ok(bytes) = std::fs::read(backbone) {
+        if let Ok((_, header)) = safetensors::SafeTensors::read_metadata(&bytes) {
+            if let Some(json) = header.metadata().as_ref().and_then(|m| m.get("config")) {
+                let cfg: IptConfig = serde_json::from_str(json)
+                    .map_err(|e| Error::file(backbone, format!("metadata `config` is not an IPT config: {e}")))?;
+                cfg.validate().map_err(|m| Error::file(backbone, m))?;
+                return Ok(cfg);
+            }
+        }
+    }
+    let beside = backbone.with_file_name("config.json");
+    if beside.exists() {
+        return IptConfig::from_json_file(&beside);
+    }
+    Err(Error::file(
+        backbone,
+        "no model config: expected a `config` entry in its metadata or a config.json beside it (or pass --config)",
+    ))
+}
+
+/// Seeded golden inputs (N = 2, uniform in [0, 1)).
+fn golden_input(config: &IptConfig) -> Result<Tensor> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(20261128);
+    let p = config.patch_size;
+    let v: Vec<f32> = (0..2 * 3 * p * p).map(|_| rng.random::<f32>()).collect();
+    Ok(Tensor::from_vec(v, (2, 3, p, p), &Device::Cpu)?)
+}
+
+/// Convert the graph to half precision: f32 initialisers become f16, the input is cast after it and the output
+/// before it (the model keeps an f32 interface); the FFT functions compute in f64 whatever their inputs.
+fn to_fp16(g: &mut Graph) {
+    for c in g.initializers.values_mut() {
+        if let Data::F32(v) = &c.data {
+            c.data = Data::F16(v.iter().map(|x| half::f16::from_f32(*x).to_bits()).collect());
+        }
+    }
+    let cast = |name: &str, input: &str, output: &str, to: ElemType| Node {
+        name: name.into(),
+        op: "Cast".into(),
+        domain: String::new(),
+        inputs: vec![input.into()],
+        outputs: vec![output.into()],
+        attrs: [("to".to_string(), super::ir::Attr::Int(to.onnx_code() as i64))].into_iter().collect(),
+    };
+    for n in g.nodes.iter_mut() {
+        for i in n.inputs.iter_mut().filter(|i| *i == "input") {
+            *i = "input.f16".into();
+        }
+        for o in n.outputs.iter_mut().filter(|o| *o == "output") {
+            *o = "output.f16".into();
+        }
+    }
+    g.nodes.insert(0, cast("input/Cast_f16", "input", "input.f16", ElemType::F16));
+    g.nodes.push(cast("output/Cast_f32", "output.f16", "output", ElemType::F32));
+}
+
+pub fn export(args: &ExportArgs) -> Result<ExportReport> {
+    let start = Instant::now();
+    let adapter = args.adapter.map(AdapterFile::load).transpose()?;
+    let backbone: PathBuf = match (args.backbone, &adapter) {
+        (Some(b), _) => b.to_path_buf(),
+        (None, Some(a)) => PathBuf::from(format!("models/{}/backbone.safetensors", a.meta.backbone)),
+        (None, None) => PathBuf::from(DEFAULT_BACKBONE),
+    };
+    if !backbone.exists() {
+        return Err(Error::file(&backbone, "backbone not found: pass --backbone PATH"));
+    }
+    let config = match (args.config, &adapter) {
+        (Some(c), _) => IptConfig::from_json_file(c)?,
+        (None, Some(a)) => a.meta.backbone_config.clone(),
+        (None, None) => backbone_config(&backbone)?,
+    };
+    let task_name = match (args.task, &adapter) {
+        (Some(t), _) => t.to_string(),
+        (None, Some(a)) => a.meta.task.clone(),
+        (None, None) => return Err(Error::invalid("--task is required when exporting the backbone alone")),
+    };
+    let task = match task_name.parse::<usize>() {
+        Ok(i) => i,
+        Err(_) => task_index(&task_name).ok_or_else(|| {
+            Error::invalid(format!("unknown task `{task_name}`: expected a task index or one of sr2, sr3, sr4, lr4-noise30, lr4-jpeg30, derain, denoise30, realnoise, denoise50, lowlight"))
+        })?,
+    };
+    if task >= config.num_tasks {
+        return Err(Error::invalid(format!(
+            "task {task_name} (index {task}) has no head: the backbone has {} tasks",
+            config.num_tasks
+        )));
+    }
+    let output = match (args.output, args.adapter) {
+        (Some(o), _) => o.to_path_buf(),
+        (None, Some(a)) => {
+            PathBuf::from(a.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()))
+                .with_extension("onnx")
+        }
+        (None, None) => return Err(Error::invalid("-o OUT.onnx is required when exporting the backbone alone")),
+    };
+
+    // The model, checked as `forward` checks it.
+    let device = Device::Cpu;
+    let strict = Strict::new(StateDict::load(&backbone)?);
+    let (modules, method) = match &adapter {
+        Some(a) => {
+            a.check_backbone(&backbone, &config)?;
+            (a.modules(DType::F32, &device)?, a.meta.method.clone())
+        }
+        None => (MethodModules::none(&config.host_dims()), "pretrain".to_string()),
+    };
+    let model = Ipt::new(strict.var_builder(DType::F32, &device), &config, modules);
+    strict.finish()?;
+    let model = model.map_err(|e| Error::file(&backbone, e.to_string()))?;
+
+    let mut graph = lower(&model, task, LowerOptions { fft: args.fft, inline_functions: args.inline_functions })?;
+    let passes = if args.no_passes { vec![] } else { optimize(&mut graph)? };
+    if args.fp16 {
+        to_fp16(&mut graph);
+    }
+    let backbone_name = adapter.as_ref().map(|a| a.meta.backbone.clone()).unwrap_or_else(|| {
+        backbone.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    });
+    let md = &mut graph.metadata;
+    md.insert("tool".into(), "adaptir".into());
+    md.insert("tool_version".into(), env!("CARGO_PKG_VERSION").into());
+    md.insert("method".into(), method);
+    md.insert("task".into(), task_name.clone());
+    md.insert("task_index".into(), task.to_string());
+    md.insert("backbone".into(), backbone_name);
+    md.insert("backbone_sha256".into(), sha256_file(&backbone)?);
+    md.insert("backbone_config".into(), serde_json::to_string(&config).unwrap_or_default());
+    md.insert("fft".into(), format!("{:?}", args.fft).to_lowercase());
+    md.insert("precision".into(), if args.fp16 { "fp16" } else { "fp32" }.into());
+    if let (Some(a), Some(path)) = (&adapter, args.adapter) {
+        md.insert("adapter".into(), path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        md.insert("adapter_sha256".into(), sha256_file(&a.path)?);
+    }
+    super::onnx::write(&graph, &output)?;
+
+    let golden = match args.golden {
+        Some(path) => {
+            let x = golden_input(&config)?;
+            let y = model.forward(&x, task, false)?;
+            crate::forward::write_safetensors(path, &[("input", x), ("output", y)])?;
+            Some(path.to_path_buf())
+        }
+        None => None,
+    };
+    let bytes = std::fs::metadata(&output).map(|m| m.len() as usize).unwrap_or(0);
+    Ok(ExportReport {
+        sha256: sha256_file(&output)?,
+        output,
+        op_counts: graph.op_counts(),
+        bytes,
+        seconds: start.elapsed().as_secs_f64(),
+        passes,
+        golden,
+    })
+}
