@@ -16,3 +16,5 @@ pub use adaptir_ops::tolerance;
 pub use error::{Error, Result};
 pub mod data;
 pub mod metrics;
+pub mod restore;
+pub mod train;

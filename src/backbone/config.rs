@@ -90,6 +90,8 @@ impl IptConfig {
         match name {
             "ipt-base" => Ok(Self::new(64, 12, 12)),
             "ipt-small" => Ok(Self::new(22, 6, 1)),
+            // The default backbone pre-trained here (docs/training.md: why this size).
+            "ipt-tiny" => Ok(Self::new(24, 6, 1)),
             other => Err(Error::invalid(format!(
                 "unknown backbone preset `{other}`: expected one of {}",
                 PRESETS.join(", ")
@@ -175,4 +177,4 @@ impl IptConfig {
     }
 }
 
-pub const PRESETS: &[&str] = &["ipt-base", "ipt-small"];
+pub const PRESETS: &[&str] = &["ipt-base", "ipt-small", "ipt-tiny"];

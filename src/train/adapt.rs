@@ -1,0 +1,224 @@
+//! `adaptir train`: a PETL method on a frozen pre-trained backbone (or the whole backbone for `full`), on
+//! synthesised degradations of clean photos or on real pairs; the result is an adapter file.
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use serde_json::{json, Value};
+
+use super::batch::{batch_tensors, Source};
+use super::checkpoint::{Checkpoint, History};
+use super::runner::{optimizer, restore_vars, run, trainable, RunSpec};
+use crate::backbone::Ipt;
+use crate::data::Image;
+use crate::error::{Error, Result};
+use crate::params::{StateDict, Strict};
+use crate::peft::file::{sha256_file, AdapterFile, AdapterMeta};
+
+/// Fixed validation patches drawn from the held-out image(s).
+pub const VAL_PATCHES: usize = 8;
+
+#[derive(Clone, Debug)]
+pub struct TrainArgs {
+    pub method: String,
+    /// The method's JSON configuration (`None`: its defaults).
+    pub method_config: Option<Value>,
+    pub task: String,
+    /// Clean photos (degradations synthesised).
+    pub data: Option<PathBuf>,
+    /// Real pairs: a folder with `clean/` and one degraded subfolder.
+    pub pairs: Option<PathBuf>,
+    pub backbone: PathBuf,
+    /// Backbone preset when the backbone file records no config.
+    pub preset: Option<String>,
+    pub steps: usize,
+    pub batch: usize,
+    pub patch: usize,
+    pub lr: f64,
+    pub seed: u64,
+    pub out: PathBuf,
+    pub resume: bool,
+    pub checkpoint_every: usize,
+    pub eval_every: usize,
+    pub stop_after: Option<usize>,
+    pub quiet: bool,
+}
+
+pub struct TrainReport {
+    pub steps: usize,
+    pub finished: bool,
+    pub seconds: f64,
+    pub trainable: usize,
+    pub final_loss: Option<f64>,
+    pub final_psnr: Option<f64>,
+    pub checkpoint: PathBuf,
+}
+
+/// Training and validation sources, and the names held out.
+fn sources(a: &TrainArgs, scale: usize, patch: usize) -> Result<(Source, Option<Source>, Vec<String>)> {
+    let synth = super::data_task(&a.task)?;
+    match (&a.pairs, &a.data, synth) {
+        (Some(p), _, _) => {
+            let mut all = super::batch::pair_list(p, scale, patch)?;
+            let val = if all.len() >= 2 { all.pop() } else { None };
+            let held = val.iter().map(|v| v.name.clone()).collect();
+            Ok((Source::Pairs(all, scale), val.map(|v| Source::Pairs(vec![v], scale)), held))
+        }
+        (None, Some(d), Some(_)) => {
+            let hold = super::held_out(d)?;
+            let train = Source::clean(d, patch * scale, &|s: &str| !hold.iter().any(|h| h == s))?;
+            let val = if hold.is_empty() {
+                None
+            } else {
+                Source::clean(d, patch * scale, &|s: &str| hold.iter().any(|h| h == s)).ok()
+            };
+            Ok((train, val, hold))
+        }
+        (None, _, None) => Err(Error::invalid(format!(
+            "--task {} trains on real pairs: give --pairs DIR (a folder with clean/ and noisy/)",
+            a.task
+        ))),
+        (None, None, Some(_)) => Err(Error::invalid("give --data DIR (clean photos) or --pairs DIR (real pairs)")),
+    }
+}
+
+pub fn train(a: &TrainArgs) -> Result<TrainReport> {
+    let config = super::backbone_config(&a.backbone, a.preset.as_deref())?;
+    let head = super::head_of(&a.task, &config)?;
+    let scale = config.scales[head];
+    if a.patch != config.patch_size {
+        return Err(Error::invalid(format!(
+            "--patch {}: IPT takes {p}x{p} inputs (its patch_size), so --patch must be {p}",
+            a.patch,
+            p = config.patch_size
+        )));
+    }
+    if a.steps == 0 || a.batch == 0 {
+        return Err(Error::invalid("--steps and --batch must be at least 1"));
+    }
+    let host = config.host_dims();
+    let method = crate::peft::method(&a.method, a.method_config.as_ref().unwrap_or(&Value::Null), &host)
+        .map_err(|m| Error::invalid(format!("--method: {m}")))?;
+    if method.name() == "pretrain" {
+        return Err(Error::invalid(
+            "--method pretrain trains nothing: it is the unadapted backbone (use it with eval)",
+        ));
+    }
+    let dev = super::device();
+    let synth = super::data_task(&a.task)?;
+    let (train, val, held) = sources(a, scale, a.patch)?;
+    let backbone_sha = sha256_file(&a.backbone)?;
+    let ckpt_path = super::checkpoint_path(&a.out);
+    let fingerprint = json!({
+        "command": "train", "method": method.name(), "method_config": method.config(), "task": a.task,
+        "backbone_sha256": backbone_sha, "config": config, "steps": a.steps, "batch": a.batch, "patch": a.patch,
+        "lr": a.lr, "seed": a.seed, "data": a.data.as_ref().map(|p| p.display().to_string()),
+        "pairs": a.pairs.as_ref().map(|p| p.display().to_string()),
+    });
+    let ckpt = if a.resume && ckpt_path.exists() { Some(Checkpoint::load(&ckpt_path, &fingerprint)?) } else { None };
+
+    // Validation patches, fixed for the run.
+    let task = synth.unwrap_or(crate::data::Task::Noise(0));
+    let vsrc = val.as_ref().unwrap_or(&train);
+    let vpairs = vsrc.batch(&task, VAL_PATCHES, a.patch, a.seed ^ 0x5a5a_5a5a, 0)?;
+    let (vx, _) = batch_tensors(&vpairs, &dev)?;
+    let vt: Vec<Image> = vpairs.into_iter().map(|p| p.target).collect();
+
+    let vm = VarMap::new();
+    let sd = StateDict::load(&a.backbone)?;
+    if method.trains_backbone() {
+        let mut data = vm.data().lock().map_err(|_| Error::invalid("VarMap lock poisoned"))?;
+        for (k, t) in &sd.tensors {
+            data.insert(k.clone(), Var::from_tensor(t)?);
+        }
+    }
+    if let Some(c) = &ckpt {
+        restore_vars(&vm, c)?;
+    }
+    let strict = Strict::new(sd);
+    let modules = method
+        .build(super::init::Seeded::var_builder(&vm, a.seed, &dev), &host)
+        .map_err(|e| Error::file(&a.backbone, e.to_string()))?;
+    let bb = if method.trains_backbone() {
+        VarBuilder::from_varmap(&vm, DType::F32, &dev)
+    } else {
+        strict.var_builder(DType::F32, &dev)
+    };
+    let model = Ipt::new(bb, &config, modules).map_err(|e| Error::file(&a.backbone, e.to_string()))?;
+    if !method.trains_backbone() {
+        strict.finish()?;
+    }
+    let vars = trainable(&vm, &|k: &str| !k.starts_with("sub_mean") && !k.starts_with("add_mean"))?;
+    let n_trainable: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
+    let mut opt = optimizer(vars, ckpt.as_ref())?;
+    let (start, history) = ckpt.map(|c| (c.step, c.history)).unwrap_or((0, History::default()));
+    let spec = RunSpec {
+        steps: a.steps,
+        lr: a.lr,
+        checkpoint: ckpt_path.clone(),
+        checkpoint_every: a.checkpoint_every,
+        eval_every: a.eval_every,
+        stop_after: a.stop_after,
+        fingerprint,
+        quiet: a.quiet,
+    };
+    let mut loss_at = |step: usize| -> Result<Tensor> {
+        let pairs = train.batch(&task, a.batch, a.patch, a.seed, step)?;
+        let (x, y) = batch_tensors(&pairs, &dev)?;
+        Ok((model.forward(&x, head, true)? - y)?.abs()?.mean_all()?)
+    };
+    let mut eval = || super::patch_psnr(&model, head, &vx, &vt);
+    let buffers = || Ok(model.method_buffers()?);
+    let out = run(&spec, &vm, &mut opt, start, history, &mut loss_at, &mut eval, &buffers)?;
+    let final_loss = out.history.losses().last().copied();
+    let final_psnr = out.history.psnrs().last().map(|p| p.1);
+    if out.finished {
+        let mut tensors: std::collections::BTreeMap<String, Tensor> = vm
+            .data()
+            .lock()
+            .map_err(|_| Error::invalid("VarMap lock poisoned"))?
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+            .collect();
+        for (k, t) in model.method_buffers()? {
+            tensors.insert(k, t.detach());
+        }
+        let meta = AdapterMeta {
+            method: method.name().to_string(),
+            method_config: method.config(),
+            task: a.task.clone(),
+            backbone: backbone_name(&a.backbone),
+            backbone_sha256: backbone_sha,
+            backbone_config: config.clone(),
+            training: json!({
+                "steps": out.step, "batch": a.batch, "patch": a.patch, "lr": a.lr, "seed": a.seed,
+                "optimizer": "AdamW(0.9, 0.999, eps 1e-8, wd 0.01), lr halved at 50/80/90/95%", "loss": "L1",
+                "data": a.data.as_ref().map(|p| p.display().to_string()),
+                "pairs": a.pairs.as_ref().map(|p| p.display().to_string()),
+                "held_out": held, "trainable_params": n_trainable,
+                "final_loss": final_loss.map(|l| format!("{l:.6}")),
+                "final_val_psnr": final_psnr.map(|p| format!("{p:.3}")),
+            }),
+        };
+        AdapterFile::save(&a.out, &meta, &tensors)?;
+        super::progress::write_curve(&super::curve_path(&a.out), &out.history.losses(), &out.history.psnrs())?;
+    }
+    Ok(TrainReport {
+        steps: out.step,
+        finished: out.finished,
+        seconds: out.seconds,
+        trainable: n_trainable,
+        final_loss,
+        final_psnr,
+        checkpoint: ckpt_path,
+    })
+}
+
+/// The name an adapter records for its backbone: the backbone file's folder and name (`ipt-tiny/backbone.safetensors`).
+pub fn backbone_name(p: &Path) -> String {
+    let file = p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    match p.parent().and_then(|d| d.file_name()) {
+        Some(d) => format!("{}/{file}", d.to_string_lossy()),
+        None => file,
+    }
+}

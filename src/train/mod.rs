@@ -1,0 +1,153 @@
+//! Training: `adaptir train` (a PETL method on a frozen backbone), `adaptir pretrain` (the multi-task IPT
+//! backbone from scratch), `adaptir eval`. See `docs/training.md`.
+//!
+//! - [`optim`]: AdamW with open state, and the step schedule.
+//! - [`checkpoint`]: atomic, resumable checkpoints.
+//! - [`batch`]: in-memory training data and seeded batches.
+//! - [`runner`]: the loop shared by both trainings.
+//! - [`init`]: seeded initialisation (candle's own is unseeded).
+//! - [`progress`]: the progress bar and the curve PNG.
+pub mod adapt;
+pub mod batch;
+pub mod checkpoint;
+pub mod eval;
+pub mod init;
+pub mod optim;
+pub mod pretrain;
+pub mod progress;
+pub mod runner;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+
+use crate::backbone::{Ipt, IptConfig};
+use crate::data::pairs::list_images;
+use crate::data::{Image, Task};
+use crate::error::{Error, Result};
+
+/// Metadata format of a backbone file written by `pretrain` (its config travels with it).
+pub const BACKBONE_FORMAT: &str = "adaptir-backbone";
+
+/// The data task that synthesises training inputs for a model task name, or `None` for tasks that need real
+/// pairs (`realnoise`). Pre-training uses heavy rain for `derain`; adapters train on light rain.
+pub fn data_task(task: &str) -> Result<Option<Task>> {
+    Ok(Some(match task {
+        "sr2" => Task::Sr(2),
+        "sr3" => Task::Sr(3),
+        "sr4" => Task::Sr(4),
+        "derain" => Task::RainLight,
+        "denoise30" => Task::Noise(30),
+        "denoise50" => Task::Noise(50),
+        "lr4-noise30" => Task::Lr4Noise30,
+        "lr4-jpeg30" => Task::Lr4Jpeg30,
+        "lowlight" => Task::LowLight,
+        "realnoise" => return Ok(None),
+        other => {
+            return Err(Error::invalid(format!(
+                "--task `{other}`: the backbone has no head for it; expected one of sr2, sr3, sr4, derain, \
+                 denoise30, denoise50, lr4-noise30, lr4-jpeg30, lowlight, realnoise"
+            )))
+        }
+    }))
+}
+
+/// Head / tail index of a task name on the backbone, with the error the CLI prints.
+pub fn head_of(task: &str, config: &IptConfig) -> Result<usize> {
+    let idx = crate::backbone::config::task_index(task).ok_or_else(|| {
+        Error::invalid(format!(
+            "--task `{task}`: the backbone has no head for it; expected one of sr2, sr3, sr4, derain, denoise30, \
+             denoise50, lr4-noise30, lr4-jpeg30, lowlight, realnoise"
+        ))
+    })?;
+    if idx >= config.num_tasks {
+        return Err(Error::invalid(format!(
+            "--task `{task}` uses head {idx}, but the backbone has {} heads",
+            config.num_tasks
+        )));
+    }
+    Ok(idx)
+}
+
+/// The stem held out of a training folder for validation: the last file by name, if there are at least two.
+pub fn held_out(dir: &Path) -> Result<Vec<String>> {
+    let files = list_images(dir)?;
+    Ok(if files.len() >= 2 { files.keys().last().cloned().into_iter().collect() } else { vec![] })
+}
+
+/// The IPT config a backbone file records (written by `pretrain`), else the named preset.
+pub fn backbone_config(path: &Path, preset: Option<&str>) -> Result<IptConfig> {
+    if let Some(p) = preset {
+        return IptConfig::preset(p);
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read backbone: {e}")))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::file(path, format!("not a safetensors backbone: {e}")))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let cfg = meta.get("ipt_config").ok_or_else(|| {
+        Error::file(path, "backbone records no `ipt_config` in its metadata: pass --preset NAME with its size")
+    })?;
+    let cfg: IptConfig =
+        serde_json::from_str(cfg).map_err(|e| Error::file(path, format!("backbone `ipt_config`: {e}")))?;
+    cfg.validate().map_err(|m| Error::file(path, m))?;
+    Ok(cfg)
+}
+
+/// Write a backbone: every tensor of the model by its official key, with the config and a summary in the
+/// metadata. Deterministic bytes (sorted tensors; metadata keys sorted), written atomically.
+pub fn save_backbone(
+    path: &Path,
+    tensors: &BTreeMap<String, Tensor>,
+    config: &IptConfig,
+    summary: &serde_json::Value,
+) -> Result<()> {
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), BACKBONE_FORMAT.to_string());
+    meta.insert("ipt_config".to_string(), serde_json::to_string(config).unwrap_or_default());
+    meta.insert("training".to_string(), summary.to_string());
+    let data: Vec<(String, Tensor)> = tensors.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let bytes = safetensors::tensor::serialize(data, Some(meta))
+        .map_err(|e| Error::file(path, format!("cannot serialise: {e}")))?;
+    checkpoint::write_atomic(path, &bytes)
+}
+
+/// Clamp a model output (N, 3, H, W) and turn it into images.
+pub fn to_images(t: &Tensor) -> Result<Vec<Image>> {
+    let (n, _, h, w) = t.dims4()?;
+    let t = t.clamp(0f32, 1f32)?;
+    (0..n)
+        .map(|i| {
+            let v: Vec<f32> = t.get(i)?.flatten_all()?.to_vec1()?;
+            Ok(Image::from_chw(w, h, 3, &v)?)
+        })
+        .collect()
+}
+
+/// Mean RGB PSNR (8-bit, no crop) of a model on fixed validation patches of one task.
+pub fn patch_psnr(model: &Ipt, task: usize, x: &Tensor, targets: &[Image]) -> Result<f64> {
+    let y = to_images(&model.forward(x, task, false)?)?;
+    let opts = crate::metrics::MetricOptions::default();
+    let mut sum = 0.0;
+    for (a, b) in y.iter().zip(targets) {
+        let p = crate::metrics::psnr(a, b, &opts)?;
+        sum += if p.is_finite() { p } else { 100.0 };
+    }
+    Ok(sum / targets.len().max(1) as f64)
+}
+
+/// The checkpoint path of an output: `X.safetensors` -> `X.ckpt.safetensors`.
+pub fn checkpoint_path(out: &Path) -> PathBuf {
+    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    out.with_file_name(format!("{stem}.ckpt.safetensors"))
+}
+
+/// The curve PNG of an output: `X.safetensors` -> `X.curve.png`.
+pub fn curve_path(out: &Path) -> PathBuf {
+    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    out.with_file_name(format!("{stem}.curve.png"))
+}
+
+pub fn device() -> Device {
+    Device::Cpu
+}

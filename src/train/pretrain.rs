@@ -1,0 +1,197 @@
+//! `adaptir pretrain`: the IPT backbone from scratch on clean photos, multi-task as IPT: one shared body,
+//! one head and tail per task (sr2, sr3, sr4, derain, denoise30, denoise50). Step `s` trains task `s mod 6`
+//! (round robin: every task gets the same number of steps, and a batch is one task, as IPT's per-task
+//! batches); the degraded inputs are synthesised from the clean photos (derain: heavy synthetic rain).
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Tensor};
+use candle_nn::VarMap;
+use serde_json::json;
+
+use super::batch::{batch_tensors, Source};
+use super::checkpoint::{Checkpoint, History};
+use super::runner::{optimizer, restore_vars, run, trainable, RunSpec};
+use crate::backbone::{Ipt, IptConfig};
+use crate::data::{Image, Task};
+use crate::error::{Error, Result};
+use crate::peft::MethodModules;
+
+/// (head index, task name, synthesis) for pre-training.
+pub const TASKS: [(usize, &str, Task); 6] = [
+    (0, "sr2", Task::Sr(2)),
+    (1, "sr3", Task::Sr(3)),
+    (2, "sr4", Task::Sr(4)),
+    (3, "derain", Task::RainHeavy),
+    (4, "denoise30", Task::Noise(30)),
+    (5, "denoise50", Task::Noise(50)),
+];
+
+/// Validation patches per task, from the held-out image(s).
+pub const VAL_PATCHES: usize = 4;
+
+pub struct PretrainArgs {
+    pub preset: String,
+    pub data: PathBuf,
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub seed: u64,
+    pub out: PathBuf,
+    pub resume: bool,
+    pub checkpoint_every: usize,
+    pub eval_every: usize,
+    pub stop_after: Option<usize>,
+    pub quiet: bool,
+}
+
+pub struct PretrainReport {
+    pub steps: usize,
+    pub finished: bool,
+    pub seconds: f64,
+    pub params: usize,
+    pub final_psnr: Option<f64>,
+    pub checkpoint: PathBuf,
+}
+
+pub fn pretrain(a: &PretrainArgs) -> Result<PretrainReport> {
+    let config = IptConfig::preset(&a.preset)?;
+    if config.num_tasks != TASKS.len() {
+        return Err(Error::invalid(format!(
+            "preset `{}` has {} tasks, pre-training needs 6",
+            a.preset, config.num_tasks
+        )));
+    }
+    if a.steps == 0 || a.batch == 0 {
+        return Err(Error::invalid("--steps and --batch must be at least 1"));
+    }
+    let patch = config.patch_size;
+    let dev = super::device();
+    let ckpt_path = super::checkpoint_path(&a.out);
+    let fingerprint = json!({
+        "command": "pretrain", "config": config, "steps": a.steps, "batch": a.batch, "lr": a.lr, "seed": a.seed,
+        "data": a.data.display().to_string(),
+    });
+    let ckpt = if a.resume && ckpt_path.exists() { Some(Checkpoint::load(&ckpt_path, &fingerprint)?) } else { None };
+
+    let hold = super::held_out(&a.data)?;
+    let train = Source::clean(&a.data, patch * 4, &|s: &str| !hold.iter().any(|h| h == s))?;
+    let val_src = if hold.is_empty() {
+        None
+    } else {
+        Source::clean(&a.data, patch * 4, &|s: &str| hold.iter().any(|h| h == s)).ok()
+    };
+    let val_src = val_src.as_ref().unwrap_or(&train);
+    let val: Vec<(usize, Tensor, Vec<Image>)> = TASKS
+        .iter()
+        .map(|(idx, _, task)| {
+            let pairs = val_src.batch(task, VAL_PATCHES, patch, a.seed ^ 0x5a5a_5a5a, *idx)?;
+            let (x, _) = batch_tensors(&pairs, &dev)?;
+            Ok((*idx, x, pairs.into_iter().map(|p| p.target).collect()))
+        })
+        .collect::<Result<_>>()?;
+
+    let vm = VarMap::new();
+    if let Some(c) = &ckpt {
+        restore_vars(&vm, c)?;
+    }
+    // Seeded initial values first (candle's own are unseeded); `Ipt::fresh` then sets the fixed MeanShift and
+    // picks up every other variable from the map.
+    Ipt::new(super::init::Seeded::var_builder(&vm, a.seed, &dev), &config, MethodModules::none(&config.host_dims()))?;
+    let model = Ipt::fresh(&vm, &config, MethodModules::none(&config.host_dims()), &dev)?;
+    // MeanShift is fixed in the official model (requires_grad = False).
+    let vars = trainable(&vm, &|k: &str| !k.starts_with("sub_mean") && !k.starts_with("add_mean"))?;
+    let params: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
+    let mut opt = optimizer(vars, ckpt.as_ref())?;
+    let (start, history) = ckpt.map(|c| (c.step, c.history)).unwrap_or((0, History::default()));
+    let spec = RunSpec {
+        steps: a.steps,
+        lr: a.lr,
+        checkpoint: ckpt_path.clone(),
+        checkpoint_every: a.checkpoint_every,
+        eval_every: a.eval_every,
+        stop_after: a.stop_after,
+        fingerprint,
+        quiet: a.quiet,
+    };
+    let mut loss_at = |step: usize| -> Result<Tensor> {
+        let (idx, _, task) = &TASKS[step % TASKS.len()];
+        let pairs = train.batch(task, a.batch, patch, a.seed, step)?;
+        let (x, y) = batch_tensors(&pairs, &dev)?;
+        Ok((model.forward(&x, *idx, true)? - y)?.abs()?.mean_all()?)
+    };
+    let mut eval = || -> Result<f64> {
+        let mut s = 0.0;
+        for (idx, x, t) in &val {
+            s += super::patch_psnr(&model, *idx, x, t)?;
+        }
+        Ok(s / val.len() as f64)
+    };
+    let out = run(&spec, &vm, &mut opt, start, history, &mut loss_at, &mut eval, &|| Ok(vec![]))?;
+    let final_psnr = out.history.psnrs().last().map(|p| p.1);
+    if out.finished {
+        write_backbone(
+            &a.out,
+            &vm,
+            &config,
+            &json!({
+                "steps": out.step, "batch": a.batch, "lr": a.lr, "seed": a.seed, "tasks": TASKS.map(|t| t.1),
+                "data": a.data.display().to_string(), "held_out": hold, "final_val_psnr": final_psnr,
+            }),
+        )?;
+        super::progress::write_curve(&super::curve_path(&a.out), &out.history.losses(), &out.history.psnrs())?;
+    }
+    Ok(PretrainReport {
+        steps: out.step,
+        finished: out.finished,
+        seconds: out.seconds,
+        params,
+        final_psnr,
+        checkpoint: ckpt_path,
+    })
+}
+
+fn vm_tensors(vm: &VarMap) -> Result<BTreeMap<String, Tensor>> {
+    Ok(vm
+        .data()
+        .lock()
+        .map_err(|_| Error::invalid("VarMap lock poisoned"))?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+        .collect())
+}
+
+/// The backbone from the model variables (all of them, with `position_ids` as I64 like the official file).
+fn write_backbone(path: &Path, vm: &VarMap, config: &IptConfig, summary: &serde_json::Value) -> Result<()> {
+    let mut t = vm_tensors(vm)?;
+    for v in t.values_mut() {
+        if v.dtype() != DType::I64 {
+            *v = v.to_dtype(DType::F32)?;
+        }
+    }
+    super::save_backbone(path, &t, config, summary)
+}
+
+/// Export the backbone from a checkpoint (e.g. of an unfinished run) to `out`.
+pub fn backbone_from_checkpoint(ckpt_path: &Path, out: &Path) -> Result<usize> {
+    let bytes = std::fs::read(ckpt_path).map_err(|e| Error::file(ckpt_path, format!("cannot read: {e}")))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::file(ckpt_path, format!("not a checkpoint: {e}")))?;
+    let fp: serde_json::Value = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("fingerprint"))
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| Error::file(ckpt_path, "checkpoint has no fingerprint"))?;
+    let config: IptConfig = serde_json::from_value(fp["config"].clone())
+        .map_err(|e| Error::file(ckpt_path, format!("not a pre-training checkpoint: {e}")))?;
+    let c = Checkpoint::load(ckpt_path, &fp)?;
+    super::save_backbone(
+        out,
+        &c.vars,
+        &config,
+        &json!({"from_checkpoint_step": c.step, "of_steps": fp["steps"],
+        "batch": fp["batch"], "lr": fp["lr"], "seed": fp["seed"], "data": fp["data"]}),
+    )?;
+    Ok(c.step)
+}
