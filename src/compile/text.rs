@@ -49,7 +49,18 @@ fn node(n: &Node, indent: &str, out: &mut String) {
     let _ = writeln!(out, "{indent}{} = {op}({}){attrs}  # {}", n.outputs.join(", "), n.inputs.join(", "), n.name);
 }
 
+/// The dump with a content hash of every constant.
 pub fn dump(g: &Graph) -> String {
+    dump_with(g, true)
+}
+
+/// The dump without constant contents: structure, names, types and shapes only (stable when folded constants
+/// differ in their last bits between CPUs).
+pub fn dump_structure(g: &Graph) -> String {
+    dump_with(g, false)
+}
+
+fn dump_with(g: &Graph, hashes: bool) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "graph {}", g.name);
     for v in &g.inputs {
@@ -62,8 +73,8 @@ pub fn dump(g: &Graph) -> String {
         let _ = writeln!(s, "metadata {k} = {v}");
     }
     for (name, c) in &g.initializers {
-        let _ =
-            writeln!(s, "initializer {name}: {}{:?} #{:016x}", elem(c.data.elem()), c.dims, fnv(&c.data.raw_bytes()));
+        let hash = if hashes { format!(" #{:016x}", fnv(&c.data.raw_bytes())) } else { String::new() };
+        let _ = writeln!(s, "initializer {name}: {}{:?}{hash}", elem(c.data.elem()), c.dims);
     }
     for f in &g.functions {
         let _ = writeln!(s, "function {}.{}({}) -> ({})", f.domain, f.name, f.inputs.join(", "), f.outputs.join(", "));

@@ -243,6 +243,8 @@ pub struct Trace {
 
 pub struct AdaptIr {
     pub config: AdaptIrConfig,
+    /// Model path of this adapter (`body.encoder.layers.0.adaptir`), for naming exported constants.
+    prefix: String,
     head: Pointwise,
     bn: BatchNorm,
     conv_a: Tensor,
@@ -267,6 +269,7 @@ impl AdaptIr {
         let kaiming = |fan_in: usize| default_init(fan_in);
         Ok(Self {
             config,
+            prefix: vb.prefix(),
             head: Pointwise::new(&vb.pp("head"), c, h, true, kaiming(c))?,
             bn: BatchNorm::new(&vb.pp("BN"), h)?,
             conv_a: vb.get_with_hints((h, r), "conv_weight_A", kaiming(r))?,
@@ -519,10 +522,12 @@ impl AdaptIr {
     }
 
     /// Lower the adapter for a graph value in the host layout; `grid` is (H, W) and `hint` its model path.
-    pub fn lower(&self, b: &mut dyn GraphBuilder, x: &str, (hgt, wid): (usize, usize), hint: &str) -> Result<String> {
+    pub fn lower(&self, b: &mut dyn GraphBuilder, x: &str, (hgt, wid): (usize, usize), scope: &str) -> Result<String> {
         let AdaptIrConfig { dim: c, hidden: h, .. } = self.config;
         let (c, h, hw) = (c as i64, h as i64, (hgt * wid) as i64);
-        b.push_scope(hint);
+        b.push_scope(scope);
+        // Constants are named by their official key.
+        let hint = self.prefix.as_str();
         // Host layout -> (N, C, H, W).
         let img = match self.config.layout {
             Layout::Ipt => b.op("Transpose", &[x], vec![("perm", Attr::Ints(vec![1, 2, 0]))])?,

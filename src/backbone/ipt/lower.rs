@@ -150,7 +150,6 @@ impl Ipt {
         let (f, p) = (cfg.n_feats as i64, cfg.patch_size as i64);
         let (k, g) = (cfg.patch_dim as i64, (cfg.patch_size / cfg.patch_dim) as i64);
         let (l, e) = ((g * g) as usize, cfg.embed_dim());
-        b.push_scope("body");
         let s = b.constant_i64("unfold_shape", &[-1, f, g, k, g, k])?;
         let t = b.op("Reshape", &[x, &s], vec![])?;
         let t = b.op("Transpose", &[&t], vec![("perm", Attr::Ints(vec![2, 4, 0, 1, 3, 5]))])?;
@@ -183,8 +182,6 @@ impl Ipt {
         let t = b.op("Reshape", &[&h, &s], vec![])?;
         let t = b.op("Transpose", &[&t], vec![("perm", Attr::Ints(vec![2, 3, 0, 4, 1, 5]))])?;
         let s = b.constant_i64("image_shape", &[-1, f, p, p])?;
-        let out = b.op("Reshape", &[&t, &s], vec![]);
-        b.pop_scope();
-        out
+        b.op("Reshape", &[&t, &s], vec![])
     }
 }
