@@ -91,3 +91,55 @@ fn resume_with_another_configuration_is_refused() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("another configuration") && err.contains("lr"), "{err}");
 }
+
+#[test]
+fn killing_the_process_never_corrupts_the_checkpoint() {
+    let root = dir("kill");
+    backbone(&root.join("backbone.safetensors"));
+    photos(&root.join("photos"), 2, 60, 60);
+    let (bb, data, out) = (root.join("backbone.safetensors"), root.join("photos"), root.join("k.safetensors"));
+    let args = [
+        "train",
+        "--method",
+        "adaptir",
+        "--task",
+        "denoise30",
+        "--backbone",
+        s(&bb),
+        "--data",
+        s(&data),
+        "--steps",
+        "400",
+        "--batch",
+        "1",
+        "--checkpoint-every",
+        "1",
+        "--eval-every",
+        "1000",
+        "--out",
+        s(&out),
+    ];
+    let ckpt = root.join("k.ckpt.safetensors");
+    // Kill at a few moments; whatever is on disk must always be a complete checkpoint that resumes.
+    for wait_ms in [700u64, 1100, 1500] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_adaptir"))
+            .args(args)
+            .arg("--resume")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if ckpt.exists() {
+            let bytes = std::fs::read(&ckpt).unwrap();
+            assert!(safetensors::SafeTensors::deserialize(&bytes).is_ok(), "torn checkpoint after {wait_ms} ms");
+        }
+    }
+    assert!(ckpt.exists(), "no checkpoint was written within the waits");
+    let mut resume = args.to_vec();
+    resume.extend(["--resume", "--stop-after", "0"]);
+    let (code, out, err) = cli(&resume);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("stopped"), "{out}");
+}
