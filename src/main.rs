@@ -45,9 +45,74 @@ enum Command {
         /// Skip the folding passes.
         #[arg(long)]
         no_passes: bool,
+        /// ONNX opset of the standard domain (only 20 is supported: it has LayerNormalization and Gelu).
+        #[arg(long, default_value_t = 20)]
+        opset: i64,
         /// Also write seeded inputs and the candle reference outputs (tensors `input`, `output`) here.
         #[arg(long)]
         golden: Option<PathBuf>,
+    },
+    /// Run an exported ONNX file in ONNX Runtime and compare every output with the candle model it was exported
+    /// from (seeded inputs) or with stored golden outputs. Exit 0 pass, 1 mismatch, 2 error.
+    Validate {
+        model: PathBuf,
+        /// Golden inputs and reference outputs (.safetensors: one tensor per model input and output, by name).
+        #[arg(long)]
+        golden: Option<PathBuf>,
+        /// Execution provider: cpu or cuda (cuda needs a build with --features cuda).
+        #[arg(long, default_value = "cpu")]
+        ep: String,
+        /// No CPU fallback: every node must run on --ep.
+        #[arg(long)]
+        strict_ep: bool,
+        /// Intra-op threads of ONNX Runtime.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print JSON: {"passed", "ep", "outputs": [{"name", "max_abs", "mean_abs", "psnr_db", ...}], "nodes_by_ep"}.
+        #[arg(long)]
+        json: bool,
+        /// Backbone of the reference (default: models/<backbone in the metadata>/backbone.safetensors).
+        #[arg(long)]
+        backbone: Option<PathBuf>,
+        /// Adapter of the reference (default: the metadata's file name, beside the model or in models/<backbone>/).
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+    },
+    /// Restore an image of any size with backbone + adapter (tiled, blended), with candle or ONNX Runtime.
+    Restore {
+        #[arg(long)]
+        adapter: PathBuf,
+        input: PathBuf,
+        /// Output PNG (default: <input folder>/<stem>_<task>.png).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// candle, or onnx (the model compiled to ONNX in memory, or --onnx FILE, run by ONNX Runtime).
+        #[arg(long, default_value = "candle")]
+        engine: String,
+        /// Tile side: the model's patch size.
+        #[arg(long, default_value_t = 48)]
+        tile: usize,
+        /// Pixels shared by neighbouring tiles (even).
+        #[arg(long, default_value_t = 8)]
+        overlap: usize,
+        /// Tiles per model call.
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// Backbone (default: backbone.safetensors beside the adapter, else models/<its backbone>/).
+        #[arg(long)]
+        backbone: Option<PathBuf>,
+        /// With --engine onnx: an exported file of this adapter to run instead of compiling in memory.
+        #[arg(long)]
+        onnx: Option<PathBuf>,
+        /// With --engine onnx: execution provider (cpu or cuda).
+        #[arg(long, default_value = "cpu")]
+        ep: String,
+        /// With --engine onnx: intra-op threads.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
     },
     /// List the PETL methods with their trainable parameters on a backbone preset.
     Methods {
@@ -245,7 +310,26 @@ macro_rules! out {
 
 fn run(cli: Cli, out: &mut String) -> adaptir::Result<()> {
     match cli.command {
-        Command::Export { adapter, backbone, config, task, output, fft, inline_functions, fp16, no_passes, golden } => {
+        Command::Export {
+            adapter,
+            backbone,
+            config,
+            task,
+            output,
+            fft,
+            inline_functions,
+            fp16,
+            no_passes,
+            opset,
+            golden,
+        } => {
+            if opset != adaptir::compile::ir::OPSET {
+                return Err(adaptir::Error::invalid(format!(
+                    "--opset: opset {opset} is not supported; adaptir writes opset {} (IR version {})",
+                    adaptir::compile::ir::OPSET,
+                    adaptir::compile::ir::IR_VERSION
+                )));
+            }
             let fft = match fft.as_str() {
                 "matmul" => adaptir_ops::graph::FftLowering::MatMul,
                 "dft" => adaptir_ops::graph::FftLowering::Dft,
@@ -284,6 +368,69 @@ fn run(cli: Cli, out: &mut String) -> adaptir::Result<()> {
             if let Some(g) = r.golden {
                 outln!(out, "golden input/output: {}", g.display());
             }
+        }
+        Command::Validate { model, golden, ep, strict_ep, threads, json, backbone, adapter } => {
+            let r = adaptir::runtime::validate::validate(&adaptir::runtime::validate::ValidateArgs {
+                model: &model,
+                golden: golden.as_deref(),
+                backbone: backbone.as_deref(),
+                adapter: adapter.as_deref(),
+                run: adaptir::runtime::RunOptions { ep: ep.parse()?, strict_ep, threads },
+            })?;
+            out!(out, "{}", r.render(json));
+            if json {
+                outln!(out, "");
+            }
+            if !r.passed {
+                EXIT_CODE.store(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        Command::Restore {
+            adapter,
+            input,
+            output,
+            engine,
+            tile,
+            overlap,
+            batch,
+            backbone,
+            onnx,
+            ep,
+            threads,
+            quiet,
+        } => {
+            let r = adaptir::restore_cli::restore_file(&adaptir::restore_cli::RestoreArgs {
+                restorer: adaptir::restore_cli::RestorerArgs {
+                    adapter: &adapter,
+                    backbone: backbone.as_deref(),
+                    engine: engine.parse()?,
+                    onnx: onnx.as_deref(),
+                    run: adaptir::runtime::RunOptions { ep: ep.parse()?, strict_ep: false, threads },
+                },
+                input: &input,
+                output: output.as_deref(),
+                tile,
+                overlap,
+                batch,
+                progress: !quiet,
+            })?;
+            outln!(
+                out,
+                "{} ({}x{}) -> {} ({}x{}{}{}{}), {}, {} tiles, {} engine, {:.2} s",
+                input.display(),
+                r.input_size.0,
+                r.input_size.1,
+                r.output.display(),
+                r.output_size.0,
+                r.output_size.1,
+                if r.gray { ", gray" } else { "" },
+                if r.alpha { ", alpha kept" } else { "" },
+                if r.sixteen { ", 16-bit" } else { "" },
+                r.task,
+                r.tiles,
+                r.engine,
+                r.seconds
+            );
         }
         Command::Methods { backbone, json } => {
             let config = adaptir::backbone::IptConfig::preset(&backbone)?;
@@ -468,6 +615,9 @@ fn run(cli: Cli, out: &mut String) -> adaptir::Result<()> {
     Ok(())
 }
 
+/// Exit code of a command that succeeded but found a failure to report (`validate`: 1 on a mismatch).
+static EXIT_CODE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
 fn main() -> ExitCode {
     let mut out = String::new();
     let result = run(Cli::parse(), &mut out);
@@ -476,7 +626,7 @@ fn main() -> ExitCode {
         let _ = std::io::stdout().lock().write_all(out.as_bytes());
     }
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(EXIT_CODE.load(std::sync::atomic::Ordering::SeqCst)),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code() as u8)

@@ -58,6 +58,7 @@ fn export_runs_in_onnx_runtime_and_matches_the_candle_model() {
         let (code, text, err) = adaptir_cli(&args);
         assert_eq!(code, 0, "{name}: {err}");
         assert!(text.contains("nodes:"), "{text}");
+        adaptir::runtime::check_model(&out).unwrap_or_else(|e| panic!("{name}: {e}"));
         let d = check_against_golden(&out, &golden, *rel);
         eprintln!("{name}: ORT vs candle {d:.3e}; {}", text.lines().nth(1).unwrap_or(""));
         let g = adaptir::compile::onnx::read(&out).unwrap();
@@ -73,8 +74,12 @@ fn export_runs_in_onnx_runtime_and_matches_the_candle_model() {
             "{name}: functions {:?}",
             g.functions.iter().map(|f| &f.name).collect::<Vec<_>>()
         );
-        let dft_nodes = g.functions.iter().flat_map(|f| &f.nodes).chain(&g.nodes).filter(|n| n.op == "DFT").count();
+        let all_nodes: Vec<_> = g.functions.iter().flat_map(|f| &f.nodes).chain(&g.nodes).collect();
+        let dft_nodes = all_nodes.iter().filter(|n| n.op == "DFT").count();
         assert_eq!(dft_nodes > 0, *name == "dft", "{name}: {dft_nodes} DFT nodes");
+        let random =
+            all_nodes.iter().filter(|n| n.op.starts_with("Random") || n.op == "Bernoulli" || n.op == "Dropout").count();
+        assert_eq!(random, 0, "{name}: random-number or dropout nodes");
     }
 }
 
@@ -104,6 +109,7 @@ fn exports_are_deterministic_and_the_backbone_exports_alone() {
         s(&golden),
     ]);
     assert_eq!(code, 0, "{err}");
+    adaptir::runtime::check_model(&bb).unwrap();
     check_against_golden(&bb, &golden, F32_REASSOCIATION_REL);
     let g = adaptir::compile::onnx::read(&bb).unwrap();
     assert_eq!(g.metadata["method"], "pretrain");
@@ -129,6 +135,11 @@ fn bad_export_input() {
             "--fft: expected `matmul` or `dft`",
         ),
         (vec!["export", "--adapter", s(&c), "--backbone", s(&w), "-o", s(&out)], "config.json"),
+        (vec!["export", "--adapter", s(&a), "--backbone", s(&w), "-o", "/nonexistent-dir/x.onnx"], "x.onnx"),
+        (
+            vec!["export", "--adapter", s(&a), "--backbone", s(&w), "--opset", "13", "-o", s(&out)],
+            "opset 13 is not supported",
+        ),
     ];
     for (args, needle) in cases {
         let (code, _, err) = adaptir_cli(&args);
