@@ -17,4 +17,5 @@ pub use error::{Error, Result};
 pub mod data;
 pub mod metrics;
 pub mod restore;
+pub mod restore_cli;
 pub mod train;

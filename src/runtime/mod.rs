@@ -1,10 +1,12 @@
 //! ONNX Runtime: finding and loading the library ([`library`]), sessions on an execution provider fed with
 //! candle tensors ([`session`]), comparing outputs against a reference under a named tolerance ([`compare`]), and
 //! python's `onnx.checker` ([`checker`]).
+pub mod candle_onnx;
 pub mod checker;
 pub mod compare;
 pub mod library;
 pub mod session;
+pub mod validate;
 
 pub use checker::check_model;
 pub use compare::{compare, Comparison, Tolerance};

@@ -1,0 +1,199 @@
+//! `adaptir validate`: a real export passes (exit 0) against the candle model and against its golden file; the
+//! same file with one weight changed fails (exit 1); bad input exits 2 and says what to do. Needs ONNX Runtime
+//! (scripts/setup-ort.sh).
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use adaptir::compile::ir::Data;
+use candle_core::{Device, Tensor};
+use common::*;
+
+fn dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("adaptir-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// (backbone, adapter, model, golden): a small backbone, a perturbed AdaptIR derain adapter, its export and golden.
+fn files() -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    static ONCE: std::sync::OnceLock<(PathBuf, PathBuf, PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let (w, _) = small_backbone_files(&dir());
+        let a = dir().join("derain.safetensors");
+        write_adapter("adaptir", "derain", &w, &a);
+        let (m, g) = (dir().join("derain.onnx"), dir().join("derain.golden.safetensors"));
+        let (code, _, err) =
+            adaptir_cli(&["export", "--adapter", s(&a), "--backbone", s(&w), "-o", s(&m), "--golden", s(&g)]);
+        assert_eq!(code, 0, "{err}");
+        (w, a, m, g)
+    })
+    .clone()
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Run the binary with extra environment variables.
+fn cli_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_adaptir"));
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    let (o, e) = (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
+    assert!(!e.contains("panicked"), "{e}");
+    (out.status.code().unwrap_or(-1), o, e)
+}
+
+#[test]
+fn a_real_export_passes_against_candle_and_its_golden() {
+    let (w, a, m, g) = files();
+    // Against the candle model, backbone and adapter given.
+    let (code, text, err) =
+        adaptir_cli(&["validate", s(&m), "--backbone", s(&w), "--adapter", s(&a), "--json", "--threads", "1"]);
+    assert_eq!(code, 0, "{text}\n{err}");
+    let v = json(&text);
+    assert_eq!(v["passed"], true);
+    assert_eq!(v["ep"], "cpu");
+    assert_eq!(v["tolerance"]["name"], "F32_REASSOCIATION_REL");
+    let out = &v["outputs"][0];
+    assert_eq!(out["name"], "output");
+    for key in ["max_abs", "mean_abs", "psnr_db"] {
+        assert!(out[key].is_number(), "{key}: {out}");
+    }
+    assert!(v["nodes_by_ep"]["CPUExecutionProvider"].as_u64().unwrap_or(0) > 0, "{v}");
+    assert_eq!(v["candle_onnx"]["runs"], false, "{v}");
+    eprintln!(
+        "candle reference: max_abs {} mean_abs {} psnr {} dB, nodes {}; candle-onnx blocked by {}",
+        out["max_abs"], out["mean_abs"], out["psnr_db"], v["nodes_by_ep"], v["candle_onnx"]["blocking_ops"]
+    );
+
+    // Against the golden file.
+    let (code, text, err) = adaptir_cli(&["validate", s(&m), "--golden", s(&g)]);
+    assert_eq!(code, 0, "{text}\n{err}");
+    assert!(text.contains("PASS") && text.contains("CPUExecutionProvider") && text.contains("F32_REASSOCIATION_REL"));
+    eprintln!("golden:\n{text}");
+
+    // Backbone and adapter found without flags: the backbone and the adapter beside the model.
+    let (code, text, err) = adaptir_cli(&["validate", s(&m)]);
+    assert_eq!(code, 0, "{text}\n{err}");
+}
+
+#[test]
+fn an_fp16_export_is_held_to_the_f16_tolerance() {
+    let (w, a, _, _) = files();
+    let m = dir().join("derain-fp16.onnx");
+    let (code, _, err) = adaptir_cli(&["export", "--adapter", s(&a), "--backbone", s(&w), "--fp16", "-o", s(&m)]);
+    assert_eq!(code, 0, "{err}");
+    let (code, text, err) = adaptir_cli(&["validate", s(&m), "--backbone", s(&w), "--adapter", s(&a), "--json"]);
+    assert_eq!(code, 0, "{text}\n{err}");
+    let v = json(&text);
+    assert_eq!(v["tolerance"]["name"], "F16_REL");
+    assert_eq!(v["precision"], "fp16");
+    eprintln!("fp16: max_abs {} psnr {} dB", v["outputs"][0]["max_abs"], v["outputs"][0]["psnr_db"]);
+}
+
+#[test]
+fn one_changed_weight_fails_with_exit_1() {
+    let (w, a, m, g) = files();
+    let mut graph = adaptir::compile::onnx::read(&m).unwrap();
+    // The largest f32 initialiser (a weight matrix the output depends on: dead ones were removed by the passes).
+    let (name, c) = graph
+        .initializers
+        .iter_mut()
+        .filter(|(_, c)| matches!(c.data, Data::F32(_)))
+        .max_by_key(|(_, c)| c.data.len())
+        .unwrap();
+    let name = name.clone();
+    if let Data::F32(v) = &mut c.data {
+        v[0] += 1.0;
+    }
+    let changed = dir().join("derain-changed.onnx");
+    adaptir::compile::onnx::write(&graph, &changed).unwrap();
+    for extra in [vec!["--backbone", s(&w), "--adapter", s(&a)], vec!["--golden", s(&g)]] {
+        let mut args = vec!["validate", s(&changed), "--json"];
+        args.extend(extra);
+        let (code, text, err) = adaptir_cli(&args);
+        assert_eq!(code, 1, "{args:?}: {text}\n{err}");
+        let v = json(&text);
+        assert_eq!(v["passed"], false);
+        assert_eq!(v["outputs"][0]["passed"], false);
+        eprintln!("`{name}`[0] += 1: max_abs {} (bound {})", v["outputs"][0]["max_abs"], v["outputs"][0]["bound"]);
+    }
+    let (code, text, _) = adaptir_cli(&["validate", s(&changed), "--golden", s(&g)]);
+    assert_eq!(code, 1);
+    assert!(text.contains("FAIL"), "{text}");
+}
+
+#[test]
+fn bad_input_exits_2_and_says_what_to_do() {
+    let (w, a, m, g) = files();
+    let d = dir();
+    let not_onnx = d.join("notes.onnx");
+    std::fs::write(&not_onnx, "this is not a model\n").unwrap();
+    let truncated = d.join("truncated.onnx");
+    let bytes = std::fs::read(&m).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    // Golden files that do not match the model's inputs.
+    let bad_shape = d.join("golden-shape.safetensors");
+    let x = Tensor::zeros((2, 3, 32, 32), candle_core::DType::F32, &Device::Cpu).unwrap();
+    candle_core::safetensors::save(&[("input".to_string(), x.clone()), ("output".to_string(), x)].into(), &bad_shape)
+        .unwrap();
+    let no_input = d.join("golden-names.safetensors");
+    let y = Tensor::zeros((2, 3, 48, 48), candle_core::DType::F32, &Device::Cpu).unwrap();
+    candle_core::safetensors::save(&[("x".to_string(), y.clone()), ("output".to_string(), y)].into(), &no_input)
+        .unwrap();
+    // Another backbone: a copy with one byte of tensor data changed (its sha256 differs).
+    let other = d.join("other-backbone.safetensors");
+    let mut bb = std::fs::read(&w).unwrap();
+    let last = bb.len() - 1;
+    bb[last] ^= 1;
+    std::fs::write(&other, bb).unwrap();
+    let lonely = d.join("lonely");
+    std::fs::create_dir_all(&lonely).unwrap();
+    let lonely_model = lonely.join("derain.onnx");
+    std::fs::copy(&m, &lonely_model).unwrap();
+    let lonely_backbone = lonely.join("weights.safetensors");
+    std::fs::copy(&w, &lonely_backbone).unwrap();
+
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["validate", s(&not_onnx)], "not an ONNX model"),
+        (vec!["validate", s(&truncated)], "truncated"),
+        (vec!["validate", "/nonexistent/model.onnx"], "no such file"),
+        (vec!["validate", s(&m), "--golden", s(&bad_shape)], "expects"),
+        (vec!["validate", s(&m), "--golden", s(&no_input)], "expected a tensor `input`"),
+        (vec!["validate", s(&m), "--golden", s(&not_onnx)], "safetensors"),
+        (vec!["validate", s(&m), "--backbone", s(&other), "--adapter", s(&a)], "sha256"),
+        (vec!["validate", s(&lonely_model)], "pass --backbone PATH"),
+        (vec!["validate", s(&lonely_model), "--backbone", s(&lonely_backbone)], "pass --adapter PATH"),
+        (vec!["validate", s(&m), "--ep", "tpu"], "--ep: expected `cpu` or `cuda`"),
+        (vec!["validate", s(&m), "--golden", s(&g), "--threads", "0"], "--threads"),
+    ];
+    for (args, needle) in cases {
+        let (code, text, err) = adaptir_cli(&args);
+        assert_eq!(code, 2, "{args:?}: {text}\n{err}");
+        assert!(err.contains(needle), "{args:?}: `{needle}` not in {err}");
+        assert!(text.is_empty(), "{args:?}: printed {text}");
+    }
+
+    // CUDA on this build/machine: exit 2 with what to do (a build without the feature says how to rebuild; with
+    // it, a machine without a GPU says what the provider needs).
+    let (code, _, err) = adaptir_cli(&["validate", s(&m), "--golden", s(&g), "--ep", "cuda", "--strict-ep"]);
+    if code != 0 {
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("--ep cuda"), "{err}");
+    }
+
+    // No ONNX Runtime library: exit 2 with the install command.
+    let (code, _, err) =
+        cli_env(&["validate", s(&m), "--golden", s(&g)], &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(adaptir::runtime::INSTALL_COMMAND), "{err}");
+}
