@@ -197,3 +197,25 @@ fn bad_input_exits_2_and_says_what_to_do() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains(adaptir::runtime::INSTALL_COMMAND), "{err}");
 }
+
+#[test]
+fn candle_onnx_blockers_are_those_of_the_flattened_graph() {
+    let (w, a, m, _) = files();
+    let inline = dir().join("derain-inline.onnx");
+    let (code, _, err) =
+        adaptir_cli(&["export", "--adapter", s(&a), "--backbone", s(&w), "--inline-functions", "-o", s(&inline)]);
+    assert_eq!(code, 0, "{err}");
+    let flat = adaptir::compile::onnx::read(&inline).unwrap();
+    assert!(flat.functions.is_empty());
+    let blockers = adaptir::runtime::candle_onnx::blockers(&flat);
+    // Reading the functions' bodies gives the same answer as the flattened file.
+    assert_eq!(blockers, adaptir::runtime::candle_onnx::blockers(&adaptir::compile::onnx::read(&m).unwrap()));
+    for op in &blockers {
+        let name = op.split(' ').next().unwrap();
+        let used = flat.nodes.iter().any(|n| n.op == name);
+        assert!(used, "{op} is not in the flattened graph");
+    }
+    // The backbone's pre-norm LayerNormalization alone keeps candle-onnx out.
+    assert!(blockers.iter().any(|b| b == "LayerNormalization"), "{blockers:?}");
+    eprintln!("candle-onnx is blocked by: {}", blockers.join(", "));
+}
