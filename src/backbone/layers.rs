@@ -190,7 +190,7 @@ impl FeedForward {
 
 /// Softmax over the last dim. candle's fused kernel has no backward, so training uses the composed one.
 pub fn softmax_last(x: &Tensor, train: bool) -> Result<Tensor> {
-    if train {
+    if train || x.dtype() != candle_core::DType::F32 {
         candle_nn::ops::softmax(x, D::Minus1)
     } else {
         candle_nn::ops::softmax_last_dim(x)
@@ -214,9 +214,11 @@ impl LayerNorm {
 
     pub fn forward(&self, x: &Tensor, hooks: &dyn LayerHooks, train: bool) -> Result<Tensor> {
         let (w, b) = &self.map;
-        let y = match (b, train) {
-            (Some(b), true) => candle_nn::ops::layer_norm_slow(x, w, b, 1e-5)?,
-            (Some(b), false) => candle_nn::ops::layer_norm(&x.contiguous()?, w, b, 1e-5)?,
+        // candle's fused kernel has no backward and no f64 version: the composed form covers both.
+        let fused = !train && x.dtype() == candle_core::DType::F32;
+        let y = match (b, fused) {
+            (Some(b), false) => candle_nn::ops::layer_norm_slow(x, w, b, 1e-5)?,
+            (Some(b), true) => candle_nn::ops::layer_norm(&x.contiguous()?, w, b, 1e-5)?,
             (None, _) => candle_nn::ops::layer_norm_slow(x, w, &w.zeros_like()?, 1e-5)?,
         };
         hooks.site(self.site, x, y)
