@@ -96,7 +96,8 @@ impl Pass for MergeLinear {
                                 let Some(mi) = sole(&mm) else { continue };
                                 let Some((x, c)) = matmul_const(g, mi) else { continue };
                                 let Some(s) = last_dim_vector(g, other_in, c.dim(1)?) else { continue };
-                                let b = util::to_tensor(util::constant(g, &b_name).expect("checked above"))?;
+                                let Some(b) = util::constant(g, &b_name) else { continue };
+                                let b = util::to_tensor(b)?;
                                 set_matmul(g, mi, &x, &c.broadcast_mul(&s)?)?;
                                 let nb = util::add_constant(
                                     g,
@@ -155,7 +156,8 @@ impl Pass for MergeLinear {
                                     else {
                                         continue;
                                     };
-                                    let b1 = util::to_tensor(util::constant(g, &b1_name).expect("checked above"))?;
+                                    let Some(b1) = util::constant(g, &b1_name) else { continue };
+                                    let b1 = util::to_tensor(b1)?;
                                     if b1.dims().len() > 1 || beta.dims().len() > 1 {
                                         continue;
                                     }
