@@ -114,7 +114,7 @@ pub struct ForwardArgs<'a> {
 
 /// `adaptir forward`: load, check, run in eval mode, write `output`.
 pub fn forward_files(args: &ForwardArgs) -> Result<ForwardReport> {
-    let device = Device::Cpu;
+    let device = crate::device::current();
     let adapter = args.adapter.map(AdapterFile::load).transpose()?;
     let config = match (args.config, &adapter) {
         (Some(p), _) => IptConfig::from_json_file(p)?,

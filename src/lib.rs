@@ -4,11 +4,13 @@
 //! Dependencies point one way: CLI -> (forward, inspect, ...) -> (peft, backbone) -> `adaptir-ops`.
 pub mod backbone;
 pub mod compile;
+pub mod device;
 pub mod error;
 pub mod forward;
 pub mod inspect;
 pub mod methods;
 pub mod params;
+pub mod parity;
 pub mod peft;
 pub mod runtime;
 

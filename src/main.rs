@@ -155,6 +155,9 @@ enum Command {
         /// Output safetensors file; its tensor is named `output`, on the [0, 1] scale.
         #[arg(short, long)]
         output: PathBuf,
+        /// Where candle computes: cpu, cuda or cuda:N (cuda needs the CUDA build, scripts/build-cuda.sh).
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Synthesise a degradation on clean images; writes OUTDIR/<stem>.png for each input (see docs/data.md).
     Degrade {
@@ -231,6 +234,9 @@ enum Command {
         /// Stop after this many steps (checkpointed), as an interruption would.
         #[arg(long)]
         stop_after: Option<usize>,
+        /// Where candle computes: cpu, cuda or cuda:N (cuda needs the CUDA build, scripts/build-cuda.sh).
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Evaluate an adapter (or the backbone alone with --method pretrain) on whole images: PSNR / SSIM.
     Eval {
@@ -264,6 +270,9 @@ enum Command {
         /// Only the first N images by name.
         #[arg(long)]
         limit: Option<usize>,
+        /// Where candle computes: cpu, cuda or cuda:N (cuda needs the CUDA build, scripts/build-cuda.sh).
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Pre-train an IPT backbone from scratch on clean photos, all tasks (see docs/training.md).
     Pretrain {
@@ -297,6 +306,42 @@ enum Command {
         /// Instead of training: write the backbone of the checkpoint beside --out (an unfinished run) to --out.
         #[arg(long)]
         export_checkpoint: bool,
+        /// Where candle computes: cpu, cuda or cuda:N (cuda needs the CUDA build, scripts/build-cuda.sh).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Run the parity cases (fixtures/parity: AdaptIR block, whole IPT model; atan2 / amplitude ops) on a device
+    /// and print each error against the official output and against the CPU. Exit 0 pass, 1 mismatch, 2 error.
+    Parity {
+        /// cpu, cuda or cuda:N (cuda needs the CUDA build, scripts/build-cuda.sh).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// The repository's fixtures folder.
+        #[arg(long, default_value = "fixtures")]
+        fixtures: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Time ONNX Runtime runs of an exported model on an execution provider (inputs from `export --golden`).
+    OrtLatency {
+        model: PathBuf,
+        /// safetensors with one tensor per model input, by name (`adaptir export --golden`).
+        #[arg(long)]
+        golden: PathBuf,
+        /// Execution provider: cpu or cuda (cuda needs the CUDA build and the onnxruntime-gpu library).
+        #[arg(long, default_value = "cpu")]
+        ep: String,
+        /// No CPU fallback: every node must run on --ep.
+        #[arg(long)]
+        strict_ep: bool,
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        #[arg(long, default_value_t = 50)]
+        iters: usize,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -461,7 +506,8 @@ fn run(cli: Cli, out: &mut String) -> adaptir::Result<()> {
             let report = adaptir::inspect::inspect(&file)?;
             out!(out, "{}", report.render(tensors));
         }
-        Command::Forward { checkpoint, config, adapter, task_index, input, input_name, output } => {
+        Command::Forward { checkpoint, config, adapter, task_index, input, input_name, output, device } => {
+            adaptir::device::select(&device)?;
             let r = adaptir::forward::forward_files(&adaptir::forward::ForwardArgs {
                 checkpoint: &checkpoint,
                 config: config.as_deref(),
@@ -505,7 +551,9 @@ fn run(cli: Cli, out: &mut String) -> adaptir::Result<()> {
             checkpoint_every,
             eval_every,
             stop_after,
+            device,
         } => {
+            adaptir::device::select(&device)?;
             let method_config = match method_config {
                 Some(s) => Some(
                     serde_json::from_str(&s)
@@ -548,7 +596,21 @@ fn run(cli: Cli, out: &mut String) -> adaptir::Result<()> {
                 outln!(out, "wrote {}", path.display());
             }
         }
-        Command::Eval { adapter, backbone, method, preset, task, data, pairs, json, save_images, seed, limit } => {
+        Command::Eval {
+            adapter,
+            backbone,
+            method,
+            preset,
+            task,
+            data,
+            pairs,
+            json,
+            save_images,
+            seed,
+            limit,
+            device,
+        } => {
+            adaptir::device::select(&device)?;
             let r = adaptir::train::eval::eval(&adaptir::train::eval::EvalArgs {
                 adapter,
                 backbone,
@@ -576,7 +638,9 @@ fn run(cli: Cli, out: &mut String) -> adaptir::Result<()> {
             eval_every,
             stop_after,
             export_checkpoint,
+            device,
         } => {
+            adaptir::device::select(&device)?;
             if export_checkpoint {
                 let ckpt = adaptir::train::checkpoint_path(&path);
                 let step = adaptir::train::pretrain::backbone_from_checkpoint(&ckpt, &path)?;
@@ -610,6 +674,19 @@ fn run(cli: Cli, out: &mut String) -> adaptir::Result<()> {
             if r.finished {
                 outln!(out, "wrote {}", path.display());
             }
+        }
+        Command::Parity { device, fixtures, json } => {
+            let dev = adaptir::device::select(&device)?;
+            let r = adaptir::parity::parity(&fixtures, &dev)?;
+            out!(out, "{}", r.render(json));
+            if !r.passed {
+                EXIT_CODE.store(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        Command::OrtLatency { model, golden, ep, strict_ep, threads, warmup, iters, json } => {
+            let run = adaptir::runtime::RunOptions { ep: ep.parse()?, strict_ep, threads };
+            let r = adaptir::runtime::latency::latency(&model, &golden, &run, warmup, iters)?;
+            outln!(out, "{}", r.render(json));
         }
     }
     Ok(())

@@ -4,6 +4,7 @@
 pub mod candle_onnx;
 pub mod checker;
 pub mod compare;
+pub mod latency;
 pub mod library;
 pub mod session;
 pub mod validate;

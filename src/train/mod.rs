@@ -148,6 +148,7 @@ pub fn curve_path(out: &Path) -> PathBuf {
     out.with_file_name(format!("{stem}.curve.png"))
 }
 
+/// The device training and evaluation run on: the CLI's `--device` (crate::device), the CPU by default.
 pub fn device() -> Device {
-    Device::Cpu
+    crate::device::current()
 }

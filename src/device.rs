@@ -1,0 +1,98 @@
+//! Where candle computes: `--device cpu | cuda | cuda:N` for training, evaluation, `forward` and `parity`.
+//!
+//! The CUDA backend exists only in a binary built with the cargo feature `cuda` (scripts/build-cuda.sh): that
+//! binary needs the CUDA libraries to start at all, so CUDA is a separate build, not a run-time switch of the
+//! default one. Asking for CUDA where it cannot run is an error (exit code 2) that says which is missing, the
+//! feature or the GPU; there is never a silent fall back to the CPU.
+//!
+//! The CLI selects the device once per process ([`select`]); the library's entry points that build models read
+//! it with [`current`] (the CPU unless selected). One `Device` value is kept, because candle's CUDA tensors
+//! from two `Device::new_cuda` calls are on different devices and cannot be mixed.
+use std::sync::Mutex;
+
+use candle_core::Device;
+
+use crate::error::{Error, Result};
+
+static SELECTED: Mutex<Option<Device>> = Mutex::new(None);
+
+/// Whether this binary was built with candle's CUDA backend (cargo feature `cuda`).
+pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
+
+/// The device named `name`: `cpu`, `cuda` (GPU 0) or `cuda:N`. Errors (exit code 2) name what is missing.
+pub fn device(name: &str) -> Result<Device> {
+    let lower = name.trim().to_ascii_lowercase();
+    let ordinal = match lower.as_str() {
+        "cpu" => return Ok(Device::Cpu),
+        "cuda" | "gpu" => 0,
+        s => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => n,
+            _ => return Err(Error::invalid(format!("--device: expected `cpu`, `cuda` or `cuda:N`, found `{name}`"))),
+        },
+    };
+    if !CUDA_BUILT {
+        return Err(Error::invalid(format!(
+            "--device {name}: this adaptir binary was built without the `cuda` feature (no CUDA backend); \
+             build the CUDA binary with scripts/build-cuda.sh (cargo build --release --features cuda) \
+             and run that one on a machine with an NVIDIA GPU"
+        )));
+    }
+    Device::new_cuda(ordinal).map_err(|e| {
+        Error::invalid(format!(
+            "--device {name}: no usable NVIDIA GPU {ordinal} (the binary has the CUDA backend, but CUDA reports: \
+             {e}); check `nvidia-smi` and the driver"
+        ))
+    })
+}
+
+/// Select the process's device (see [`current`]) and return it.
+pub fn select(name: &str) -> Result<Device> {
+    let d = device(name)?;
+    *SELECTED.lock().map_err(|_| Error::invalid("device selection: lock poisoned"))? = Some(d.clone());
+    Ok(d)
+}
+
+/// The selected device; the CPU when none was selected.
+pub fn current() -> Device {
+    SELECTED.lock().ok().and_then(|d| d.clone()).unwrap_or(Device::Cpu)
+}
+
+/// `cpu` or `cuda:N`, for reports.
+pub fn describe(d: &Device) -> String {
+    match d.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+/// Wait for the device's queued work (timings on CUDA are otherwise launch times).
+pub fn synchronize(d: &Device) -> Result<()> {
+    Ok(d.synchronize()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_and_bad_names() {
+        assert!(device("cpu").unwrap().is_cpu());
+        assert!(device(" CPU ").unwrap().is_cpu());
+        for bad in ["tpu", "cuda:x", "cuda:-1", ""] {
+            let e = device(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains("expected `cpu`, `cuda` or `cuda:N`"), "{e}");
+        }
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_without_the_feature_says_so() {
+        for name in ["cuda", "cuda:1"] {
+            let e = device(name).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains("built without the `cuda` feature"), "{e}");
+        }
+    }
+}

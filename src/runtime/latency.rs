@@ -1,0 +1,83 @@
+//! `adaptir ort-latency`: how long one ONNX Runtime run of an exported model takes on an execution provider
+//! (end to end: host input copied in, outputs copied back, as `validate` and `restore` run it). Used by
+//! scripts/gpu-check.sh for the CUDA vs CPU provider row.
+use std::path::Path;
+use std::time::Instant;
+
+use crate::error::{Error, Result, WithFile};
+use crate::runtime::{RunOptions, Session};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Latency {
+    pub model: String,
+    pub ep: String,
+    pub nodes_by_ep: std::collections::BTreeMap<String, usize>,
+    pub input_shapes: Vec<(String, Vec<usize>)>,
+    pub warmup: usize,
+    pub iters: usize,
+    /// Per run, milliseconds.
+    pub mean_ms: f64,
+    pub median_ms: f64,
+    pub min_ms: f64,
+}
+
+impl Latency {
+    pub fn render(&self, json: bool) -> String {
+        if json {
+            return serde_json::to_string(self).unwrap_or_default();
+        }
+        format!(
+            "{} on {}: median {:.3} ms, mean {:.3} ms, min {:.3} ms over {} runs (after {} warm-up), inputs {:?}, \
+             nodes {:?}",
+            self.model,
+            self.ep,
+            self.median_ms,
+            self.mean_ms,
+            self.min_ms,
+            self.iters,
+            self.warmup,
+            self.input_shapes,
+            self.nodes_by_ep
+        )
+    }
+}
+
+/// Time `iters` runs of `model` after `warmup` runs, with the inputs of `golden` (a safetensors file holding a
+/// tensor per model input by name, as `adaptir export --golden` writes).
+pub fn latency(model: &Path, golden: &Path, opts: &RunOptions, warmup: usize, iters: usize) -> Result<Latency> {
+    if iters == 0 {
+        return Err(Error::invalid("--iters must be at least 1"));
+    }
+    let mut session = Session::new(model, opts)?;
+    let tensors = candle_core::safetensors::load(golden, &candle_core::Device::Cpu).with_file(golden)?;
+    let names: Vec<String> = session.input_names().to_vec();
+    let mut inputs = Vec::with_capacity(names.len());
+    for n in &names {
+        let t = tensors.get(n).ok_or_else(|| {
+            Error::file(golden, format!("no tensor `{n}` for the model's input `{n}` (it holds {:?})", tensors.keys()))
+        })?;
+        inputs.push((n.as_str(), t.clone()));
+    }
+    for _ in 0..warmup {
+        session.run(&inputs)?;
+    }
+    let mut ms = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let t = Instant::now();
+        session.run(&inputs)?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let mean_ms = ms.iter().sum::<f64>() / iters as f64;
+    ms.sort_by(f64::total_cmp);
+    Ok(Latency {
+        model: model.display().to_string(),
+        ep: opts.ep.to_string(),
+        nodes_by_ep: session.nodes_by_ep().clone(),
+        input_shapes: inputs.iter().map(|(n, t)| (n.to_string(), t.dims().to_vec())).collect(),
+        warmup,
+        iters,
+        mean_ms,
+        median_ms: ms[iters / 2],
+        min_ms: ms[0],
+    })
+}
