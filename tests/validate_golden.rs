@@ -110,6 +110,32 @@ fn shipped_adapters_still_match_their_golden_outputs() {
     assert!(failures.is_empty(), "golden check failed:\n{}", failures.join("\n"));
 }
 
+#[test]
+fn a_numerics_change_fails_the_golden_check() {
+    // The stored golden output moved by twice the f32 bound at one element: validate must exit 1.
+    use candle_core::{DType, Device, Tensor};
+    let c = &cases()[0];
+    let model = tmp().join("micro-numerics.onnx");
+    let (code, _, err) =
+        adaptir_cli(&["export", "--adapter", s(&c.adapter), "--backbone", s(&c.backbone), "-o", s(&model)]);
+    assert_eq!(code, 0, "{err}");
+    let g = candle_core::safetensors::load(&c.golden, &Device::Cpu).unwrap();
+    let y = &g["output"];
+    let scale = y.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+    let bound = adaptir::runtime::Tolerance::F32.absolute_bound(scale as f64);
+    let mut bump = vec![0f32; y.elem_count()];
+    bump[y.elem_count() / 2] = (2.0 * bound) as f32;
+    let moved = (y + Tensor::from_vec(bump, y.dims(), &Device::Cpu).unwrap()).unwrap().to_dtype(DType::F32).unwrap();
+    let changed = tmp().join("micro-moved.golden.safetensors");
+    candle_core::safetensors::save(
+        &[("input".to_string(), g["input"].clone()), ("output".to_string(), moved)].into(),
+        &changed,
+    )
+    .unwrap();
+    let (code, text, err) = adaptir_cli(&["validate", s(&model), "--golden", s(&changed)]);
+    assert_eq!(code, 1, "{text}\n{err}");
+}
+
 /// The micro fixture: a 6-feature IPT with 4 task heads (sr2, sr3, sr4, derain) and an AdaptIR derain adapter
 /// (hidden 8) whose weights are perturbed away from their zero init, so every expert contributes.
 fn make_micro(backbone: &Path, adapter: &Path) {
