@@ -276,7 +276,7 @@ pub fn default_output(input: &Path, task: &str) -> PathBuf {
 /// is written; the output is written atomically.
 pub fn restore_file(args: &RestoreArgs) -> Result<RestoreReport> {
     let start = Instant::now();
-    if args.overlap % 2 != 0 {
+    if !args.overlap.is_multiple_of(2) {
         return Err(Error::invalid(format!("--overlap: expected an even number of pixels, found {}", args.overlap)));
     }
     if args.batch == 0 {

@@ -104,8 +104,11 @@ fn first_existing(candidates: &[PathBuf]) -> Option<PathBuf> {
     candidates.iter().find(|p| p.is_file()).cloned()
 }
 
+/// Named inputs, named reference outputs, and a description of where they come from.
+type Reference = (Vec<(String, Tensor)>, Vec<(String, Tensor)>, String);
+
 /// The candle reference: inputs (seeded) and outputs, plus a description.
-fn candle_reference(g: &Graph, args: &ValidateArgs) -> Result<(Vec<(String, Tensor)>, Vec<(String, Tensor)>, String)> {
+fn candle_reference(g: &Graph, args: &ValidateArgs) -> Result<Reference> {
     let model_path = args.model;
     let name = meta(g, model_path, "backbone")?;
     let backbone_sha = meta(g, model_path, "backbone_sha256")?;
@@ -202,7 +205,7 @@ fn candle_reference(g: &Graph, args: &ValidateArgs) -> Result<(Vec<(String, Tens
 }
 
 /// Inputs and reference outputs from a golden file: one tensor per graph input and per graph output, by name.
-fn golden_reference(g: &Graph, golden: &Path) -> Result<(Vec<(String, Tensor)>, Vec<(String, Tensor)>, String)> {
+fn golden_reference(g: &Graph, golden: &Path) -> Result<Reference> {
     if !golden.is_file() {
         return Err(Error::file(golden, "expected a golden .safetensors file, found no such file"));
     }
