@@ -182,6 +182,12 @@ impl Restorer {
         let model = build_model(&backbone, &config, Some(&adapter), &Device::Cpu)?;
         let session = match (args.engine, args.onnx) {
             (Engine::Candle, Some(_)) => return Err(Error::invalid("--onnx needs --engine onnx")),
+            (Engine::Candle, None) if args.run.ep != crate::runtime::Ep::Cpu => {
+                return Err(Error::invalid(format!(
+                    "--ep {}: the candle engine runs on the CPU here; use --engine onnx --ep {}",
+                    args.run.ep, args.run.ep
+                )))
+            }
             (Engine::Candle, None) => None,
             (Engine::Onnx, Some(file)) => {
                 let g = crate::compile::onnx::read(file)?;

@@ -183,6 +183,7 @@ fn bad_input_exits_2_and_writes_nothing() {
         (vec![s(&good), "--engine", "tensorrt"], "--engine"),
         (vec![s(&good), "--onnx", s(&not_image), "--engine", "onnx"], "ONNX"),
         (vec![s(&good), "--onnx", s(&not_image)], "--onnx needs --engine onnx"),
+        (vec![s(&good), "--ep", "cuda"], "--engine onnx --ep cuda"),
     ];
     for (extra, needle) in cases {
         let mut args = vec!["restore", "--adapter", s(&a), "--backbone", s(&w), "-o", s(&out), "--quiet"];
