@@ -209,3 +209,17 @@ fn bad_input_exits_2_and_writes_nothing() {
     let leftovers: Vec<_> = std::fs::read_dir(&d).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(leftovers.len(), 3, "only the inputs remain: {leftovers:?}");
 }
+
+#[test]
+fn any_size_from_one_pixel_to_a_thin_strip() {
+    let (w, a, sr) = files();
+    let tiling = Tiling { overlap: 8, batch: 16 };
+    for (adapter, scale) in [(&a, 1), (&sr, 2)] {
+        let mut r = restorer(adapter, &w, Engine::Onnx, None);
+        for (iw, ih) in [(1, 1), (300, 1), (2, 49), (48, 48)] {
+            let out = r.restore(&picture(iw, ih), tiling, &mut |_| {}).unwrap();
+            assert_eq!((out.width, out.height), (iw * scale, ih * scale));
+            assert!(out.data.iter().all(|v| v.is_finite() && (0.0..=1.0).contains(v)));
+        }
+    }
+}
