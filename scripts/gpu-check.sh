@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# GPU check of issue 8, in one prepared script (finishes well under 8 minutes; every step has its own timeout):
+#   1. `adaptir parity --device cuda`: the fixtures' parity cases (AdaptIR block IPT C=576/192 and EDT, the whole
+#      IPT + AdaptIR model, tasks 2 and 4) and the atan2 / amplitude CUDA kernels, against torch and the CPU;
+#   2. a tiny backbone (ipt-tiny, 1 pre-training step on fixtures/images/set5) and AdaptIR training on it for a
+#      fixed number of steps on CUDA and on the CPU (`adaptir train --device cuda|cpu`): time per step;
+#   3. export to ONNX, `adaptir validate` on the CPU provider and on the CUDA provider with --strict-ep (where an
+#      ONNX Runtime GPU library is found), `adaptir ort-latency` on both;
+#   4. one table: train step CUDA vs CPU, ORT latency CUDA vs CPU, parity errors on CUDA.
+#
+# HERE (the machine without a GPU), once per change:
+#   CARGO_BUILD_JOBS=1 nice -n 10 scripts/build-cuda.sh   # target-cuda/release/adaptir (~40 MB, cold ~9 min)
+#   scripts/gpu-check.sh --pack                           # .gpu-carry/: xz of that binary + the CPU ORT library
+# The device tool copies the working tree (about 21 MB) plus the carried paths, 64 MiB in all: the binary alone
+# is ~40 MB, so it travels compressed (and the ONNX Runtime 1.31.1 CPU library, 29 MB, too). Then:
+#   run(command="scripts/gpu-check.sh", carry=[".gpu-carry"], timeout_s=540)
+# (the GPU machines have PyTorch's CUDA 13 libraries, which the binary loads, but ONNX Runtime 1.30 without a GPU
+# build: the ORT CUDA row says n/a there unless an onnxruntime-gpu 1.31.1 library is given by ORT_DYLIB_PATH or
+# .venv/ (ADAPTIR_ORT_GPU=1 scripts/setup-ort.sh on a GPU machine with network access)).
+#
+# ON ANY GPU MACHINE with the repository: scripts/gpu-check.sh [--bin PATH]   (default: target-cuda/release/adaptir
+# or the unpacked .gpu-carry). Logs and JSON go to $OUT (device tool) or $GPU_CHECK_OUT (default /tmp/gpu-check).
+# Exit: 0 all ran and parity passed, 1 parity or validation failed, 2 could not run (no binary / GPU / library).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CARRY=$ROOT/.gpu-carry
+
+if [ "${1:-}" = "--pack" ]; then
+  set -e
+  bin=${ADAPTIR_CUDA_TARGET_DIR:-$ROOT/target-cuda}/release/adaptir
+  [ -x "$bin" ] || { echo "gpu-check --pack: $bin missing: run scripts/build-cuda.sh first" >&2; exit 2; }
+  mkdir -p "$CARRY"
+  xz -T0 -6 -c "$bin" >"$CARRY/adaptir.xz.tmp" && mv "$CARRY/adaptir.xz.tmp" "$CARRY/adaptir.xz"
+  ort=$(ls "$ROOT"/.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1 2>/dev/null | head -n1 || true)
+  if [ -n "$ort" ]; then
+    xz -T0 -6 -c "$ort" >"$CARRY/libonnxruntime.so.1.31.1.xz.tmp"
+    mv "$CARRY/libonnxruntime.so.1.31.1.xz.tmp" "$CARRY/libonnxruntime.so.1.31.1.xz"
+  else
+    echo "gpu-check --pack: no .venv ONNX Runtime (scripts/setup-ort.sh): the ORT rows will say n/a" >&2
+  fi
+  tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -n1 | cut -f1)
+  carry=$(du -cb "$CARRY"/* | tail -n1 | cut -f1)
+  echo "gpu-check --pack: $CARRY: $(ls "$CARRY" | tr '\n' ' ')($((carry / 1024 / 1024)) MiB); with the tracked tree" \
+    "$(((tree + carry) / 1024 / 1024)) MiB of the device tool's 64 MiB"
+  [ $((tree + carry)) -lt $((64 * 1024 * 1024)) ] || { echo "gpu-check --pack: over 64 MiB" >&2; exit 2; }
+  exit 0
+fi
+
+BIN=""
+if [ "${1:-}" = "--bin" ]; then BIN=$2; fi
+W=${OUT:-${GPU_CHECK_OUT:-/tmp/gpu-check}}
+mkdir -p "$W"
+T=$(mktemp -d /tmp/gpu-check.XXXXXX)
+LOG=$W/gpu-check.log
+: >"$LOG"
+say() { echo "gpu-check: $*" | tee -a "$LOG"; }
+die() {
+  say "$*"
+  exit 2
+}
+now() { date +%s.%N; }
+
+# The binary (and a carried ORT library).
+if [ -z "$BIN" ]; then
+  if [ -f "$CARRY/adaptir.xz" ]; then
+    xz -d -c "$CARRY/adaptir.xz" >"$T/adaptir" && chmod +x "$T/adaptir" && BIN=$T/adaptir
+  elif [ -x "$ROOT/target-cuda/release/adaptir" ]; then
+    BIN=$ROOT/target-cuda/release/adaptir
+  fi
+fi
+[ -n "$BIN" ] && [ -x "$BIN" ] || die "no CUDA binary: build it with scripts/build-cuda.sh (then --pack to carry it)"
+if [ -z "${ORT_DYLIB_PATH:-}" ] && [ -f "$CARRY/libonnxruntime.so.1.31.1.xz" ] && ! ls .venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1 >/dev/null 2>&1; then
+  xz -d -c "$CARRY/libonnxruntime.so.1.31.1.xz" >"$T/libonnxruntime.so.1.31.1"
+  export ORT_DYLIB_PATH=$T/libonnxruntime.so.1.31.1
+fi
+
+# The CUDA libraries the binary was linked against (libcudart, libcublas(Lt), libcurand, libnvrtc): from the
+# environment, CUDA's own folder, or a Python environment's NVIDIA wheels (PyTorch's cu13 ones).
+missing() { ldd "$BIN" 2>/dev/null | awk '/not found/ { print $1 }'; }
+if [ -n "$(missing)" ]; then
+  dirs=$(python3 - <<'EOF' 2>/dev/null
+import glob, os, site, sys
+roots = set(site.getsitepackages() + [site.getusersitepackages()] + [p for p in sys.path if p.endswith("site-packages")])
+seen = []
+for r in sorted(roots):
+    for lib in glob.glob(os.path.join(r, "nvidia", "**", "lib"), recursive=True):
+        if lib not in seen:
+            seen.append(lib)
+print(":".join(seen))
+EOF
+  )
+  export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${dirs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+fi
+if [ -n "$(missing)" ]; then die "the binary cannot start, missing: $(missing | tr '\n' ' ')(need CUDA 13 libraries)"; fi
+
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader \
+  | sed 's/^/gpu: /' | tee -a "$LOG"
+say "binary $BIN ($("$BIN" --version)), $(nproc) CPU cores, $(uname -r)"
+say "CUDA libraries: $(ldd "$BIN" | awk '/cublas.so|cudart|nvrtc|curand/ { print $3 }' | tr '\n' ' ')"
+
+run() { # name timeout cmd... : log the output, keep the exit code
+  local name=$1 limit=$2
+  shift 2
+  echo "\$ $*" >>"$LOG"
+  timeout "$limit" "$@" >"$W/$name.out" 2>&1
+  local rc=$?
+  cat "$W/$name.out" >>"$LOG"
+  echo "[$name: exit $rc]" >>"$LOG"
+  return $rc
+}
+status=0
+
+# 1. Parity on CUDA.
+run parity-cuda 120 "$BIN" parity --device cuda --json
+parity_rc=$?
+case $parity_rc in 0) ;; 1) status=1 ;; *) status=2 ;; esac
+cp "$W/parity-cuda.out" "$W/parity-cuda.json" 2>/dev/null
+
+# 2. A tiny backbone (CPU, 1 step) and AdaptIR training on CUDA and on the CPU. Time per step = the difference of
+# two runs' wall times (S1 and S2 steps) / (S2 - S1): process start, loading, NVRTC and cuBLAS warm-up cancel.
+DATA=$ROOT/fixtures/images/set5
+run pretrain 120 "$BIN" pretrain --preset ipt-tiny --data "$DATA" --steps 1 --batch 2 --out "$T/bb.safetensors" \
+  --eval-every 1000 --checkpoint-every 1000 || say "pretrain failed (see $LOG)"
+S1=2
+S2=12
+BATCH=4
+declare -A step_ms
+for dev in cuda cpu; do
+  ok=1
+  walls=()
+  for s in $S1 $S2; do
+    t0=$(now)
+    run "train-$dev-$s" 150 "$BIN" train --method adaptir --task denoise30 --data "$DATA" --backbone "$T/bb.safetensors" \
+      --preset ipt-tiny --steps $s --batch $BATCH --eval-every 100000 --checkpoint-every 100000 \
+      --out "$T/adapter-$dev-$s.safetensors" --device $dev || ok=0
+    walls+=("$t0" "$(now)")
+  done
+  if [ $ok = 1 ]; then
+    step_ms[$dev]=$(python3 -c 'import sys; a,b,c,d=map(float,sys.argv[1:5]); print("%.1f" % (((d-c)-(b-a))*1000/int(sys.argv[5])))' \
+      "${walls[@]}" $((S2 - S1)))
+  else
+    step_ms[$dev]="failed"
+    [ $status = 2 ] || status=1
+  fi
+done
+
+# 3. Export (the CUDA-trained adapter), validate and time ONNX Runtime on the CPU and CUDA providers.
+declare -A ort_ms ort_val
+ADAPTER=$T/adapter-cuda-$S2.safetensors
+[ -f "$ADAPTER" ] || ADAPTER=$T/adapter-cpu-$S2.safetensors
+if run export 120 "$BIN" export --adapter "$ADAPTER" --backbone "$T/bb.safetensors" -o "$T/model.onnx" \
+  --golden "$T/golden.safetensors"; then
+  for ep in cpu cuda; do
+    strict=()
+    [ $ep = cuda ] && strict=(--strict-ep)
+    if run "validate-$ep" 120 "$BIN" validate "$T/model.onnx" --backbone "$T/bb.safetensors" --adapter "$ADAPTER" \
+      --ep $ep "${strict[@]}"; then
+      ort_val[$ep]=PASS
+      if run "latency-$ep" 120 "$BIN" ort-latency "$T/model.onnx" --golden "$T/golden.safetensors" --ep $ep \
+        "${strict[@]}" --warmup 5 --iters 50 --json; then
+        ort_ms[$ep]=$(python3 -c 'import json,sys; print("%.3f" % json.loads(sys.stdin.read())["median_ms"])' \
+          <"$W/latency-$ep.out")
+      else
+        ort_ms[$ep]="failed"
+      fi
+    else
+      rc=$?
+      if [ $rc = 1 ]; then
+        ort_val[$ep]=FAIL
+        [ $status = 2 ] || status=1
+      else
+        ort_val[$ep]="n/a: $(grep -m1 '^error' "$W/validate-$ep.out" | cut -c1-220)"
+      fi
+      ort_ms[$ep]="n/a"
+    fi
+  done
+else
+  status=1
+fi
+
+# 4. The table.
+{
+  echo
+  echo "| measure | CUDA | CPU | CPU / CUDA |"
+  echo "|---|---|---|---|"
+  ratio() { python3 -c "import sys; a,b=sys.argv[1:]; print('%.1fx' % (float(b)/float(a)))" "$1" "$2" 2>/dev/null || echo "-"; }
+  echo "| AdaptIR train step, ipt-tiny, batch $BATCH, 48x48 (ms; ($S2-$S1)-step difference) | ${step_ms[cuda]} | ${step_ms[cpu]} | $(ratio "${step_ms[cuda]}" "${step_ms[cpu]}") |"
+  echo "| ORT run, exported ipt-tiny + AdaptIR, batch 2 (median ms of 50) | ${ort_ms[cuda]:-n/a} | ${ort_ms[cpu]:-n/a} | $(ratio "${ort_ms[cuda]:-x}" "${ort_ms[cpu]:-x}") |"
+  echo "| ORT validate vs candle (CUDA with --strict-ep) | ${ort_val[cuda]:-n/a} | ${ort_val[cpu]:-n/a} | |"
+  echo
+  python3 - "$W/parity-cuda.json" 2>/dev/null <<'EOF' || echo "parity on CUDA: could not run (exit $parity_rc): $(grep -m1 '^error' "$W/parity-cuda.out")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+f = lambda v: "-" if v is None else "%.2e" % v
+print("| parity on %s (%.1f s): case | vs torch | bound | vs CPU | bound | |" % (r["device"], r["seconds"]))
+print("|---|---|---|---|---|---|")
+for row in r["rows"]:
+    print("| %s | %s | %s | %s | %s | %s |" % (row["case"], f(row["vs_torch"]), f(row["torch_bound"]),
+          f(row["vs_cpu"]), f(row["cpu_bound"]), "ok" if row["passed"] else "FAIL"))
+print("| **parity on CUDA** | | | | | %s |" % ("all pass" if r["passed"] else "FAILED"))
+EOF
+} | tee "$W/table.md" | tee -a "$LOG"
+rm -rf "$T"
+say "done (exit $status); logs in $W"
+exit $status
