@@ -281,9 +281,9 @@ enum Command {
         preset: String,
         /// Folder of clean training photos.
         #[arg(long)]
-        data: PathBuf,
+        data: Option<PathBuf>,
         #[arg(long)]
-        steps: usize,
+        steps: Option<usize>,
         #[arg(long, default_value_t = 16)]
         batch: usize,
         #[arg(long, default_value_t = 2e-4)]
@@ -647,6 +647,9 @@ fn run(cli: Cli, out: &mut String) -> adaptir::Result<()> {
                 outln!(out, "wrote the backbone of {} (step {step}) to {}", ckpt.display(), path.display());
                 return Ok(());
             }
+            let (Some(data), Some(steps)) = (data, steps) else {
+                return Err(adaptir::Error::invalid("pretrain needs --data DIR and --steps N"));
+            };
             let r = adaptir::train::pretrain::pretrain(&adaptir::train::pretrain::PretrainArgs {
                 preset,
                 data,
