@@ -38,6 +38,9 @@ pub fn device(name: &str) -> Result<Device> {
         )));
     }
     Device::new_cuda(ordinal).map_err(|e| {
+        // candle appends a backtrace to CUDA errors: the first line says what failed.
+        let e = e.to_string();
+        let e = e.lines().next().unwrap_or_default().trim();
         Error::invalid(format!(
             "--device {name}: no usable NVIDIA GPU {ordinal} (the binary has the CUDA backend, but CUDA reports: \
              {e}); check `nvidia-smi` and the driver"

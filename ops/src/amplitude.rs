@@ -9,6 +9,10 @@ use crate::elementwise::{cpu_binary, nonzero_or_one, prepare};
 
 struct Amplitude;
 
+/// The CUDA forward: `hypotf` / `hypot`, the CUDA math library's IEEE-conforming functions.
+#[cfg(feature = "cuda")]
+static CUDA: crate::elementwise::CudaBinary = crate::elementwise::CudaBinary::new("amplitude", "hypotf", "hypot");
+
 impl CustomOp2 for Amplitude {
     fn name(&self) -> &'static str {
         "amplitude"
@@ -16,6 +20,17 @@ impl CustomOp2 for Amplitude {
 
     fn cpu_fwd(&self, re: &CpuStorage, lr: &Layout, im: &CpuStorage, li: &Layout) -> Result<(CpuStorage, Shape)> {
         cpu_binary(self.name(), re, lr, im, li, f32::hypot, f64::hypot)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        re: &candle_core::CudaStorage,
+        lr: &Layout,
+        im: &candle_core::CudaStorage,
+        li: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        CUDA.fwd(re, lr, im, li)
     }
 
     fn bwd(&self, re: &Tensor, im: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {

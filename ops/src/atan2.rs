@@ -11,6 +11,10 @@ use crate::elementwise::{cpu_binary, nonzero_or_one, prepare};
 
 struct Atan2;
 
+/// The CUDA forward: `atan2f` / `atan2`, the CUDA math library's IEEE-conforming functions.
+#[cfg(feature = "cuda")]
+static CUDA: crate::elementwise::CudaBinary = crate::elementwise::CudaBinary::new("atan2", "atan2f", "atan2");
+
 impl CustomOp2 for Atan2 {
     fn name(&self) -> &'static str {
         "atan2"
@@ -18,6 +22,17 @@ impl CustomOp2 for Atan2 {
 
     fn cpu_fwd(&self, y: &CpuStorage, ly: &Layout, x: &CpuStorage, lx: &Layout) -> Result<(CpuStorage, Shape)> {
         cpu_binary(self.name(), y, ly, x, lx, f32::atan2, f64::atan2)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        y: &candle_core::CudaStorage,
+        ly: &Layout,
+        x: &candle_core::CudaStorage,
+        lx: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        CUDA.fwd(y, ly, x, lx)
     }
 
     fn bwd(&self, y: &Tensor, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
