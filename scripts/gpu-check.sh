@@ -9,14 +9,15 @@
 #   4. one table: train step CUDA vs CPU, ORT latency CUDA vs CPU, parity errors on CUDA.
 #
 # HERE (the machine without a GPU), once per change:
-#   CARGO_BUILD_JOBS=1 nice -n 10 scripts/build-cuda.sh   # target-cuda/release/adaptir (~40 MB, cold ~9 min)
+#   CARGO_BUILD_JOBS=1 nice -n 10 scripts/build-cuda.sh   # target-cuda/release/adaptir (57 MiB, cold 9-17 min)
 #   scripts/gpu-check.sh --pack                           # .gpu-carry/: xz of that binary + the CPU ORT library
 # The device tool copies the working tree (about 21 MB) plus the carried paths, 64 MiB in all: the binary alone
-# is ~40 MB, so it travels compressed (and the ONNX Runtime 1.31.1 CPU library, 29 MB, too). Then:
+# is 57 MiB, so it travels xz-compressed (7 MiB), as does the ONNX Runtime 1.31.1 CPU library (28 -> 8 MiB). Then:
 #   run(command="scripts/gpu-check.sh", carry=[".gpu-carry"], timeout_s=540)
 # (the GPU machines have PyTorch's CUDA 13 libraries, which the binary loads, but ONNX Runtime 1.30 without a GPU
-# build: the ORT CUDA row says n/a there unless an onnxruntime-gpu 1.31.1 library is given by ORT_DYLIB_PATH or
-# .venv/ (ADAPTIR_ORT_GPU=1 scripts/setup-ort.sh on a GPU machine with network access)).
+# build: the ORT CUDA rows say n/a there, with ORT's reason, unless an onnxruntime-gpu 1.31.1 library (and the
+# CUDA / cuDNN libraries it was built for) is given by ORT_DYLIB_PATH or .venv/: ADAPTIR_ORT_GPU=1
+# scripts/setup-ort.sh on a GPU machine with network access).
 #
 # ON ANY GPU MACHINE with the repository: scripts/gpu-check.sh [--bin PATH]   (default: target-cuda/release/adaptir
 # or the unpacked .gpu-carry). Logs and JSON go to $OUT (device tool) or $GPU_CHECK_OUT (default /tmp/gpu-check).
@@ -52,6 +53,8 @@ if [ "${1:-}" = "--bin" ]; then BIN=$2; fi
 W=${OUT:-${GPU_CHECK_OUT:-/tmp/gpu-check}}
 mkdir -p "$W"
 T=$(mktemp -d /tmp/gpu-check.XXXXXX)
+L=$T/logs # one output file per step; $W gets only gpu-check.log (all of them), table.md and parity-cuda.json
+mkdir -p "$L"
 LOG=$W/gpu-check.log
 : >"$LOG"
 say() { echo "gpu-check: $*" | tee -a "$LOG"; }
@@ -97,15 +100,16 @@ if [ -n "$(missing)" ]; then die "the binary cannot start, missing: $(missing | 
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader \
   | sed 's/^/gpu: /' | tee -a "$LOG"
 say "binary $BIN ($("$BIN" --version)), $(nproc) CPU cores, $(uname -r)"
+say "ONNX Runtime library: ${ORT_DYLIB_PATH:-adaptir's search (.venv/, then python3's site-packages)}"
 say "CUDA libraries: $(ldd "$BIN" | awk '/cublas.so|cudart|nvrtc|curand/ { print $3 }' | tr '\n' ' ')"
 
 run() { # name timeout cmd... : log the output, keep the exit code
   local name=$1 limit=$2
   shift 2
   echo "\$ $*" >>"$LOG"
-  timeout "$limit" "$@" >"$W/$name.out" 2>&1
+  timeout "$limit" "$@" >"$L/$name.out" 2>&1
   local rc=$?
-  cat "$W/$name.out" >>"$LOG"
+  cat "$L/$name.out" >>"$LOG"
   echo "[$name: exit $rc]" >>"$LOG"
   return $rc
 }
@@ -115,7 +119,7 @@ status=0
 run parity-cuda 120 "$BIN" parity --device cuda --json
 parity_rc=$?
 case $parity_rc in 0) ;; 1) status=1 ;; *) status=2 ;; esac
-cp "$W/parity-cuda.out" "$W/parity-cuda.json" 2>/dev/null
+cp "$L/parity-cuda.out" "$W/parity-cuda.json" 2>/dev/null
 
 # 2. A tiny backbone (CPU, 1 step) and AdaptIR training on CUDA and on the CPU. Time per step = the difference of
 # two runs' wall times (S1 and S2 steps) / (S2 - S1): process start, loading, NVRTC and cuBLAS warm-up cancel.
@@ -160,7 +164,7 @@ if run export 120 "$BIN" export --adapter "$ADAPTER" --backbone "$T/bb.safetenso
       if run "latency-$ep" 120 "$BIN" ort-latency "$T/model.onnx" --golden "$T/golden.safetensors" --ep $ep \
         "${strict[@]}" --warmup 5 --iters 50 --json; then
         ort_ms[$ep]=$(python3 -c 'import json,sys; print("%.3f" % json.loads(sys.stdin.read())["median_ms"])' \
-          <"$W/latency-$ep.out")
+          <"$L/latency-$ep.out")
       else
         ort_ms[$ep]="failed"
       fi
@@ -170,7 +174,7 @@ if run export 120 "$BIN" export --adapter "$ADAPTER" --backbone "$T/bb.safetenso
         ort_val[$ep]=FAIL
         [ $status = 2 ] || status=1
       else
-        ort_val[$ep]="n/a: $(grep -m1 '^error' "$W/validate-$ep.out" | cut -c1-220)"
+        ort_val[$ep]="n/a: $(grep -m1 '^error' "$L/validate-$ep.out" | cut -c1-220)"
       fi
       ort_ms[$ep]="n/a"
     fi
@@ -189,7 +193,7 @@ fi
   echo "| ORT run, exported ipt-tiny + AdaptIR, batch 2 (median ms of 50) | ${ort_ms[cuda]:-n/a} | ${ort_ms[cpu]:-n/a} | $(ratio "${ort_ms[cuda]:-x}" "${ort_ms[cpu]:-x}") |"
   echo "| ORT validate vs candle (CUDA with --strict-ep) | ${ort_val[cuda]:-n/a} | ${ort_val[cpu]:-n/a} | |"
   echo
-  python3 - "$W/parity-cuda.json" 2>/dev/null <<'EOF' || echo "parity on CUDA: could not run (exit $parity_rc): $(grep -m1 '^error' "$W/parity-cuda.out")"
+  python3 - "$W/parity-cuda.json" 2>/dev/null <<'EOF' || echo "parity on CUDA: could not run (exit $parity_rc): $(grep -m1 '^error' "$L/parity-cuda.out")"
 import json, sys
 r = json.load(open(sys.argv[1]))
 f = lambda v: "-" if v is None else "%.2e" % v
