@@ -199,12 +199,18 @@ pub fn parity(fixtures: &Path, dev: &Device) -> Result<ParityReport> {
             let want = get(&io, &format!("{case}.y"), &io_path)?;
             let got = m.forward_t(&x.to_device(dev)?, false)?;
             let scale = max_abs(want)?;
-            let (bound, tol) = match layout {
-                Layout::Ipt => (BLOCK_PARITY_REL * scale, "BLOCK_PARITY_REL x max|y|"),
-                Layout::Edt => (EDT_BRANCH_CUT_ABS, "EDT_BRANCH_CUT_ABS (branch-cut flips)"),
+            // EDT: bins on the negative real axis whose tiny imaginary part another summation order may flip
+            // across the branch cut (see tests/parity_block.rs), against torch and against our CPU run alike.
+            let (bound, cpu_bound, tol) = match layout {
+                Layout::Ipt => (
+                    BLOCK_PARITY_REL * scale,
+                    F32_REASSOCIATION_REL * scale,
+                    "BLOCK_PARITY_REL x max|y|; F32_REASSOCIATION_REL x max|y|",
+                ),
+                Layout::Edt => (EDT_BRANCH_CUT_ABS, EDT_BRANCH_CUT_ABS, "EDT_BRANCH_CUT_ABS (branch-cut flips)"),
             };
             let vs_cpu = match &m_cpu {
-                Some(mc) => Some((max_abs_diff(&got, &mc.forward_t(x, false)?)?, F32_REASSOCIATION_REL * scale)),
+                Some(mc) => Some((max_abs_diff(&got, &mc.forward_t(x, false)?)?, cpu_bound)),
                 None => None,
             };
             rows.push(row(format!("block {dir} {case}"), Some((max_abs_diff(&got, want)?, bound)), vs_cpu, tol));
@@ -233,7 +239,7 @@ pub fn parity(fixtures: &Path, dev: &Device) -> Result<ParityReport> {
             format!("model ipt_small task {task}"),
             Some((max_abs_diff(&got, want)?, MODEL_PARITY_ABS)),
             vs_cpu,
-            "MODEL_PARITY_ABS",
+            "MODEL_PARITY_ABS; F32_REASSOCIATION_REL x max|y|",
         ));
     }
     crate::device::synchronize(dev)?;
