@@ -199,7 +199,7 @@ fi
   echo "|---|---|---|---|"
   ratio() { python3 -c "import sys; a,b=sys.argv[1:]; print('%.1fx' % (float(b)/float(a)))" "$1" "$2" 2>/dev/null || echo "-"; }
   echo "| AdaptIR train step, ipt-tiny, batch $BATCH, 48x48 (ms; ($S2-$S1)-step difference) | ${step_ms[cuda]} | ${step_ms[cpu]} | $(ratio "${step_ms[cuda]}" "${step_ms[cpu]}") |"
-  loss() { sed -n 's/.*steps in .* s (.*), loss \([0-9.e+-]*\),.*/\1/p' "$L/train-$1-$S2.out" 2>/dev/null | head -n1; }
+  loss() { sed -n 's/^finished: .*, loss \([0-9.e+-]*\),.*/\1/p' "$L/train-$1-$S2.out" 2>/dev/null | head -n1; }
   echo "| AdaptIR training loss after $S2 steps (same seed, data and initial weights) | $(loss cuda) | $(loss cpu) | |"
   echo "| ORT run, exported ipt-tiny + AdaptIR, batch 2 (median ms of 50) | ${ort_ms[cuda]:-n/a} | ${ort_ms[cpu]:-n/a} | $(ratio "${ort_ms[cuda]:-x}" "${ort_ms[cpu]:-x}") |"
   echo "| ORT validate vs candle (CUDA with --strict-ep) | ${ort_val[cuda]:-n/a} | ${ort_val[cpu]:-n/a} | |"
