@@ -44,3 +44,21 @@ pub const F16_REL: f64 = 1e-2;
 /// (ipt-base at random init: 2.4e-4 between our f32 and f64 forwards): another f32 implementation of the same
 /// model (ONNX Runtime) may be at most this many times further from the f64 result than our f32 forward is.
 pub const F32_PEER_FACTOR: f64 = 2.0;
+
+// ---- Data and metrics (issue 7): acceptance thresholds of the checks against MATLAB, scikit-image and PIL ----
+
+/// Our PSNR vs the reference implementation's (dB).
+pub const PSNR_VS_REFERENCE_DB: f64 = 1e-3;
+/// Our SSIM vs the reference implementation's.
+pub const SSIM_VS_REFERENCE: f64 = 1e-4;
+/// Bicubic downscaling vs MATLAB: minimum fraction of samples exactly equal.
+pub const BICUBIC_MIN_EQUAL_FRACTION: f64 = 0.999;
+/// Bicubic downscaling vs MATLAB: largest allowed difference in 8-bit levels.
+pub const BICUBIC_MAX_LEVEL_DIFF: u8 = 1;
+/// Our JPEG decode vs the reference encoder's JPEG decode: minimum PSNR (dB).
+pub const JPEG_MIN_PSNR_VS_REFERENCE_DB: f64 = 40.0;
+/// Our JPEG file size vs the reference encoder's: maximum relative difference.
+pub const JPEG_MAX_SIZE_REL_DIFF: f64 = 0.05;
+/// Sample statistics of a seeded random generator vs their expectation: relative tolerance
+/// (a few standard errors for the sample sizes the tests use).
+pub const NOISE_STAT_REL: f64 = 0.02;
