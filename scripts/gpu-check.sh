@@ -65,18 +65,23 @@ die() {
   exit 2
 }
 now() { date +%s.%N; }
+unxz() { # FILE.xz OUT (xz, else python3's lzma)
+  if command -v xz >/dev/null 2>&1; then xz -d -c "$1" >"$2"; else
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1" "$2"
+  fi
+}
 
 # The binary (and a carried ORT library).
 if [ -z "$BIN" ]; then
   if [ -f "$CARRY/adaptir.xz" ]; then
-    xz -d -c "$CARRY/adaptir.xz" >"$T/adaptir" && chmod +x "$T/adaptir" && BIN=$T/adaptir
+    unxz "$CARRY/adaptir.xz" "$T/adaptir" && chmod +x "$T/adaptir" && BIN=$T/adaptir
   elif [ -x "$ROOT/target-cuda/release/adaptir" ]; then
     BIN=$ROOT/target-cuda/release/adaptir
   fi
 fi
 [ -n "$BIN" ] && [ -x "$BIN" ] || die "no CUDA binary: build it with scripts/build-cuda.sh (then --pack to carry it)"
 if [ -z "${ORT_DYLIB_PATH:-}" ] && [ -f "$CARRY/libonnxruntime.so.1.31.1.xz" ] && ! ls .venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1 >/dev/null 2>&1; then
-  xz -d -c "$CARRY/libonnxruntime.so.1.31.1.xz" >"$T/libonnxruntime.so.1.31.1"
+  unxz "$CARRY/libonnxruntime.so.1.31.1.xz" "$T/libonnxruntime.so.1.31.1"
   export ORT_DYLIB_PATH=$T/libonnxruntime.so.1.31.1
 fi
 
