@@ -157,7 +157,7 @@ impl Restorer {
         let adapter = AdapterFile::load(args.adapter)?;
         let config = adapter.meta.backbone_config.clone();
         let beside = args.adapter.with_file_name("backbone.safetensors");
-        let default = PathBuf::from(format!("models/{}/backbone.safetensors", adapter.meta.backbone));
+        let default = crate::peft::file::backbone_path(&adapter.meta.backbone);
         let backbone = match args.backbone {
             Some(b) => b.to_path_buf(),
             None if beside.is_file() => beside,

@@ -111,7 +111,7 @@ pub fn export(args: &ExportArgs) -> Result<ExportReport> {
     let adapter = args.adapter.map(AdapterFile::load).transpose()?;
     let backbone: PathBuf = match (args.backbone, &adapter) {
         (Some(b), _) => b.to_path_buf(),
-        (None, Some(a)) => PathBuf::from(format!("models/{}/backbone.safetensors", a.meta.backbone)),
+        (None, Some(a)) => crate::peft::file::backbone_path(&a.meta.backbone),
         (None, None) => PathBuf::from(DEFAULT_BACKBONE),
     };
     if !backbone.exists() {

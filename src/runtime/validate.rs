@@ -121,7 +121,7 @@ fn candle_reference(g: &Graph, args: &ValidateArgs) -> Result<Reference> {
     let method = meta(g, model_path, "method")?;
     let model_dir = model_path.parent().map(Path::to_path_buf).unwrap_or_default();
 
-    let default_backbone = PathBuf::from(format!("models/{name}/backbone.safetensors"));
+    let default_backbone = crate::peft::file::backbone_path(name);
     let backbone = match args.backbone {
         Some(b) => b.to_path_buf(),
         None => {
