@@ -48,11 +48,14 @@ pub struct ExportReport {
     pub golden: Option<PathBuf>,
 }
 
-/// The config of a backbone file: in its safetensors metadata (`config`) or in `config.json` beside it.
+/// The config of a backbone file: in its safetensors metadata (`ipt_config` or `config`) or in `config.json`
+/// beside it.
 pub fn backbone_config(backbone: &Path) -> Result<IptConfig> {
     if let Ok(bytes) = std::fs::read(backbone) {
         if let Ok((_, header)) = safetensors::SafeTensors::read_metadata(&bytes) {
-            if let Some(json) = header.metadata().as_ref().and_then(|m| m.get("config")) {
+            // `ipt_config` is what `adaptir pretrain` writes; `config` is accepted too.
+            let md = header.metadata().as_ref();
+            if let Some(json) = md.and_then(|m| m.get("ipt_config").or_else(|| m.get("config"))) {
                 let cfg: IptConfig = serde_json::from_str(json)
                     .map_err(|e| Error::file(backbone, format!("metadata `config` is not an IPT config: {e}")))?;
                 cfg.validate().map_err(|m| Error::file(backbone, m))?;
@@ -66,7 +69,7 @@ pub fn backbone_config(backbone: &Path) -> Result<IptConfig> {
     }
     Err(Error::file(
         backbone,
-        "no model config: expected a `config` entry in its metadata or a config.json beside it (or pass --config)",
+        "no model config: expected an `ipt_config` entry in its metadata or a config.json beside it (or pass --config)",
     ))
 }
 
