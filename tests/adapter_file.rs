@@ -62,7 +62,7 @@ fn adapter(name: &str, backbone: &Path) -> (BTreeMap<String, Tensor>, AdapterMet
         backbone_config: config(),
         training: serde_json::json!({"steps": 0, "note": "perturbed for a test"}),
     };
-    (method_tensors(&vm, &modules).unwrap(), meta)
+    (method_tensors(&vm, modules.buffers().unwrap()).unwrap(), meta)
 }
 
 fn adaptir_cli(args: &[&str]) -> (i32, String, String) {

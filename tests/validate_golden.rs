@@ -168,7 +168,7 @@ fn make_micro(backbone: &Path, adapter: &Path) {
         backbone_config: config,
         training: serde_json::json!({"steps": 0, "note": "random weights for the golden CI fixture"}),
     };
-    AdapterFile::save(adapter, &meta, &method_tensors(&vm, &modules).unwrap()).unwrap();
+    AdapterFile::save(adapter, &meta, &method_tensors(&vm, modules.buffers().unwrap()).unwrap()).unwrap();
 }
 
 #[test]

@@ -236,10 +236,10 @@ impl AdapterFile {
     }
 }
 
-/// The tensors an adapter file stores for a method trained in `vm`: every variable (detached), with the
-/// buffers the modules keep up to date themselves (BatchNorm running statistics) in place of their stale
-/// copies in the map.
-pub fn method_tensors(vm: &candle_nn::VarMap, modules: &MethodModules) -> Result<BTreeMap<String, Tensor>> {
+/// The tensors an adapter file (or a training checkpoint) stores for a method trained in `vm`: every variable
+/// (detached), with the `buffers` the modules keep up to date themselves (BatchNorm running statistics, from
+/// `MethodModules::buffers`) in place of their stale copies in the map.
+pub fn method_tensors(vm: &candle_nn::VarMap, buffers: Vec<(String, Tensor)>) -> Result<BTreeMap<String, Tensor>> {
     let mut out: BTreeMap<String, Tensor> = vm
         .data()
         .lock()
@@ -247,7 +247,7 @@ pub fn method_tensors(vm: &candle_nn::VarMap, modules: &MethodModules) -> Result
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
         .collect();
-    for (k, t) in modules.buffers()? {
+    for (k, t) in buffers {
         out.insert(k, t.detach());
     }
     Ok(out)

@@ -173,16 +173,7 @@ pub fn train(a: &TrainArgs) -> Result<TrainReport> {
     let final_loss = out.history.losses().last().copied();
     let final_psnr = out.history.psnrs().last().map(|p| p.1);
     if out.finished {
-        let mut tensors: std::collections::BTreeMap<String, Tensor> = vm
-            .data()
-            .lock()
-            .map_err(|_| Error::invalid("VarMap lock poisoned"))?
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
-            .collect();
-        for (k, t) in model.method_buffers()? {
-            tensors.insert(k, t.detach());
-        }
+        let tensors = crate::peft::file::method_tensors(&vm, model.method_buffers()?)?;
         let meta = AdapterMeta {
             method: method.name().to_string(),
             method_config: method.config(),

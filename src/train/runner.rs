@@ -86,16 +86,7 @@ pub fn run(
     let t0 = std::time::Instant::now();
     let progress = Progress::new(spec.steps, start, spec.quiet);
     let save = |step: usize, history: &History, opt: &AdamW| -> Result<()> {
-        let mut vars: BTreeMap<String, Tensor> = vm
-            .data()
-            .lock()
-            .map_err(|_| Error::invalid("VarMap lock poisoned"))?
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
-            .collect();
-        for (k, t) in buffers()? {
-            vars.insert(k, t.detach());
-        }
+        let vars: BTreeMap<String, Tensor> = crate::peft::file::method_tensors(vm, buffers()?)?;
         let moments = opt
             .vars
             .iter()

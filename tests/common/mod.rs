@@ -65,7 +65,7 @@ pub fn write_adapter(method_name: &str, task: &str, backbone: &std::path::Path, 
         backbone_config: config,
         training: serde_json::json!({"steps": 0, "note": "perturbed for a test"}),
     };
-    AdapterFile::save(path, &meta, &method_tensors(&vm, &modules).unwrap()).unwrap();
+    AdapterFile::save(path, &meta, &method_tensors(&vm, modules.buffers().unwrap()).unwrap()).unwrap();
 }
 
 /// Run the `adaptir` binary: (exit code, stdout, stderr); fails the test on a panic.
