@@ -42,6 +42,31 @@ fn set_matmul(g: &mut Graph, i: usize, x: &str, c: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// `Add(x @ C, b)` at node `pi` with a constant `b` and `x @ C` read only here: (MatMul node, b's name, x, C).
+fn biased_matmul(
+    g: &Graph,
+    pi: usize,
+    sole: &dyn Fn(&str) -> Option<usize>,
+) -> Option<(usize, String, String, Tensor)> {
+    if g.nodes[pi].op != "Add" {
+        return None;
+    }
+    let b_name = g.nodes[pi].inputs.iter().find(|v| util::constant(g, v).is_some()).cloned()?;
+    let mi = sole(&other(g, pi, &b_name)?)?;
+    let (x, c) = matmul_const(g, mi)?;
+    Some((mi, b_name, x, c))
+}
+
+/// Node `keep` now computes what the outer node `i` did: it takes over `i`'s output, and `i` and the folded
+/// branch `qi` are removed.
+fn take_over(g: &mut Graph, keep: usize, i: usize, qi: usize) {
+    let out = g.nodes[i].outputs[0].clone();
+    g.nodes[keep].outputs[0] = out;
+    let (hi, lo) = if i > qi { (i, qi) } else { (qi, i) };
+    g.nodes.remove(hi);
+    g.nodes.remove(lo);
+}
+
 /// The other input of a binary node, given one.
 fn other(g: &Graph, i: usize, one: &str) -> Option<String> {
     let n = &g.nodes[i];
@@ -87,14 +112,7 @@ impl Pass for MergeLinear {
                                 return Ok(true);
                             }
                             // (x @ C + b) * s
-                            if p.op == "Add" {
-                                let Some(b_name) = p.inputs.iter().find(|v| util::constant(g, v).is_some()).cloned()
-                                else {
-                                    continue;
-                                };
-                                let Some(mm) = other(g, pi, &b_name) else { continue };
-                                let Some(mi) = sole(&mm) else { continue };
-                                let Some((x, c)) = matmul_const(g, mi) else { continue };
+                            if let Some((mi, b_name, x, c)) = biased_matmul(g, pi, &sole) {
                                 let Some(s) = last_dim_vector(g, other_in, c.dim(1)?) else { continue };
                                 let Some(b) = util::constant(g, &b_name) else { continue };
                                 let b = util::to_tensor(b)?;
@@ -175,32 +193,17 @@ impl Pass for MergeLinear {
                             if let Some((x1, c1)) = matmul_const(g, pi) {
                                 if x1 == x2 && c1.dims() == c2.dims() {
                                     set_matmul(g, pi, &x1, &(c1 + c2)?)?;
-                                    let out = g.nodes[i].outputs[0].clone();
-                                    g.nodes[pi].outputs[0] = out;
-                                    let (hi, lo) = if i > qi { (i, qi) } else { (qi, i) };
-                                    g.nodes.remove(hi);
-                                    g.nodes.remove(lo);
+                                    take_over(g, pi, i, qi);
                                     return Ok(true);
                                 }
                             }
-                            if p.op == "Add" {
-                                let Some(b_name) = p.inputs.iter().find(|v| util::constant(g, v).is_some()).cloned()
-                                else {
-                                    continue;
-                                };
-                                let Some(mm) = other(g, pi, &b_name) else { continue };
-                                let Some(mi) = sole(&mm) else { continue };
-                                let Some((x1, c1)) = matmul_const(g, mi) else { continue };
+                            if let Some((mi, _, x1, c1)) = biased_matmul(g, pi, &sole) {
                                 if x1 != x2 || c1.dims() != c2.dims() {
                                     continue;
                                 }
                                 set_matmul(g, mi, &x1, &(c1 + c2)?)?;
-                                // The Add(b) now yields the sum: it takes over the outer Add's output.
-                                let out = g.nodes[i].outputs[0].clone();
-                                g.nodes[pi].outputs[0] = out;
-                                let (hi, lo) = if i > qi { (i, qi) } else { (qi, i) };
-                                g.nodes.remove(hi);
-                                g.nodes.remove(lo);
+                                // The Add(b) now yields the sum.
+                                take_over(g, pi, i, qi);
                                 return Ok(true);
                             }
                         }
