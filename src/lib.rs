@@ -8,6 +8,7 @@ pub mod device;
 pub mod error;
 pub mod forward;
 pub mod inspect;
+pub mod memory;
 pub mod methods;
 pub mod params;
 pub mod parity;

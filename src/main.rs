@@ -699,6 +699,7 @@ fn run(cli: Cli, out: &mut String) -> adaptir::Result<()> {
 static EXIT_CODE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 fn main() -> ExitCode {
+    adaptir::memory::keep_freed_memory_in_process();
     let mut out = String::new();
     let result = run(Cli::parse(), &mut out);
     {

@@ -63,28 +63,34 @@ pub fn linear_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     y.reshape(dims)
 }
 
-/// `conv2d(x, w)` (stride 1, dilation 1, `padding` on each side) with the same rule as [`linear_t`]: a
-/// frozen kernel under a tracked input goes through im2col and the frozen product, so the backward
-/// computes the input gradient only; otherwise candle's conv2d.
+/// `conv2d(x, w)` (stride 1, dilation 1, `padding` on each side) with the same rule as [`linear_t`]: a frozen
+/// kernel under a tracked input gets the input gradient only: one adjoint convolution, `conv2d(grad, w')` with `w'`
+/// the kernel with in/out swapped and spatially flipped, padded by `k - 1 - p`, instead of candle's two (input and
+/// kernel gradient), and no graph of slices for an im2col;
+/// a tracked kernel uses candle's conv2d (both gradients); neither tracked, `conv::conv2d_untracked`. The forward of
+/// a frozen kernel is `conv2d_untracked` whether the input is tracked or not, so training and inference compute the
+/// same values.
 pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize) -> Result<Tensor> {
-    if !(x.track_op() && !w.track_op()) {
+    if w.track_op() {
         return x.conv2d(w, padding, 1, 1, 1);
     }
-    let (n, c, h, wd) = x.dims4()?;
-    let (co, ci, kh, kw) = w.dims4()?;
+    if !x.track_op() {
+        return crate::conv::conv2d_untracked(x, w, padding);
+    }
+    let (_, c, _, _) = x.dims4()?;
+    let (_, ci, kh, kw) = w.dims4()?;
     if ci != c {
         candle_core::bail!("conv2d: input has {c} channels, kernel expects {ci}");
     }
-    let xp = x.pad_with_zeros(2, padding, padding)?.pad_with_zeros(3, padding, padding)?;
-    let (oh, ow) = (h + 2 * padding + 1 - kh, wd + 2 * padding + 1 - kw);
-    let mut taps = Vec::with_capacity(kh * kw);
-    for ky in 0..kh {
-        for kx in 0..kw {
-            taps.push(xp.narrow(2, ky, oh)?.narrow(3, kx, ow)?);
-        }
+    if kh != kw || padding >= kh {
+        candle_core::bail!(
+            "frozen conv2d: needs a square kernel and padding below its size, got {kh}x{kw}, padding {padding}"
+        );
     }
-    // (N, C, K, OH, OW) -> rows (N OH OW) of features (c K + ky kw + kx), the kernel's own order.
-    let cols = Tensor::stack(&taps, 2)?.permute((0, 3, 4, 1, 2))?.reshape((n * oh * ow, c * kh * kw))?;
-    let y = linear_t(&cols, &w.reshape((co, ci * kh * kw))?)?;
-    y.reshape((n, oh, ow, co))?.permute((0, 3, 1, 2))?.contiguous()
+    let y = crate::conv::conv2d_untracked(x, w, padding)?;
+    let adjoint_kernel = w.transpose(0, 1)?.contiguous()?.flip(&[2, 3])?.contiguous()?;
+    let adjoint_padding = kh - 1 - padding;
+    crate::fused::carry("frozen-conv2d", x, y, move |_x, _y, grad| {
+        crate::conv::conv2d_untracked(grad, &adjoint_kernel, adjoint_padding)
+    })
 }

@@ -1,7 +1,7 @@
 //! Every backward against central finite differences in f64, and atan2's branch cut.
 mod common;
 
-use adaptir_ops::tolerance::{EXACT, FINITE_DIFFERENCE_REL};
+use adaptir_ops::tolerance::{EXACT, F32_REL, F64_REL, FINITE_DIFFERENCE_REL};
 use adaptir_ops::{amplitude, atan2, irfft2, polar, rfft2};
 use candle_core::{DType, Device, Tensor};
 use common::*;
@@ -110,4 +110,80 @@ fn atan2_branch_cut_and_signed_zeros() {
     let neg =
         atan2(&Tensor::new(&[-0.0f32], &Device::Cpu).unwrap(), &Tensor::new(&[0.0f32], &Device::Cpu).unwrap()).unwrap();
     assert_eq!(neg.to_vec1::<f32>().unwrap()[0].to_bits(), (-0.0f32).to_bits());
+}
+
+/// The im2col convolution (`conv.rs`) against candle's conv2d, in f64 (the same sums in another order) and f32,
+/// for the kernel sizes and paddings of IPT's heads, tails and MeanShift, odd sizes, inputs smaller than the
+/// kernel and a batch of 3; and the
+/// frozen-kernel convolution's input gradient (the adjoint convolution) against central finite differences.
+#[test]
+fn conv2d_im2col_and_frozen_input_gradient() {
+    let mut rng = rng(14);
+    for (k, pad, height, width) in
+        [(1, 0, 7, 5), (3, 1, 7, 5), (5, 2, 7, 5), (3, 0, 7, 5), (5, 1, 7, 5), (5, 2, 2, 3), (3, 1, 1, 1)]
+    {
+        let x = random(&mut rng, &[3, 3, height, width], 1.0);
+        let w = random(&mut rng, &[4, 3, k, k], 0.5);
+        let plain = x.conv2d(&w, pad, 1, 1, 1).unwrap();
+        let scale = max_abs(&plain);
+        let ours = adaptir_ops::conv::conv2d_untracked(&x, &w, pad).unwrap();
+        assert_eq!(ours.dims(), plain.dims());
+        assert!(max_abs_diff(&ours, &plain) <= F64_REL * scale, "{k}x{k} pad {pad}: f64 forward");
+        let (x32, w32) = (x.to_dtype(DType::F32).unwrap(), w.to_dtype(DType::F32).unwrap());
+        let ours32 = adaptir_ops::conv::conv2d_untracked(&x32, &w32, pad).unwrap().to_dtype(DType::F64).unwrap();
+        assert!(max_abs_diff(&ours32, &plain) <= F32_REL * scale, "{k}x{k} pad {pad}: f32 forward");
+        // Tracked input, frozen kernel: the forward is the untracked one, the gradient the adjoint convolution.
+        let var = candle_core::Var::from_tensor(&x).unwrap();
+        let tracked = adaptir_ops::frozen::conv2d(var.as_tensor(), &w, pad).unwrap();
+        assert_eq!(max_abs_diff(&tracked, &ours), EXACT, "{k}x{k} pad {pad}: tracked forward");
+        let wo = random(&mut rng, plain.dims(), 1.0);
+        let err = finite_difference_check(&[x], |t| weighted_sum(&adaptir_ops::frozen::conv2d(&t[0], &w, pad)?, &wo));
+        assert!(err <= FINITE_DIFFERENCE_REL, "{k}x{k} pad {pad}: {err:e}");
+    }
+}
+
+/// The fused softmax and LayerNorm (frozen parameters) used in training: forward against the composed forms, and
+/// the closed-form input gradients against central finite differences (f64 exercises the formulas; f32 runs
+/// candle-nn's fused kernels).
+#[test]
+fn fused_softmax_and_layer_norm() {
+    use adaptir_ops::fused::{layer_norm_frozen, softmax_last_dim};
+    let mut rng = rng(15);
+    let x = random(&mut rng, &[2, 3, 7], 2.0);
+    let (w, b) = (random(&mut rng, &[7], 1.0), random(&mut rng, &[7], 1.0));
+    let composed_softmax = candle_nn_softmax(&x);
+    let composed_ln = composed_layer_norm(&x, &w, &b);
+    let scale = |t: &Tensor| max_abs(t);
+    for (t, reference, name) in [
+        (softmax_last_dim(&x).unwrap(), &composed_softmax, "softmax f64"),
+        (layer_norm_frozen(&x, &w, &b, 1e-5).unwrap(), &composed_ln, "layer norm f64"),
+    ] {
+        assert!(max_abs_diff(&t, reference) <= F64_REL * scale(reference), "{name}");
+    }
+    let f32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+    let back = |t: Tensor| t.to_dtype(DType::F64).unwrap();
+    let s32 = back(softmax_last_dim(&f32(&x)).unwrap());
+    assert!(max_abs_diff(&s32, &composed_softmax) <= F32_REL * scale(&composed_softmax), "softmax f32");
+    let l32 = back(layer_norm_frozen(&f32(&x), &f32(&w), &f32(&b), 1e-5).unwrap());
+    assert!(max_abs_diff(&l32, &composed_ln) <= F32_REL * scale(&composed_ln), "layer norm f32");
+    let wo = random(&mut rng, &[2, 3, 7], 1.0);
+    let err = finite_difference_check(&[x.clone()], |t| weighted_sum(&softmax_last_dim(&t[0])?, &wo));
+    assert!(err <= FINITE_DIFFERENCE_REL, "softmax: {err:e}");
+    let err = finite_difference_check(&[x], |t| weighted_sum(&layer_norm_frozen(&t[0], &w, &b, 1e-5)?, &wo));
+    assert!(err <= FINITE_DIFFERENCE_REL, "layer norm: {err:e}");
+}
+
+fn candle_nn_softmax(x: &Tensor) -> Tensor {
+    let e = x.broadcast_sub(&x.max_keepdim(2).unwrap()).unwrap().exp().unwrap();
+    e.broadcast_div(&e.sum_keepdim(2).unwrap()).unwrap()
+}
+
+/// torch's LayerNorm written out: biased variance, eps inside the square root.
+fn composed_layer_norm(x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
+    let n = x.dim(2).unwrap() as f64;
+    let mean = (x.sum_keepdim(2).unwrap() / n).unwrap();
+    let c = x.broadcast_sub(&mean).unwrap();
+    let var = (c.sqr().unwrap().sum_keepdim(2).unwrap() / n).unwrap();
+    let xhat = c.broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap()).unwrap();
+    xhat.broadcast_mul(w).unwrap().broadcast_add(b).unwrap()
 }

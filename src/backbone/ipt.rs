@@ -77,10 +77,10 @@ impl EncoderLayer {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let hooks = self.hooks.as_ref();
         let (x, np) = with_prompts(x, hooks)?;
-        let h = self.norm1.forward(&x, hooks, train)?;
-        let a = self.self_attn.forward(&h, &h, &h, hooks, train)?;
+        let h = self.norm1.forward(&x, hooks)?;
+        let a = self.self_attn.forward(&h, &h, &h, hooks)?;
         let x = (&x + hooks.after_attention(Attn::SelfAttn, a, train)?)?;
-        let h = self.norm2.forward(&x, hooks, train)?;
+        let h = self.norm2.forward(&x, hooks)?;
         drop_prompts((&x + ffn_block(&self.ffn, hooks, &h, train)?)?, np)
     }
 
@@ -103,14 +103,14 @@ impl DecoderLayer {
         } else {
             query.clone()
         };
-        let h = self.norm1.forward(&x, hooks, train)?;
+        let h = self.norm1.forward(&x, hooks)?;
         let qk = (&h + &query)?;
-        let a = self.self_attn.forward(&qk, &qk, &h, hooks, train)?;
+        let a = self.self_attn.forward(&qk, &qk, &h, hooks)?;
         let x = (&x + hooks.after_attention(Attn::SelfAttn, a, train)?)?;
-        let h = self.norm2.forward(&x, hooks, train)?;
-        let a = self.cross_attn.forward(&(h + &query)?, memory, memory, hooks, train)?;
+        let h = self.norm2.forward(&x, hooks)?;
+        let a = self.cross_attn.forward(&(h + &query)?, memory, memory, hooks)?;
         let x = (&x + hooks.after_attention(Attn::Cross, a, train)?)?;
-        let h = self.norm3.forward(&x, hooks, train)?;
+        let h = self.norm3.forward(&x, hooks)?;
         drop_prompts((&x + ffn_block(&self.ffn, hooks, &h, train)?)?, np)
     }
 

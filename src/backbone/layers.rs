@@ -1,6 +1,6 @@
 //! The building blocks of IPT, each with its official key layout: convolutions with `k // 2` padding,
 //! the EDSR ResBlock, the pixel-shuffle Upsampler, bias-free multi-head attention and the ReLU FFN.
-use candle_core::{Result, Tensor, D};
+use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use crate::peft::{Attn, LayerHooks, Linear, Proj, Site};
@@ -151,7 +151,7 @@ impl Attention {
     }
 
     /// (L, N, E) x3 -> (L, N, E); keys and values may have another length than queries.
-    pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor, hooks: &dyn LayerHooks, train: bool) -> Result<Tensor> {
+    pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor, hooks: &dyn LayerHooks) -> Result<Tensor> {
         let (lq, n, e) = q.dims3()?;
         let lk = k.dim(0)?;
         let d = e / self.heads;
@@ -160,7 +160,7 @@ impl Attention {
         let q = (split(self.project(q, Proj::Q, hooks)?, lq)? * (1.0 / (d as f64).sqrt()))?;
         let k = split(self.project(k, Proj::K, hooks)?, lk)?;
         let v = split(self.project(v, Proj::V, hooks)?, lk)?;
-        let attn = softmax_last(&q.matmul(&k.t()?)?, train)?;
+        let attn = softmax_last(&q.matmul(&k.t()?)?)?;
         let ctx = attn.matmul(&v)?.permute((2, 0, 1, 3))?.reshape((lq, n, e))?;
         self.project(&ctx, Proj::Out, hooks)
     }
@@ -188,13 +188,10 @@ impl FeedForward {
     }
 }
 
-/// Softmax over the last dim. candle's fused kernel has no backward, so training uses the composed one.
-pub fn softmax_last(x: &Tensor, train: bool) -> Result<Tensor> {
-    if train || x.dtype() != candle_core::DType::F32 {
-        candle_nn::ops::softmax(x, D::Minus1)
-    } else {
-        candle_nn::ops::softmax_last_dim(x)
-    }
+/// Softmax over the last dim: candle's fused kernel (f32) or the composed form (f64), with a closed-form backward
+/// when the input is tracked (`adaptir_ops::fused`).
+pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    adaptir_ops::fused::softmax_last_dim(x)
 }
 
 /// LayerNorm (eps 1e-5) over the last dim; as for softmax, the fused kernel has no backward. Its output
@@ -212,14 +209,24 @@ impl LayerNorm {
         Ok(Self { map: (weight, Some(bias)), site: Site::Norm(k) })
     }
 
-    pub fn forward(&self, x: &Tensor, hooks: &dyn LayerHooks, train: bool) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, hooks: &dyn LayerHooks) -> Result<Tensor> {
         let (w, b) = &self.map;
-        // candle's fused kernel has no backward and no f64 version: the composed form covers both.
-        let fused = !train && x.dtype() == candle_core::DType::F32;
-        let y = match (b, fused) {
-            (Some(b), false) => candle_nn::ops::layer_norm_slow(x, w, b, 1e-5)?,
-            (Some(b), true) => candle_nn::ops::layer_norm(&x.contiguous()?, w, b, 1e-5)?,
-            (None, _) => candle_nn::ops::layer_norm_slow(x, w, &w.zeros_like()?, 1e-5)?,
+        // Frozen parameters under a tracked input (adapter training): the fused kernel with the input gradient
+        // (`adaptir_ops::fused`). Trained parameters: the composed form, whose autograd covers them. f64 inference:
+        // the composed form (the fused kernel is f32 only).
+        let frozen = !w.track_op() && b.as_ref().is_none_or(|b| !b.track_op());
+        let zero_bias;
+        let bias = match b {
+            Some(b) => b,
+            None => {
+                zero_bias = w.zeros_like()?;
+                &zero_bias
+            }
+        };
+        let y = if frozen && (x.track_op() || x.dtype() == candle_core::DType::F32) {
+            adaptir_ops::fused::layer_norm_frozen(x, w, bias, 1e-5)?
+        } else {
+            candle_nn::ops::layer_norm_slow(x, w, bias, 1e-5)?
         };
         hooks.site(self.site, x, y)
     }

@@ -1,0 +1,134 @@
+//! `conv2d` for the backbone's dense convolutions (stride 1, dilation 1, one group, the same zero padding on every
+//! side) on the CPU: per sample, im2col into a `(C·kh·kw, OH·OW)` matrix, then one GEMM `W (Co, C·kh·kw) @ cols`
+//! written straight into the sample's `(Co, OH·OW)` output, which is already NCHW.
+//!
+//! Why not candle's conv2d: its CPU im2col copies one element at a time with index arithmetic per element and
+//! builds the whole batch's column matrix at once; measured on `adaptir train` (ipt-tiny, x4, batch 16) that copy
+//! alone was half of all CPU time. Here each im2col row is a few `copy_from_slice` runs per output row, the
+//! column buffer holds one sample (8 MiB for the x4 tail's 96x96 stage, not 16 x that), and the GEMM is the same
+//! `gemm` crate candle uses, with the same threading. Other devices, dtypes and shapes go to candle's conv2d.
+//! The summation order differs from candle's by rounding only; `ops/tests/ops_grad.rs` checks both against each
+//! other and the frozen input gradient against finite differences.
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+struct Im2colConv2d {
+    padding: usize,
+}
+
+/// Shapes of one call: input (n, c, h, w), kernel (co, c, k, k), output (n, co, oh, ow).
+struct Dims {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    k: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl Im2colConv2d {
+    fn dims(&self, lx: &Layout, lw: &Layout) -> Result<Dims> {
+        let (n, c, h, w) = lx.shape().dims4()?;
+        let (co, ci, kh, kw) = lw.shape().dims4()?;
+        if ci != c || kh != kw || !lx.is_contiguous() || !lw.is_contiguous() {
+            candle_core::bail!("im2col conv2d: needs contiguous (n, c, h, w) and (co, c, k, k) operands");
+        }
+        let (hp, wp) = (h + 2 * self.padding, w + 2 * self.padding);
+        if hp < kh || wp < kw {
+            candle_core::bail!("im2col conv2d: a {kh}x{kw} kernel does not fit a padded {hp}x{wp} input");
+        }
+        Ok(Dims { n, c, h, w, co, k: kh, oh: hp + 1 - kh, ow: wp + 1 - kw })
+    }
+
+    /// `one` is 1 in `T` (gemm's `beta`).
+    fn run<T: Copy + Default + Send + Sync + 'static>(&self, x: &[T], wt: &[T], d: &Dims, one: T) -> Vec<T> {
+        let (p, k) = (self.padding, d.k);
+        let (rows, cols_len, out_len) = (d.c * k * k, d.oh * d.ow, d.co * d.oh * d.ow);
+        let mut out = vec![T::default(); d.n * out_len];
+        let direct = k == 1 && p == 0; // a 1x1 convolution's column matrix is the input itself
+        let mut cols = if direct { vec![] } else { vec![T::default(); rows * cols_len] };
+        let threads = candle_core::utils::get_num_threads();
+        let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+        for (s, y) in out.chunks_mut(out_len).enumerate() {
+            let xs = &x[s * d.c * d.h * d.w..(s + 1) * d.c * d.h * d.w];
+            if !direct {
+                cols.par_chunks_mut(cols_len).enumerate().for_each(|(r, row)| {
+                    let (c, ky, kx) = (r / (k * k), r / k % k, r % k);
+                    // Output column ox reads input column ox + kx - p where that lies inside [0, w).
+                    let lo = p.saturating_sub(kx).min(d.ow);
+                    let hi = (d.w + p).saturating_sub(kx).clamp(lo, d.ow);
+                    for (oy, dst) in row.chunks_mut(d.ow).enumerate() {
+                        let iy = (oy + ky).wrapping_sub(p);
+                        if iy >= d.h || lo == hi {
+                            dst.fill(T::default());
+                            continue;
+                        }
+                        let src = &xs[(c * d.h + iy) * d.w..(c * d.h + iy + 1) * d.w];
+                        dst[..lo].fill(T::default());
+                        dst[lo..hi].copy_from_slice(&src[lo + kx - p..hi + kx - p]);
+                        dst[hi..].fill(T::default());
+                    }
+                });
+            }
+            let rhs = if direct { xs.as_ptr() } else { cols.as_ptr() };
+            // SAFETY: y is (co, oh·ow) row-major, wt (co, rows) row-major and rhs (rows, oh·ow) row-major, all in
+            // bounds by construction; `read_dst = false` so y's zeros are not read.
+            unsafe {
+                gemm::gemm(
+                    d.co,
+                    cols_len,
+                    rows,
+                    y.as_mut_ptr(),
+                    1,
+                    cols_len as isize,
+                    false,
+                    wt.as_ptr(),
+                    1,
+                    rows as isize,
+                    rhs,
+                    1,
+                    cols_len as isize,
+                    T::default(),
+                    one,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                );
+            }
+        }
+        out
+    }
+}
+
+impl CustomOp2 for Im2colConv2d {
+    fn name(&self) -> &'static str {
+        "im2col-conv2d"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, lx: &Layout, w: &CpuStorage, lw: &Layout) -> Result<(CpuStorage, Shape)> {
+        let d = self.dims(lx, lw)?;
+        let shape = Shape::from((d.n, d.co, d.oh, d.ow));
+        let (ox, ow) = (lx.start_offset(), lw.start_offset());
+        let out = match (x, w) {
+            (CpuStorage::F32(x), CpuStorage::F32(w)) => CpuStorage::F32(self.run(&x[ox..], &w[ow..], &d, 1.0)),
+            (CpuStorage::F64(x), CpuStorage::F64(w)) => CpuStorage::F64(self.run(&x[ox..], &w[ow..], &d, 1.0)),
+            _ => candle_core::bail!("im2col conv2d: f32 or f64 operands of one dtype expected"),
+        };
+        Ok((out, shape))
+    }
+}
+
+/// `conv2d(x, w)`, stride 1, dilation 1, `padding` zeros on each side, without gradient tracking: the im2col
+/// path above for square kernels of f32 / f64 CPU tensors, candle's conv2d otherwise. Callers that need
+/// gradients use candle's conv2d (tracked kernels) or `frozen::conv2d` (tracked input, frozen kernel).
+pub fn conv2d_untracked(x: &Tensor, w: &Tensor, padding: usize) -> Result<Tensor> {
+    let (_, _, kh, kw) = w.dims4()?;
+    let cpu_float = x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && x.dtype() == w.dtype();
+    if !cpu_float || kh != kw {
+        return x.detach().conv2d(&w.detach(), padding, 1, 1, 1);
+    }
+    x.detach().contiguous()?.apply_op2_no_bwd(&w.detach().contiguous()?, &Im2colConv2d { padding })
+}
