@@ -1,66 +1,45 @@
-//! Products with a frozen weight: `x @ w^T` whose backward produces the gradient for `x` only.
+//! Products with frozen weights (a linear map, a convolution) whose backward produces the gradient for the input
+//! only.
 //!
 //! candle's autograd computes the gradient of *both* operands of a product, tracked or not, so every frozen
-//! backbone weight between an adapter and the loss would cost a weight-gradient GEMM per step that is thrown
-//! away. Training an adapter needs only the gradient with respect to the activations; this op provides
-//! exactly that. The forward is candle's own matmul kernel on the storage (`BackendStorage::matmul`), so it
-//! is bit-identical to `x.matmul(&w.t())` and runs on every device that candle's matmul runs on.
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+//! backbone weight between an adapter and the loss would cost a weight-gradient product per step that is thrown
+//! away, and each bias add would be one more node keeping its input alive until the backward. Training an adapter
+//! needs only the gradient with respect to the activations: here a frozen product with its bias is one graph node
+//! (`fused::carry`) holding its input and output, whose backward is the input gradient alone. The value is computed
+//! exactly as inference computes it (candle's matmul; `conv::conv2d_untracked`), on every device.
+use candle_core::{Result, Tensor};
 
-struct FrozenMatmul;
-
-impl FrozenMatmul {
-    fn bmnk(l1: &Layout, l2: &Layout) -> Result<(usize, usize, usize, usize)> {
-        let (m, k) = l1.shape().dims2()?;
-        let (k2, n) = l2.shape().dims2()?;
-        if k != k2 {
-            candle_core::bail!("frozen matmul: inner dims {k} and {k2} differ");
-        }
-        Ok((1, m, n, k))
-    }
-}
-
-impl CustomOp2 for FrozenMatmul {
-    fn name(&self) -> &'static str {
-        "frozen-matmul"
-    }
-
-    fn cpu_fwd(&self, x: &CpuStorage, lx: &Layout, wt: &CpuStorage, lw: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (b, m, n, k) = Self::bmnk(lx, lw)?;
-        Ok((x.matmul(wt, (b, m, n, k), lx, lw)?, Shape::from((m, n))))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        x: &candle_core::CudaStorage,
-        lx: &Layout,
-        wt: &candle_core::CudaStorage,
-        lw: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let (b, m, n, k) = Self::bmnk(lx, lw)?;
-        Ok((x.matmul(wt, (b, m, n, k), lx, lw)?, Shape::from((m, n))))
-    }
-
-    fn bwd(&self, _x: &Tensor, wt: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(grad.matmul(&wt.t()?)?), None))
-    }
-}
-
-/// `x @ w^T` over the last dim of `x` (any rank), with `w` (out, in). When `w` is frozen (not derived from a
-/// variable) and `x` is tracked, the backward skips the weight gradient; otherwise this is a plain matmul.
+/// `x @ w^T` over the last dim of `x` (any rank), with `w` (out, in): [`linear`] without bias.
 pub fn linear_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let mut dims = x.dims().to_vec();
-    let last = dims.len() - 1;
-    let x2 = x.reshape(((), dims[last]))?;
-    let y = if x.track_op() && !w.track_op() {
-        x2.contiguous()?.apply_op2(&w.t()?, FrozenMatmul)?
-    } else {
-        x2.matmul(&w.t()?)?
+    linear(x, w, None)
+}
+
+/// `x @ w^T + b` over the last dim of `x` (any rank). With `w` and `b` frozen (not derived from a variable) and `x`
+/// tracked: one graph node holding `x` and the output, whose backward is `grad @ w` (no weight gradient, no
+/// separate node for the bias add). Otherwise candle's matmul and broadcast add with their own autograd. The value
+/// is the same either way.
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let value = |x: &Tensor| -> Result<Tensor> {
+        let mut dims = x.dims().to_vec();
+        let last = dims.len() - 1;
+        let y = x.reshape(((), dims[last]))?.matmul(&w.t()?)?;
+        dims[last] = y.dim(1)?;
+        let y = y.reshape(dims)?;
+        match b {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
     };
-    dims[last] = y.dim(1)?;
-    y.reshape(dims)
+    let frozen = !w.track_op() && b.is_none_or(|b| !b.track_op());
+    if !(x.track_op() && frozen) {
+        return value(x);
+    }
+    let y = value(&x.detach())?;
+    let w = w.clone();
+    crate::fused::carry("frozen-linear", x, y, move |x, _y, grad| {
+        let out = grad.dim(grad.rank() - 1)?;
+        grad.reshape(((), out))?.matmul(&w)?.reshape(x.dims())
+    })
 }
 
 /// `conv2d(x, w)` (stride 1, dilation 1, `padding` on each side) with the same rule as [`linear_t`]: a frozen
@@ -70,12 +49,16 @@ pub fn linear_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// a tracked kernel uses candle's conv2d (both gradients); neither tracked, `conv::conv2d_untracked`. The forward of
 /// a frozen kernel is `conv2d_untracked` whether the input is tracked or not, so training and inference compute the
 /// same values.
-pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize) -> Result<Tensor> {
-    if w.track_op() {
-        return x.conv2d(w, padding, 1, 1, 1);
+pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, padding: usize) -> Result<Tensor> {
+    let add_bias = |y: Tensor| match bias {
+        Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+        None => Ok(y),
+    };
+    if w.track_op() || bias.is_some_and(|b| b.track_op()) {
+        return add_bias(x.conv2d(w, padding, 1, 1, 1)?);
     }
     if !x.track_op() {
-        return crate::conv::conv2d_untracked(x, w, padding);
+        return add_bias(crate::conv::conv2d_untracked(x, w, padding)?);
     }
     let (_, c, _, _) = x.dims4()?;
     let (_, ci, kh, kw) = w.dims4()?;
@@ -87,7 +70,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize) -> Result<Tensor> {
             "frozen conv2d: needs a square kernel and padding below its size, got {kh}x{kw}, padding {padding}"
         );
     }
-    let y = crate::conv::conv2d_untracked(x, w, padding)?;
+    let y = add_bias(crate::conv::conv2d_untracked(x, w, padding)?)?;
     let adjoint_kernel = w.transpose(0, 1)?.contiguous()?.flip(&[2, 3])?.contiguous()?;
     let adjoint_padding = kh - 1 - padding;
     crate::fused::carry("frozen-conv2d", x, y, move |_x, _y, grad| {

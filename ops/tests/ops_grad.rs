@@ -134,10 +134,13 @@ fn conv2d_im2col_and_frozen_input_gradient() {
         assert!(max_abs_diff(&ours32, &plain) <= F32_REL * scale, "{k}x{k} pad {pad}: f32 forward");
         // Tracked input, frozen kernel: the forward is the untracked one, the gradient the adjoint convolution.
         let var = candle_core::Var::from_tensor(&x).unwrap();
-        let tracked = adaptir_ops::frozen::conv2d(var.as_tensor(), &w, pad).unwrap();
+        let tracked = adaptir_ops::frozen::conv2d(var.as_tensor(), &w, None, pad).unwrap();
         assert_eq!(max_abs_diff(&tracked, &ours), EXACT, "{k}x{k} pad {pad}: tracked forward");
         let wo = random(&mut rng, plain.dims(), 1.0);
-        let err = finite_difference_check(&[x], |t| weighted_sum(&adaptir_ops::frozen::conv2d(&t[0], &w, pad)?, &wo));
+        let bias = random(&mut rng, &[4], 1.0);
+        let err = finite_difference_check(&[x], |t| {
+            weighted_sum(&adaptir_ops::frozen::conv2d(&t[0], &w, Some(&bias), pad)?, &wo)
+        });
         assert!(err <= FINITE_DIFFERENCE_REL, "{k}x{k} pad {pad}: {err:e}");
     }
 }
@@ -173,6 +176,7 @@ fn fused_softmax_and_layer_norm() {
     assert!(err <= FINITE_DIFFERENCE_REL, "layer norm: {err:e}");
 }
 
+/// Softmax over the last dim of a rank-3 tensor, written out.
 fn candle_nn_softmax(x: &Tensor) -> Tensor {
     let e = x.broadcast_sub(&x.max_keepdim(2).unwrap()).unwrap().exp().unwrap();
     e.broadcast_div(&e.sum_keepdim(2).unwrap()).unwrap()
@@ -186,4 +190,41 @@ fn composed_layer_norm(x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
     let var = (c.sqr().unwrap().sum_keepdim(2).unwrap() / n).unwrap();
     let xhat = c.broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap()).unwrap();
     xhat.broadcast_mul(w).unwrap().broadcast_add(b).unwrap()
+}
+
+/// The attention core (sequence-first q, k, v; 2 heads; keys longer than queries) against the composed form,
+/// and its three input gradients (recomputed attention weights) against central finite differences; and the
+/// frozen linear map with bias, whose backward is the input gradient alone.
+#[test]
+fn attention_core_and_frozen_linear() {
+    let mut rng = rng(16);
+    let (lq, lk, n, e, heads) = (5, 7, 2, 6, 2);
+    let q = random(&mut rng, &[lq, n, e], 1.0);
+    let k = random(&mut rng, &[lk, n, e], 1.0);
+    let v = random(&mut rng, &[lk, n, e], 1.0);
+    let ours = adaptir_ops::fused::attention(&q, &k, &v, heads).unwrap();
+    let d = e / heads;
+    let split = |x: &Tensor| x.reshape((x.dim(0).unwrap(), n, heads, d)).unwrap().permute((1, 2, 0, 3)).unwrap();
+    let qs = (split(&q).contiguous().unwrap() / (d as f64).sqrt()).unwrap();
+    let p = candle_nn_softmax(
+        &qs.matmul(&split(&k).contiguous().unwrap().t().unwrap()).unwrap().reshape((n * heads, lq, lk)).unwrap(),
+    );
+    let ctx = p.reshape((n, heads, lq, lk)).unwrap().matmul(&split(&v).contiguous().unwrap()).unwrap();
+    let reference = ctx.permute((2, 0, 1, 3)).unwrap().reshape((lq, n, e)).unwrap();
+    assert!(max_abs_diff(&ours, &reference) <= F64_REL * max_abs(&reference), "attention forward");
+    let wo = random(&mut rng, &[lq, n, e], 1.0);
+    let err = finite_difference_check(&[q, k, v], |t| {
+        weighted_sum(&adaptir_ops::fused::attention(&t[0], &t[1], &t[2], heads)?, &wo)
+    });
+    assert!(err <= FINITE_DIFFERENCE_REL, "attention: {err:e}");
+
+    let x = random(&mut rng, &[3, 2, 5], 1.0);
+    let (w, b) = (random(&mut rng, &[4, 5], 1.0), random(&mut rng, &[4], 1.0));
+    let plain = x.reshape((6, 5)).unwrap().matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
+    let var = candle_core::Var::from_tensor(&x).unwrap();
+    let tracked = adaptir_ops::frozen::linear(var.as_tensor(), &w, Some(&b)).unwrap();
+    assert_eq!(max_abs_diff(&tracked.reshape((6, 4)).unwrap(), &plain), EXACT, "linear forward");
+    let wo = random(&mut rng, &[3, 2, 4], 1.0);
+    let err = finite_difference_check(&[x], |t| weighted_sum(&adaptir_ops::frozen::linear(&t[0], &w, Some(&b))?, &wo));
+    assert!(err <= FINITE_DIFFERENCE_REL, "frozen linear: {err:e}");
 }

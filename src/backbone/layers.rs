@@ -20,11 +20,7 @@ pub struct Conv {
 
 impl Conv {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = adaptir_ops::frozen::conv2d(x, &self.weight, self.padding)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
-            None => Ok(y),
-        }
+        adaptir_ops::frozen::conv2d(x, &self.weight, self.bias.as_ref(), self.padding)
     }
 }
 
@@ -55,11 +51,7 @@ pub fn apply_linear_t(w: &Tensor, x: &Tensor) -> Result<Tensor> {
 
 /// A (weight, bias) map over the last dim.
 pub fn linear_map((w, b): &Linear, x: &Tensor) -> Result<Tensor> {
-    let y = apply_linear_t(w, x)?;
-    match b {
-        Some(b) => y.broadcast_add(b),
-        None => Ok(y),
-    }
+    adaptir_ops::frozen::linear(x, w, b.as_ref())
 }
 
 /// `common.ResBlock`: conv, ReLU, conv, plus the input (res_scale 1, no BatchNorm). Keys `body.0`, `body.2`.
@@ -152,16 +144,9 @@ impl Attention {
 
     /// (L, N, E) x3 -> (L, N, E); keys and values may have another length than queries.
     pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor, hooks: &dyn LayerHooks) -> Result<Tensor> {
-        let (lq, n, e) = q.dims3()?;
-        let lk = k.dim(0)?;
-        let d = e / self.heads;
-        // (L, N, E) -> (N, heads, L, d)
-        let split = |x: Tensor, l: usize| x.reshape((l, n, self.heads, d))?.permute((1, 2, 0, 3))?.contiguous();
-        let q = (split(self.project(q, Proj::Q, hooks)?, lq)? * (1.0 / (d as f64).sqrt()))?;
-        let k = split(self.project(k, Proj::K, hooks)?, lk)?;
-        let v = split(self.project(v, Proj::V, hooks)?, lk)?;
-        let attn = softmax_last(&q.matmul(&k.t()?)?)?;
-        let ctx = attn.matmul(&v)?.permute((2, 0, 1, 3))?.reshape((lq, n, e))?;
+        let (q, k, v) =
+            (self.project(q, Proj::Q, hooks)?, self.project(k, Proj::K, hooks)?, self.project(v, Proj::V, hooks)?);
+        let ctx = adaptir_ops::fused::attention(&q, &k, &v, self.heads)?;
         self.project(&ctx, Proj::Out, hooks)
     }
 }
@@ -194,8 +179,7 @@ pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
     adaptir_ops::fused::softmax_last_dim(x)
 }
 
-/// LayerNorm (eps 1e-5) over the last dim; as for softmax, the fused kernel has no backward. Its output
-/// passes through the method hooks at `site`.
+/// LayerNorm (eps 1e-5) over the last dim. Its output passes through the method hooks at `site`.
 pub struct LayerNorm {
     /// (weight, Some(bias)).
     pub map: Linear,
