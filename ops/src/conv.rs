@@ -7,9 +7,10 @@
 //! alone was half of all CPU time. Here each im2col row is a few `copy_from_slice` runs per output row, the
 //! column buffer holds one sample (8 MiB for the x4 tail's 96x96 stage, not 16 x that), and the GEMM is the same
 //! `gemm` crate candle uses, with the same threading. Other devices, dtypes and shapes go to candle's conv2d.
+//! [`conv2d_trainable`] gives the same forward every gradient (pre-training, full fine-tuning).
 //! The summation order differs from candle's by rounding only; `ops/tests/ops_grad.rs` checks both against each
 //! other and the frozen input gradient against finite differences.
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 struct Im2colConv2d {
@@ -54,23 +55,7 @@ impl Im2colConv2d {
         for (s, y) in out.chunks_mut(out_len).enumerate() {
             let xs = &x[s * d.c * d.h * d.w..(s + 1) * d.c * d.h * d.w];
             if !direct {
-                cols.par_chunks_mut(cols_len).enumerate().for_each(|(r, row)| {
-                    let (c, ky, kx) = (r / (k * k), r / k % k, r % k);
-                    // Output column ox reads input column ox + kx - p where that lies inside [0, w).
-                    let lo = p.saturating_sub(kx).min(d.ow);
-                    let hi = (d.w + p).saturating_sub(kx).clamp(lo, d.ow);
-                    for (oy, dst) in row.chunks_mut(d.ow).enumerate() {
-                        let iy = (oy + ky).wrapping_sub(p);
-                        if iy >= d.h || lo == hi {
-                            dst.fill(T::default());
-                            continue;
-                        }
-                        let src = &xs[(c * d.h + iy) * d.w..(c * d.h + iy + 1) * d.w];
-                        dst[..lo].fill(T::default());
-                        dst[lo..hi].copy_from_slice(&src[lo + kx - p..hi + kx - p]);
-                        dst[hi..].fill(T::default());
-                    }
-                });
+                fill_columns(xs, d, p, &mut cols);
             }
             let rhs = if direct { xs.as_ptr() } else { cols.as_ptr() };
             // SAFETY: y is (co, oh·ow) row-major, wt (co, rows) row-major and rhs (rows, oh·ow) row-major, all in
@@ -103,6 +88,65 @@ impl Im2colConv2d {
     }
 }
 
+/// One sample's column matrix: row `(c, ky, kx)` holds input channel `c` shifted by `(ky - p, kx - p)`, zero
+/// outside, as `(oh, ow)`; `cols` is `(c·k·k, oh·ow)`.
+fn fill_columns<T: Copy + Default + Send + Sync>(xs: &[T], d: &Dims, p: usize, cols: &mut [T]) {
+    let k = d.k;
+    cols.par_chunks_mut(d.oh * d.ow).enumerate().for_each(|(r, row)| {
+        let (c, ky, kx) = (r / (k * k), r / k % k, r % k);
+        // Output column ox reads input column ox + kx - p where that lies inside [0, w).
+        let lo = p.saturating_sub(kx).min(d.ow);
+        let hi = (d.w + p).saturating_sub(kx).clamp(lo, d.ow);
+        for (oy, dst) in row.chunks_mut(d.ow).enumerate() {
+            let iy = (oy + ky).wrapping_sub(p);
+            if iy >= d.h || lo == hi {
+                dst.fill(T::default());
+                continue;
+            }
+            let src = &xs[(c * d.h + iy) * d.w..(c * d.h + iy + 1) * d.w];
+            dst[..lo].fill(T::default());
+            dst[lo..hi].copy_from_slice(&src[lo + kx - p..hi + kx - p]);
+            dst[hi..].fill(T::default());
+        }
+    });
+}
+
+/// Every sample's column matrix, `(n, c·k·k, oh·ow)`: the operand of the kernel gradient.
+struct Im2col {
+    k: usize,
+    padding: usize,
+}
+
+impl CustomOp1 for Im2col {
+    fn name(&self) -> &'static str {
+        "im2col"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, lx: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = lx.shape().dims4()?;
+        let (hp, wp) = (h + 2 * self.padding, w + 2 * self.padding);
+        if !lx.is_contiguous() || hp < self.k || wp < self.k {
+            candle_core::bail!("im2col: needs a contiguous input at least as large as the {0}x{0} kernel", self.k);
+        }
+        let d = Dims { n, c, h, w, co: 0, k: self.k, oh: hp + 1 - self.k, ow: wp + 1 - self.k };
+        let per_sample = c * self.k * self.k * d.oh * d.ow;
+        fn all<T: Copy + Default + Send + Sync>(x: &[T], d: &Dims, p: usize, per_sample: usize) -> Vec<T> {
+            let mut cols = vec![T::default(); d.n * per_sample];
+            for (s, out) in cols.chunks_mut(per_sample).enumerate() {
+                fill_columns(&x[s * d.c * d.h * d.w..(s + 1) * d.c * d.h * d.w], d, p, out);
+            }
+            cols
+        }
+        let off = lx.start_offset();
+        let out = match x {
+            CpuStorage::F32(v) => CpuStorage::F32(all(&v[off..], &d, self.padding, per_sample)),
+            CpuStorage::F64(v) => CpuStorage::F64(all(&v[off..], &d, self.padding, per_sample)),
+            _ => candle_core::bail!("im2col: f32 or f64 expected"),
+        };
+        Ok((out, Shape::from((n, c * self.k * self.k, d.oh * d.ow))))
+    }
+}
+
 impl CustomOp2 for Im2colConv2d {
     fn name(&self) -> &'static str {
         "im2col-conv2d"
@@ -125,10 +169,52 @@ impl CustomOp2 for Im2colConv2d {
 /// path above for square kernels of f32 / f64 CPU tensors, candle's conv2d otherwise. Callers that need
 /// gradients use candle's conv2d (tracked kernels) or `frozen::conv2d` (tracked input, frozen kernel).
 pub fn conv2d_untracked(x: &Tensor, w: &Tensor, padding: usize) -> Result<Tensor> {
-    let (_, _, kh, kw) = w.dims4()?;
-    let cpu_float = x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && x.dtype() == w.dtype();
-    if !cpu_float || kh != kw {
+    if !im2col_path(x, w)? {
         return x.detach().conv2d(&w.detach(), padding, 1, 1, 1);
     }
     x.detach().contiguous()?.apply_op2_no_bwd(&w.detach().contiguous()?, &Im2colConv2d { padding })
+}
+
+/// Whether [`conv2d_untracked`] takes the im2col path for these operands.
+fn im2col_path(x: &Tensor, w: &Tensor) -> Result<bool> {
+    let (_, _, kh, kw) = w.dims4()?;
+    Ok(x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && x.dtype() == w.dtype() && kh == kw)
+}
+
+/// `conv2d(x, w) + bias` with gradients for whichever of `x`, `w`, `bias` are tracked (full training, the
+/// pre-training of a backbone): on the im2col path one graph node holding the operands and the output, whose
+/// backward is the adjoint convolution for `x`, `sum_n dY_n cols_n^T` for `w` (the columns recomputed) and the
+/// sum of `dY` for `bias`; candle's conv2d (and its conv-transpose backward) otherwise.
+pub fn conv2d_trainable(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, padding: usize) -> Result<Tensor> {
+    let add_bias = |y: Tensor| match bias {
+        Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+        None => Ok(y),
+    };
+    let (co, ci, k, _) = w.dims4()?;
+    if !im2col_path(x, w)? || padding >= k {
+        return add_bias(x.conv2d(w, padding, 1, 1, 1)?);
+    }
+    let y = add_bias(conv2d_untracked(x, w, padding)?)?;
+    // Without a bias, the third arg is `w` again and gets no gradient through it.
+    let third = bias.unwrap_or(w).clone();
+    let has_bias = bias.is_some();
+    crate::fused::carry3("conv2d", [x, w, &third], y, move |args, _y, grad| {
+        let (x, w) = (args[0], args[1]);
+        let gx = if x.track_op() {
+            let adjoint = w.detach().transpose(0, 1)?.contiguous()?.flip(&[2, 3])?.contiguous()?;
+            Some(conv2d_untracked(grad, &adjoint, k - 1 - padding)?)
+        } else {
+            None
+        };
+        let gw = if w.track_op() {
+            let (n, _, oh, ow) = grad.dims4()?;
+            let cols = x.detach().contiguous()?.apply_op1_no_bwd(&Im2col { k, padding })?; // (n, K, HW)
+            let dy = grad.contiguous()?.reshape((n, co, oh * ow))?;
+            Some(dy.matmul(&cols.transpose(1, 2)?)?.sum(0)?.reshape((co, ci, k, k))?)
+        } else {
+            None
+        };
+        let gb = if has_bias { Some(grad.sum((0, 2, 3))?) } else { None };
+        Ok(vec![gx, gw, gb])
+    })
 }

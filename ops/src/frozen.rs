@@ -46,7 +46,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 /// kernel under a tracked input gets the input gradient only: one adjoint convolution, `conv2d(grad, w')` with `w'`
 /// the kernel with in/out swapped and spatially flipped, padded by `k - 1 - p`, instead of candle's two (input and
 /// kernel gradient), and no graph of slices for an im2col;
-/// a tracked kernel uses candle's conv2d (both gradients); neither tracked, `conv::conv2d_untracked`. The forward of
+/// a tracked kernel or bias, `conv::conv2d_trainable` (every gradient); neither tracked, `conv::conv2d_untracked`. The forward of
 /// a frozen kernel is `conv2d_untracked` whether the input is tracked or not, so training and inference compute the
 /// same values.
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, padding: usize) -> Result<Tensor> {
@@ -55,7 +55,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, padding: usize) -> 
         None => Ok(y),
     };
     if w.track_op() || bias.is_some_and(|b| b.track_op()) {
-        return add_bias(x.conv2d(w, padding, 1, 1, 1)?);
+        return crate::conv::conv2d_trainable(x, w, bias, padding);
     }
     if !x.track_op() {
         return add_bias(crate::conv::conv2d_untracked(x, w, padding)?);

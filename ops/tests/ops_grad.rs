@@ -228,3 +228,27 @@ fn attention_core_and_frozen_linear() {
     let err = finite_difference_check(&[x], |t| weighted_sum(&adaptir_ops::frozen::linear(&t[0], &w, Some(&b))?, &wo));
     assert!(err <= FINITE_DIFFERENCE_REL, "frozen linear: {err:e}");
 }
+
+/// The trainable convolution (pre-training): forward against candle's conv2d plus bias, and the gradients of
+/// input, kernel and bias against central finite differences, with and without bias.
+#[test]
+fn conv2d_trainable_gradients() {
+    let mut rng = rng(17);
+    for (k, pad) in [(3, 1), (5, 2), (1, 0)] {
+        let x = random(&mut rng, &[2, 3, 6, 5], 1.0);
+        let w = random(&mut rng, &[4, 3, k, k], 0.5);
+        let b = random(&mut rng, &[4], 0.5);
+        let plain = x.conv2d(&w, pad, 1, 1, 1).unwrap().broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap()).unwrap();
+        let ours = adaptir_ops::conv::conv2d_trainable(&x, &w, Some(&b), pad).unwrap();
+        assert!(max_abs_diff(&ours, &plain) <= F64_REL * max_abs(&plain), "{k}x{k}: forward");
+        let wo = random(&mut rng, plain.dims(), 1.0);
+        let err = finite_difference_check(&[x.clone(), w.clone(), b], |t| {
+            weighted_sum(&adaptir_ops::conv::conv2d_trainable(&t[0], &t[1], Some(&t[2]), pad)?, &wo)
+        });
+        assert!(err <= FINITE_DIFFERENCE_REL, "{k}x{k} with bias: {err:e}");
+        let err = finite_difference_check(&[x, w], |t| {
+            weighted_sum(&adaptir_ops::conv::conv2d_trainable(&t[0], &t[1], None, pad)?, &wo)
+        });
+        assert!(err <= FINITE_DIFFERENCE_REL, "{k}x{k} without bias: {err:e}");
+    }
+}
