@@ -129,11 +129,11 @@ pub fn train(a: &TrainArgs) -> Result<TrainReport> {
     if method.trains_backbone() {
         let mut data = vm.data().lock().map_err(|_| Error::invalid("VarMap lock poisoned"))?;
         for (k, t) in &sd.tensors {
-            data.insert(k.clone(), Var::from_tensor(t)?);
+            data.insert(k.clone(), Var::from_tensor(&t.to_device(&dev)?)?);
         }
     }
     if let Some(c) = &ckpt {
-        restore_vars(&vm, c)?;
+        restore_vars(&vm, c, &dev)?;
     }
     let strict = Strict::new(sd);
     let modules = method

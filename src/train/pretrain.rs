@@ -93,7 +93,7 @@ pub fn pretrain(a: &PretrainArgs) -> Result<PretrainReport> {
 
     let vm = VarMap::new();
     if let Some(c) = &ckpt {
-        restore_vars(&vm, c)?;
+        restore_vars(&vm, c, &dev)?;
     }
     // Seeded initial values first (candle's own are unseeded); `Ipt::fresh` then sets the fixed MeanShift and
     // picks up every other variable from the map.

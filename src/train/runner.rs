@@ -35,10 +35,11 @@ pub struct Outcome {
 
 /// Put a checkpoint's variables into `vm` before the model is built (the model then picks them up, buffers
 /// included), and return its step and history.
-pub fn restore_vars(vm: &VarMap, ckpt: &Checkpoint) -> Result<()> {
+pub fn restore_vars(vm: &VarMap, ckpt: &Checkpoint, device: &candle_core::Device) -> Result<()> {
     let mut data = vm.data().lock().map_err(|_| Error::invalid("VarMap lock poisoned"))?;
     for (k, t) in &ckpt.vars {
-        data.insert(k.clone(), Var::from_tensor(t)?);
+        // The checkpoint is read on the CPU; training may run on CUDA.
+        data.insert(k.clone(), Var::from_tensor(&t.to_device(device)?)?);
     }
     Ok(())
 }
@@ -61,8 +62,9 @@ pub fn optimizer(vars: Vec<(String, Var)>, ckpt: Option<&Checkpoint>) -> Result<
     if let Some(c) = ckpt {
         for (i, (name, _)) in opt.vars.iter().enumerate() {
             if let Some((m, v, t)) = c.moments.get(name) {
-                opt.m[i] = m.to_dtype(DType::F32)?;
-                opt.v[i] = v.to_dtype(DType::F32)?;
+                let device = opt.vars[i].1.device().clone();
+                opt.m[i] = m.to_dtype(DType::F32)?.to_device(&device)?;
+                opt.v[i] = v.to_dtype(DType::F32)?.to_device(&device)?;
                 opt.t[i] = *t;
             }
         }
