@@ -77,6 +77,7 @@ fn each_pass_keeps_the_output() {
         ("merge-linear", "lora"),
         ("merge-linear", "ssf"),
         ("merge-linear", "fact"),
+        ("pointwise-through-transpose", "adaptir"),
         ("constant-folding", "adaptir"),
         ("dedup-constants", "adaptir"),
         ("dead-nodes", "adaptir"),
@@ -144,5 +145,5 @@ fn optimize_folds_linear_methods_away() {
             assert_eq!(g.op_counts(), want, "{m} was not folded away");
         }
     }
-    assert_eq!(PASSES.len(), 7);
+    assert_eq!(PASSES.len(), 8);
 }

@@ -528,13 +528,17 @@ impl AdaptIr {
         b.push_scope(scope);
         // Constants are named by their official key.
         let hint = self.prefix.as_str();
-        // Host layout -> (N, C, H, W).
+        // Host layout -> (N, C, H, W). For IPT the tokens are first viewed as (H, W, N, C) (free), so that one
+        // transpose moves the channel axis: the `pointwise-through-transpose` pass then turns the head's 1x1
+        // convolution into a MatMul on the host layout and transposes only its h-channel output.
         let img = match self.config.layout {
-            Layout::Ipt => b.op("Transpose", &[x], vec![("perm", Attr::Ints(vec![1, 2, 0]))])?,
+            Layout::Ipt => {
+                let s = b.constant_i64("hwnc", &[hgt as i64, wid as i64, -1, c])?;
+                let grid = b.op("Reshape", &[x, &s], vec![])?;
+                b.op("Transpose", &[&grid], vec![("perm", Attr::Ints(vec![2, 3, 0, 1]))])?
+            }
             Layout::Edt => b.op("Transpose", &[x], vec![("perm", Attr::Ints(vec![0, 3, 1, 2]))])?,
         };
-        let s = b.constant_i64("nchw", &[-1, c, hgt as i64, wid as i64])?;
-        let img = b.op("Reshape", &[&img, &s], vec![])?;
         let x0 = self.head.lower(b, &img, &format!("{hint}.head"))?;
         let (mean, var) = {
             let r = self.bn.running.lock().map_err(|_| candle_core::Error::Msg("BatchNorm lock poisoned".into()))?;
@@ -594,12 +598,12 @@ impl AdaptIr {
         let score = b.op("Reshape", &[&score, &s4], vec![])?;
         let mixed = b.op("Mul", &[&mixed, &score], vec![])?;
         let y = self.tail.lower(b, &mixed, &format!("{hint}.tail"))?;
-        // (N, C, H, W) -> host layout.
+        // (N, C, H, W) -> host layout (for IPT through (H, W, N, C), mirroring the entry).
         let out = match self.config.layout {
             Layout::Ipt => {
-                let s = b.constant_i64("ncl", &[-1, c, hw])?;
-                let y = b.op("Reshape", &[&y, &s], vec![])?;
-                b.op("Transpose", &[&y], vec![("perm", Attr::Ints(vec![2, 0, 1]))])
+                let y = b.op("Transpose", &[&y], vec![("perm", Attr::Ints(vec![2, 3, 0, 1]))])?;
+                let s = b.constant_i64("lnc", &[hw, -1, c])?;
+                b.op("Reshape", &[&y, &s], vec![])
             }
             Layout::Edt => b.op("Transpose", &[&y], vec![("perm", Attr::Ints(vec![0, 2, 3, 1]))]),
         };

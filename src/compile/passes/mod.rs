@@ -8,6 +8,7 @@ mod dedup_constants;
 mod lim_kernel;
 mod mean_shift;
 mod merge_linear;
+mod pointwise_transpose;
 pub mod util;
 
 use super::ir::Graph;
@@ -26,6 +27,7 @@ pub const PASSES: &[&dyn Pass] = &[
     &batchnorm::FoldBatchNorm,
     &mean_shift::FoldMeanShift,
     &merge_linear::MergeLinear,
+    &pointwise_transpose::PointwiseThroughTranspose,
     &constant_folding::ConstantFolding,
     &dedup_constants::DedupConstants,
     &dead_nodes::DeadNodes,
