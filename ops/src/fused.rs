@@ -165,7 +165,7 @@ pub(crate) fn carry3(
     args[0].apply_op3(args[1], args[2], op)
 }
 
-/// Softmax over the last dim: candle-nn's fused kernel (f32) or the composed form without graph (other dtypes);
+/// Softmax over the last dim: `softmax.rs` (f32 on the CPU), candle-nn's fused kernel (f32 elsewhere) or the composed form without graph (other dtypes);
 /// backward `y * (g - sum(g * y))`.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     let y = softmax_value(&x.detach())?;
@@ -173,7 +173,9 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 }
 
 fn softmax_value(x: &Tensor) -> Result<Tensor> {
-    if x.dtype() == DType::F32 {
+    if let Some(y) = crate::softmax::softmax_last_dim_f32_cpu(x) {
+        y
+    } else if x.dtype() == DType::F32 {
         candle_nn::ops::softmax_last_dim(&x.contiguous()?)
     } else {
         let e = x.broadcast_sub(&x.max_keepdim(D::Minus1)?)?.exp()?;

@@ -8,7 +8,7 @@
 //! | `amplitude` | `amplitude.rs` | custom op calling `hypot` | closed form in candle ops, 0 at the origin |
 //! | `polar` | `polar.rs` | candle `cos` / `sin` / `mul` | candle autograd |
 //! | `linear_t` (frozen weight) | `frozen.rs` | candle's matmul kernel | input gradient only |
-//! | `softmax_last_dim`, `layer_norm_frozen` | `fused.rs` | candle-nn's fused kernels (f32) | closed form, graph holds input and output only |
+//! | `softmax_last_dim`, `layer_norm_frozen` | `fused.rs`, `softmax.rs` | vectorised exp (f32 CPU), candle-nn's fused kernels | closed form, graph holds input and output only |
 //! | `conv2d` (frozen kernel) | `frozen.rs`, `conv.rs` | im2col + `gemm` on the CPU, candle's elsewhere | input gradient only (the adjoint convolution) |
 //!
 //! Why this split: the DFTs are tiny (16x16 to 48x48 planes), so dense products cost little, run on every
@@ -27,6 +27,7 @@ pub mod frozen;
 pub mod fused;
 pub mod graph;
 pub mod polar;
+mod softmax;
 pub mod tolerance;
 
 pub use amplitude::amplitude;

@@ -252,3 +252,35 @@ fn conv2d_trainable_gradients() {
         assert!(err <= FINITE_DIFFERENCE_REL, "{k}x{k} without bias: {err:e}");
     }
 }
+
+/// The CPU f32 softmax (vectorised exp) against softmax in f64, on rows spanning the whole f32 exp range, with
+/// entries far below the row maximum (exact zeros), -inf entries, a NaN entry and an all -inf row.
+#[test]
+fn f32_softmax_against_f64() {
+    let mut rng = rng(18);
+    let rows = 64;
+    let mut x = random(&mut rng, &[rows, 37], 40.0).to_vec2::<f64>().unwrap();
+    x[1][3] = -1e30;
+    x[2][0] = f64::NEG_INFINITY;
+    x[3] = vec![f64::NEG_INFINITY; 37];
+    x[4][5] = f64::NAN;
+    x[5][7] = 200.0;
+    let flat: Vec<f64> = x.concat();
+    let x64 = Tensor::from_vec(flat, (rows, 37), &Device::Cpu).unwrap();
+    let x32 = x64.to_dtype(DType::F32).unwrap();
+    // The reference from the f32-rounded inputs, computed in f64.
+    let reference = x32.to_dtype(DType::F64).unwrap().unsqueeze(0).unwrap();
+    let reference = candle_nn_softmax(&reference).squeeze(0).unwrap().to_vec2::<f64>().unwrap();
+    let ours =
+        adaptir_ops::fused::softmax_last_dim(&x32).unwrap().to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap();
+    for (r, (a, b)) in ours.iter().zip(&reference).enumerate() {
+        for (p, q) in a.iter().zip(b) {
+            if q.is_nan() {
+                assert!(p.is_nan(), "row {r}: expected NaN, got {p}");
+            } else {
+                assert!((p - q).abs() <= F32_REL, "row {r}: {p} vs {q}");
+                assert!(*q != 0.0 || *p == 0.0, "row {r}: exact zero expected, got {p}");
+            }
+        }
+    }
+}
