@@ -45,7 +45,10 @@ fn perm(n: &Node) -> Option<Vec<i64>> {
 impl PointwiseThroughTranspose {
     /// `x @ W^T (+ b)` nodes reading `x` and writing `out`; the weight becomes an (in, out) constant.
     fn channel_map(g: &mut Graph, conv: &Node, x: &str, out: &str) -> Result<Vec<Node>> {
-        let w = util::to_tensor(util::constant(g, &conv.inputs[1]).expect("checked constant"))?;
+        let Some(w) = util::constant(g, &conv.inputs[1]) else {
+            candle_core::bail!("pointwise-through-transpose: the weight of {} is not a constant", conv.name);
+        };
+        let w = util::to_tensor(w)?;
         let (o, i) = (w.dim(0)?, w.dim(1)?);
         let wt = util::from_tensor(&w.reshape((o, i))?.t()?.contiguous()?)?;
         let wt = util::add_constant(g, &format!("{}_t", conv.inputs[1]), wt);
