@@ -165,8 +165,8 @@ pub(crate) fn carry3(
     args[0].apply_op3(args[1], args[2], op)
 }
 
-/// Softmax over the last dim: `softmax.rs` (f32 on the CPU), candle-nn's fused kernel (f32 elsewhere) or the composed form without graph (other dtypes);
-/// backward `y * (g - sum(g * y))`.
+/// Softmax over the last dim: `softmax.rs` (f32 on the CPU), candle-nn's fused kernel (f32 elsewhere) or the
+/// composed form without graph (other dtypes); backward `y * (g - sum(g * y))`.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     let y = softmax_value(&x.detach())?;
     carry("softmax-last-dim", x, y, |_x, y, g| softmax_backward(y, g))
@@ -191,9 +191,11 @@ fn softmax_backward(y: &Tensor, g: &Tensor) -> Result<Tensor> {
 
 /// Multi-head attention's core on sequence-first projections (torch `nn.MultiheadAttention` after its in-projections):
 /// q (Lq, N, E), k and v (Lk, N, E) -> per head `softmax(q k^T / sqrt(d)) v`, (Lq, N, E). When tracked, one graph node
-/// holding q, k, v and the output: the backward recomputes the attention weights (one q k^T product per attention,
-/// about 2 % of a training step on ipt-base) instead of keeping two (N, heads, Lq, Lk) tensors per attention alive
-/// from the forward to the backward; that was 3.6 GB on ipt-base at batch 16.
+/// holding q, k, v and the output: the backward recomputes the attention weights (one more q k^T product and softmax
+/// per attention: about 2 % of an ipt-base training step's FLOPs, about 1.7 s of 19 s before the vectorised softmax)
+/// instead of keeping two (N, heads, Lq, Lk) tensors per attention alive from the forward to the backward (about
+/// 3.6 GB on ipt-base at batch 16 by their sizes; with the frozen-linear node the measured peak fell from 14.1 to 6.8
+/// GiB, BENCHMARKS.md).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
     let (_, n, e) = q.dims3()?;
     let (lk, nk, ek) = k.dims3()?;
