@@ -6,18 +6,19 @@
 #      fixed number of steps on CUDA and on the CPU (`adaptir train --device cuda|cpu`): time per step;
 #   3. export to ONNX, `adaptir validate` on the CPU provider and on the CUDA provider with --strict-ep (where an
 #      ONNX Runtime GPU library is found), `adaptir ort-latency` on both;
-#   4. one table: train step CUDA vs CPU, ORT latency CUDA vs CPU, parity errors on CUDA.
+#   4. one table: train step CUDA vs CPU, ORT latency CUDA vs CPU, parity errors on CUDA;
+#   5. (in the table too) if time is left: ipt-base (the released size) AdaptIR train step on CUDA and ORT latency of its export.
 #
 # HERE (the machine without a GPU), once per change:
 #   CARGO_BUILD_JOBS=1 nice -n 10 scripts/build-cuda.sh   # target-cuda/release/adaptir (57 MiB, cold 9-17 min)
-#   scripts/gpu-check.sh --pack                           # .gpu-carry/: xz of that binary + the CPU ORT library
-# The device tool copies the working tree (about 21 MB) plus the carried paths, 64 MiB in all: the binary alone
-# is 57 MiB, so it travels xz-compressed (7 MiB), as does the ONNX Runtime 1.31.1 CPU library (28 -> 8 MiB). Then:
+#   scripts/gpu-check.sh --pack                           # .gpu-carry/: xz of that binary + ORT's CUDA build
+# The device tool copies the working tree (about 34 MiB) plus the carried paths, 64 MiB in all: the binary alone
+# is 57 MiB, so it travels xz-compressed (7 MiB); ONNX Runtime 1.31.1's CUDA build (onnxruntime-gpu, CUDA 13:
+# 300 MiB) travels as scripts/pack-ort-gpu.py prunes it: GPU code for sm_90 only, unused LLM kernels zeroed
+# (22 MiB xz). Then:
 #   run(command="scripts/gpu-check.sh", carry=[".gpu-carry"], timeout_s=540)
-# (the GPU machines have PyTorch's CUDA 13 libraries, which the binary loads, but ONNX Runtime 1.30 without a GPU
-# build: the ORT CUDA rows say n/a there, with ORT's reason, unless an onnxruntime-gpu 1.31.1 library (and the
-# CUDA / cuDNN libraries it was built for) is given by ORT_DYLIB_PATH or .venv/: ADAPTIR_ORT_GPU=1
-# scripts/setup-ort.sh on a GPU machine with network access).
+# (the GPU machines have PyTorch's CUDA 13 libraries, cuDNN among them, which the binary and ORT's CUDA provider
+# load; without a carried ORT CUDA build the ORT CUDA rows say n/a, with ORT's reason).
 #
 # ON ANY GPU MACHINE with the repository: scripts/gpu-check.sh [--bin PATH]   (default: target-cuda/release/adaptir
 # or the unpacked .gpu-carry). Logs and JSON go to $OUT (device tool) or $GPU_CHECK_OUT (default /tmp/gpu-check).
@@ -33,15 +34,12 @@ if [ "${1:-}" = "--pack" ]; then
   [ -x "$bin" ] || { echo "gpu-check --pack: $bin missing: run scripts/build-cuda.sh first" >&2; exit 2; }
   mkdir -p "$CARRY"
   xz -T0 -6 -c "$bin" >"$CARRY/adaptir.xz.tmp" && mv "$CARRY/adaptir.xz.tmp" "$CARRY/adaptir.xz"
-  ort=$(ls "$ROOT"/.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1 2>/dev/null | head -n1 || true)
-  if [ -n "$ort" ]; then
-    xz -T0 -6 -c "$ort" >"$CARRY/libonnxruntime.so.1.31.1.xz.tmp"
-    mv "$CARRY/libonnxruntime.so.1.31.1.xz.tmp" "$CARRY/libonnxruntime.so.1.31.1.xz"
-  else
-    echo "gpu-check --pack: no .venv ONNX Runtime (scripts/setup-ort.sh): the ORT rows will say n/a" >&2
-  fi
+  # ONNX Runtime's CUDA build (its CPU provider too), pruned to the card's generation so that it fits the carry.
+  rm -f "$CARRY/libonnxruntime.so.1.31.1.xz"
+  python3 "$ROOT/scripts/pack-ort-gpu.py" --out "$CARRY/ort-gpu" \
+    || echo "gpu-check --pack: no ONNX Runtime CUDA build packed: the ORT CUDA rows will say n/a" >&2
   tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -n1 | cut -f1)
-  carry=$(du -cb "$CARRY"/* | tail -n1 | cut -f1)
+  carry=$(du -cb "$CARRY"/* "$CARRY"/ort-gpu/* 2>/dev/null | grep -v "ort-gpu$" | tail -n1 | cut -f1)
   echo "gpu-check --pack: $CARRY: $(ls "$CARRY" | tr '\n' ' ')($((carry / 1024 / 1024)) MiB); with the tracked tree" \
     "$(((tree + carry) / 1024 / 1024)) MiB of the device tool's 64 MiB"
   [ $((tree + carry)) -lt $((64 * 1024 * 1024)) ] || { echo "gpu-check --pack: over 64 MiB" >&2; exit 2; }
@@ -80,7 +78,12 @@ if [ -z "$BIN" ]; then
   fi
 fi
 [ -n "$BIN" ] && [ -x "$BIN" ] || die "no CUDA binary: build it with scripts/build-cuda.sh (then --pack to carry it)"
-if [ -z "${ORT_DYLIB_PATH:-}" ] && [ -f "$CARRY/libonnxruntime.so.1.31.1.xz" ] && ! ls .venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1 >/dev/null 2>&1; then
+if [ -z "${ORT_DYLIB_PATH:-}" ] && [ -f "$CARRY/ort-gpu/libonnxruntime.so.1.31.1.xz" ]; then
+  # The carried ONNX Runtime CUDA build (scripts/pack-ort-gpu.py): ORT loads its providers from the library's folder.
+  mkdir -p "$T/ort-gpu"
+  for f in "$CARRY"/ort-gpu/*.xz; do unxz "$f" "$T/ort-gpu/$(basename "${f%.xz}")"; done
+  export ORT_DYLIB_PATH=$T/ort-gpu/libonnxruntime.so.1.31.1
+elif [ -z "${ORT_DYLIB_PATH:-}" ] && [ -f "$CARRY/libonnxruntime.so.1.31.1.xz" ] && ! ls .venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1 >/dev/null 2>&1; then
   unxz "$CARRY/libonnxruntime.so.1.31.1.xz" "$T/libonnxruntime.so.1.31.1"
   export ORT_DYLIB_PATH=$T/libonnxruntime.so.1.31.1
 fi
@@ -88,7 +91,7 @@ fi
 # The CUDA libraries the binary was linked against (libcudart, libcublas(Lt), libcurand, libnvrtc): from the
 # environment, CUDA's own folder, or a Python environment's NVIDIA wheels (PyTorch's cu13 ones).
 missing() { ldd "$BIN" 2>/dev/null | awk '/not found/ { print $1 }'; }
-if [ -n "$(missing)" ]; then
+if [ -n "$(missing)" ] || [ -d "$T/ort-gpu" ]; then # (the ORT CUDA build needs cuDNN, cuFFT, ... too)
   dirs=$(python3 - <<'EOF' 2>/dev/null
 import glob, os, site, sys
 roots = set(site.getsitepackages() + [site.getusersitepackages()] + [p for p in sys.path if p.endswith("site-packages")])
@@ -109,6 +112,9 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,m
 say "binary $BIN ($("$BIN" --version)), $(nproc) CPU cores, $(uname -r)"
 say "ONNX Runtime library: ${ORT_DYLIB_PATH:-adaptir's search (.venv/, then python3's site-packages)}"
 say "CUDA libraries: $(ldd "$BIN" | awk '/cublas.so|cudart|nvrtc|curand/ { print $3 }' | tr '\n' ' ')"
+if [ -d "$T/ort-gpu" ]; then
+  say "ORT CUDA provider: needs $(ldd "$T/ort-gpu/libonnxruntime_providers_cuda.so" | awk '/not found/ { print $1 " (not found)" }' | tr '\n' ' ')cuDNN $(ls $(echo "${LD_LIBRARY_PATH:-}" | tr ':' ' ') 2>/dev/null | grep -m1 'libcudnn.so' || echo 'not found')"
+fi
 
 run() { # name timeout cmd... : log the output, keep the exit code (124: out of time)
   local name=$1 limit=$2
@@ -187,14 +193,59 @@ if run export 120 "$BIN" export --adapter "$ADAPTER" --backbone "$T/bb.safetenso
       if [ $rc = 1 ]; then
         ort_val[$ep]=FAIL
         [ $status = 2 ] || status=1
+        ort_ms[$ep]="n/a"
+      elif [ $ep = cuda ] && grep -q -- '--strict-ep' "$L/validate-$ep.out"; then
+        # The provider started but some nodes would run on the CPU: say which, and validate and time it that way.
+        why=$(grep -m1 -- '--strict-ep' "$L/validate-$ep.out" | cut -c1-300)
+        if run "validate-$ep-fallback" 120 "$BIN" validate "$T/model.onnx" --backbone "$T/bb.safetensors" \
+          --adapter "$ADAPTER" --ep $ep; then
+          ort_val[$ep]="PASS without --strict-ep (strict: $why)"
+          run "latency-$ep" 120 "$BIN" ort-latency "$T/model.onnx" --golden "$T/golden.safetensors" --ep $ep \
+            --warmup 5 --iters 50 --json \
+            && ort_ms[$ep]=$(python3 -c 'import json,sys; print("%.3f" % json.loads(sys.stdin.read())["median_ms"])' \
+              <"$L/latency-$ep.out")
+        else
+          ort_val[$ep]="FAIL (strict: $why)"
+          [ $status = 2 ] || status=1
+        fi
       else
         ort_val[$ep]="n/a: $(grep -m1 '^error' "$L/validate-$ep.out" | cut -c1-220)"
+        ort_ms[$ep]="n/a"
       fi
-      ort_ms[$ep]="n/a"
     fi
   done
 else
   [ $status = 2 ] || status=1
+fi
+
+# 5. The released size, ipt-base (randomly initialised by one pre-training step on CUDA: times do not depend on
+# the weights), if the deadline leaves room: AdaptIR train step at the issue-4 benchmark's shape (batch 16, 48x48;
+# CUDA only: the CPU figure is examples/bench_train's, BENCHMARKS.md) and ORT latency of its export, CUDA vs CPU.
+declare -A base_ms
+if [ $((DEADLINE - $(date +%s))) -gt 150 ] && [ "${step_ms[cuda]}" != failed ]; then
+  if run pretrain-base 90 "$BIN" pretrain --preset ipt-base --data "$DATA" --steps 1 --batch 1 --device cuda \
+    --out "$T/base.safetensors" --eval-every 1000 --checkpoint-every 1000; then
+    walls=()
+    ok=1
+    for s in 1 4; do
+      t0=$(now)
+      run "train-base-cuda-$s" 120 "$BIN" train --method adaptir --task denoise30 --data "$DATA" \
+        --backbone "$T/base.safetensors" --preset ipt-base --steps $s --batch 16 --eval-every 100000 \
+        --checkpoint-every 100000 --out "$T/base-adapter-$s.safetensors" --device cuda || ok=0
+      walls+=("$t0" "$(now)")
+    done
+    [ $ok = 1 ] && base_ms[train]=$(python3 -c 'import sys; a,b,c,d=map(float,sys.argv[1:5]); print("%.1f" % (((d-c)-(b-a))*1000/3))' \
+      "${walls[@]}")
+    if [ -f "$T/base-adapter-4.safetensors" ] && run export-base 90 "$BIN" export --adapter "$T/base-adapter-4.safetensors" \
+      --backbone "$T/base.safetensors" -o "$T/base.onnx" --golden "$T/base-golden.safetensors"; then
+      for ep in cuda cpu; do
+        run "latency-base-$ep" 90 "$BIN" ort-latency "$T/base.onnx" --golden "$T/base-golden.safetensors" --ep $ep \
+          --warmup 3 --iters 20 --json \
+          && base_ms[$ep]=$(python3 -c 'import json,sys; print("%.3f" % json.loads(sys.stdin.read())["median_ms"])' \
+            <"$L/latency-base-$ep.out")
+      done
+    fi
+  fi
 fi
 
 # 4. The table.
@@ -208,6 +259,8 @@ fi
   echo "| AdaptIR training loss after $S2 steps (same seed, data and initial weights) | $(loss cuda) | $(loss cpu) | |"
   echo "| ORT run, exported ipt-tiny + AdaptIR, batch 2 (median ms of 50) | ${ort_ms[cuda]:-n/a} | ${ort_ms[cpu]:-n/a} | $(ratio "${ort_ms[cuda]:-x}" "${ort_ms[cpu]:-x}") |"
   echo "| ORT validate vs candle (CUDA with --strict-ep) | ${ort_val[cuda]:-n/a} | ${ort_val[cpu]:-n/a} | |"
+  echo "| ipt-base AdaptIR train step, batch 16, 48x48 (ms; (4-1)-step difference) | ${base_ms[train]:-n/a} | see BENCHMARKS.md (bench_train) | |"
+  echo "| ORT run, exported ipt-base + AdaptIR, batch 2, 48x48 (median ms of 20) | ${base_ms[cuda]:-n/a} | ${base_ms[cpu]:-n/a} | $(ratio "${base_ms[cuda]:-x}" "${base_ms[cpu]:-x}") |"
   echo
   python3 - "$W/parity-cuda.json" 2>/dev/null <<'EOF' || echo "parity on CUDA: could not run (exit $parity_rc): $(grep -m1 '^error' "$L/parity-cuda.out")"
 import json, sys
