@@ -194,3 +194,65 @@ fn ipt_base_adaptir_through_onnx_runtime() {
     );
     assert!(ort_err <= adaptir::tolerance::F32_PEER_FACTOR * ours_err, "ORT {ort_err:e} vs ours {ours_err:e}");
 }
+
+/// The `Atan2` function as lowered (no `Atan` node, so that it runs on ONNX Runtime's CUDA provider too), run
+/// by ORT against the platform `atan2` in f64 and f32: signed zeros, infinities, NaN, both sides of the
+/// reduction boundaries (0.66 and tan(3pi/8) = 2.4142...) and a dense sweep of ratios and magnitudes.
+#[test]
+fn atan2_lowering_matches_the_platform_atan2() {
+    let special = [0.0, -0.0, 1.0, -1.0, 0.66, 0.660001, 2.414213562373095, 2.4142136, 1e-300, 1e300, f64::INFINITY];
+    let (mut ys, mut xs) = (vec![], vec![]);
+    for &y in special.iter().chain(special.iter().map(|v| -v).collect::<Vec<_>>().iter()).chain([f64::NAN].iter()) {
+        for &x in special.iter().chain(special.iter().map(|v| -v).collect::<Vec<_>>().iter()).chain([f64::NAN].iter()) {
+            ys.push(y);
+            xs.push(x);
+        }
+    }
+    for i in 0..4000 {
+        let angle = -3.2 + 6.4 * (i as f64) / 4000.0;
+        let mag = 10f64.powf(-6.0 + 12.0 * ((i * 7919) % 4000) as f64 / 4000.0);
+        ys.push(mag * angle.sin());
+        xs.push(mag * angle.cos());
+    }
+    let n = ys.len();
+    for (elem, dtype) in [(ElemType::F64, DType::F64), (ElemType::F32, DType::F32)] {
+        for inline_functions in [false, true] {
+            let mut b = Builder::new("atan2", FftLowering::MatMul, inline_functions);
+            let out = adaptir_ops::atan2::lower(&mut b, "y", "x").unwrap();
+            let out = b.op("Identity", &[&out], vec![]).unwrap();
+            let mut g = b.finish();
+            g.inputs = ["y", "x"]
+                .iter()
+                .map(|s| ValueInfo { name: s.to_string(), elem, shape: vec![Dim::Fixed(n)] })
+                .collect();
+            g.outputs = vec![ValueInfo { name: out, elem, shape: vec![Dim::Fixed(n)] }];
+            let y = Tensor::new(ys.as_slice(), &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+            let x = Tensor::new(xs.as_slice(), &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+            let got = run(&g, &[("y", y.clone()), ("x", x.clone())])[0].1.to_dtype(DType::F64).unwrap();
+            let got = got.to_vec1::<f64>().unwrap();
+            let (y, x) = (
+                y.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap(),
+                x.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap(),
+            );
+            // f64: Cephes' atan is within about one ulp; f32: one f32 rounding of the inputs, the ratio and the result.
+            let rel = if dtype == DType::F64 { 4.0 * f64::EPSILON } else { 4.0 * f32::EPSILON as f64 };
+            let mut worst = 0f64;
+            for i in 0..n {
+                let want = if dtype == DType::F64 { y[i].atan2(x[i]) } else { (y[i] as f32).atan2(x[i] as f32) as f64 };
+                let ok = if want.is_nan() {
+                    got[i].is_nan()
+                } else {
+                    let e = (got[i] - want).abs() / want.abs().max(f64::MIN_POSITIVE);
+                    worst = worst.max(e);
+                    e <= rel && got[i].is_sign_negative() == want.is_sign_negative()
+                };
+                assert!(
+                    ok,
+                    "{dtype:?} inline {inline_functions}: atan2({}, {}) = {} in ORT, {want} wanted",
+                    y[i], x[i], got[i]
+                );
+            }
+            eprintln!("{dtype:?} inline {inline_functions}: worst relative error {worst:.2e} over {n} pairs");
+        }
+    }
+}

@@ -48,20 +48,19 @@ pub fn atan2(y: &Tensor, x: &Tensor) -> Result<Tensor> {
     y.apply_op2(&x, Atan2)
 }
 
-/// Emit `atan2(y, x)` with the same IEEE semantics (ONNX has `Atan` only): `atan(y / x)`, shifted by
-/// `+-pi` (the sign of y, signed zeros included) where x is negative or -0, and the both-zero cases set
-/// explicitly (`atan2(+-0, +0) = +-0`, `atan2(+-0, -0) = +-pi`). A sign bit is read as `v < 0 or 1/v < 0`.
+/// Emit `atan2(y, x)` with the same IEEE semantics, from standard ops that every execution provider has
+/// (ONNX has `Atan` only, and ONNX Runtime's CUDA provider not even that): the magnitude is `atan(|y| / |x|)`
+/// ([`lower_atan_abs`]), or `pi` minus it where x is negative or -0; `0 / 0` and `inf / inf` are read as 0
+/// and 1 (so `atan2(+-0, +0) = +-0`, `atan2(+-0, -0) = +-pi`, `atan2(+-inf, +-inf) = +-pi/4 or +-3pi/4`);
+/// the sign of y, signed zeros included, is put on last by a product with +-1. Not by `Where`: ONNX Runtime's
+/// CPU `Where` returns +0 where it picks a -0. A sign bit is read as `v < 0 or 1/v < 0`.
 pub fn lower(b: &mut dyn crate::graph::GraphBuilder, y: &str, x: &str) -> Result<String> {
     let outs = b.function("Atan2", &[y, x], 1, &|b, i| {
         let (y, x) = (&i[0], &i[1]);
-        let zero = b.constant_f32("zero", &[], &[0.0])?;
-        let one = b.constant_f32("one", &[], &[1.0])?;
-        let pi = b.constant_f32("pi", &[], &[std::f32::consts::PI])?;
-        let (zero, one, pi) = (
-            b.op("CastLike", &[&zero, x], vec![])?,
-            b.op("CastLike", &[&one, x], vec![])?,
-            b.op("CastLike", &[&pi, x], vec![])?,
-        );
+        let zero = constant_like(b, "zero", 0.0, x)?;
+        let one = constant_like(b, "one", 1.0, x)?;
+        let minus_one = constant_like(b, "minus_one", -1.0, x)?;
+        let pi = constant_like(b, "pi", std::f64::consts::PI, x)?;
         let sign_bit = |b: &mut dyn crate::graph::GraphBuilder, v: &str| -> Result<String> {
             let neg = b.op("Less", &[v, &zero], vec![])?;
             let inv = b.op("Div", &[&one, v], vec![])?;
@@ -70,17 +69,96 @@ pub fn lower(b: &mut dyn crate::graph::GraphBuilder, y: &str, x: &str) -> Result
         };
         let y_neg = sign_bit(b, y)?;
         let x_neg = sign_bit(b, x)?;
-        let ratio = b.op("Div", &[y, x], vec![])?;
-        let base = b.op("Atan", &[&ratio], vec![])?;
-        let neg_pi = b.op("Neg", &[&pi], vec![])?;
-        let shift = b.op("Where", &[&y_neg, &neg_pi, &pi], vec![])?;
-        let shifted = b.op("Add", &[&base, &shift], vec![])?;
-        let r = b.op("Where", &[&x_neg, &shifted, &base], vec![])?;
-        let x_zero = b.op("Equal", &[x, &zero], vec![])?;
-        let y_zero = b.op("Equal", &[y, &zero], vec![])?;
-        let both_zero = b.op("And", &[&x_zero, &y_zero], vec![])?;
-        let at_zero = b.op("Where", &[&x_neg, &shift, y], vec![])?;
-        Ok(vec![b.op("Where", &[&both_zero, &at_zero, &r], vec![])?])
+        let (ay, ax) = (b.op("Abs", &[y], vec![])?, b.op("Abs", &[x], vec![])?);
+        let ratio = b.op("Div", &[&ay, &ax], vec![])?;
+        let both_zero = {
+            let (x_zero, y_zero) = (b.op("Equal", &[x, &zero], vec![])?, b.op("Equal", &[y, &zero], vec![])?);
+            b.op("And", &[&x_zero, &y_zero], vec![])?
+        };
+        let both_inf = {
+            let (x_inf, y_inf) = (b.op("IsInf", &[x], vec![])?, b.op("IsInf", &[y], vec![])?);
+            b.op("And", &[&x_inf, &y_inf], vec![])?
+        };
+        let ratio = b.op("Where", &[&both_inf, &one, &ratio], vec![])?;
+        let ratio = b.op("Where", &[&both_zero, &zero, &ratio], vec![])?;
+        let base = lower_atan_abs(b, &ratio, x)?;
+        let reflected = b.op("Sub", &[&pi, &base], vec![])?;
+        let magnitude = b.op("Where", &[&x_neg, &reflected, &base], vec![])?;
+        let sign = b.op("Where", &[&y_neg, &minus_one, &one], vec![])?;
+        Ok(vec![b.op("Mul", &[&magnitude, &sign], vec![])?])
     })?;
     Ok(outs[0].clone())
+}
+
+/// A scalar f64 constant cast to the type of `like` (so that an f64 graph keeps every digit).
+fn constant_like(b: &mut dyn crate::graph::GraphBuilder, hint: &str, v: f64, like: &str) -> Result<String> {
+    let c = b.constant(hint, &Tensor::new(v, &candle_core::Device::Cpu)?)?;
+    b.op("CastLike", &[&c, like], vec![])
+}
+
+/// Emit `atan(a)` for `a >= 0` (or NaN) from `Greater`, `Where` and arithmetic: ONNX Runtime's CUDA
+/// provider has no `Atan` kernel, and one `Atan` node would send every AdaptIR block's phase to the CPU and
+/// back. This is Cephes' `atan` (S. L. Moshier, double precision, relative error about 1e-16): a is reduced
+/// to [0, 0.66] with `atan a = pi/2 + atan(-1/a)` above tan(3pi/8) and `pi/4 + atan((a-1)/(a+1))` above
+/// 0.66, then `t + t z P(z)/Q(z)` with `z = t^2`, and the low bits of pi/2 and pi/4 added back. NaN stays
+/// NaN, inf gives pi/2.
+pub fn lower_atan_abs(b: &mut dyn crate::graph::GraphBuilder, a: &str, like: &str) -> Result<String> {
+    const TAN_3PI_8: f64 = 2.414_213_562_373_095;
+    const P: [f64; 5] = [
+        -8.750_608_600_031_904e-1,
+        -1.615_753_718_733_365e1,
+        -7.500_855_792_314_705e1,
+        -1.228_866_684_490_136_2e2,
+        -6.485_021_904_942_025e1,
+    ];
+    const Q: [f64; 5] = [
+        2.485_846_490_142_306_3e1,
+        1.650_270_098_316_988_5e2,
+        4.328_810_604_912_903e2,
+        4.853_903_996_359_137e2,
+        1.945_506_571_482_614e2,
+    ];
+    const MOREBITS: f64 = 6.123_233_995_736_766e-17; // pi/2 - (pi/2 rounded to f64)
+    let k = |b: &mut dyn crate::graph::GraphBuilder, hint: &str, v: f64| constant_like(b, hint, v, like);
+    let (t3p8, c066, one, minus_one, zero) = (
+        k(b, "tan_3pi_8", TAN_3PI_8)?,
+        k(b, "atan_mid", 0.66)?,
+        k(b, "one", 1.0)?,
+        k(b, "minus_one", -1.0)?,
+        k(b, "zero", 0.0)?,
+    );
+    let big = b.op("Greater", &[a, &t3p8], vec![])?;
+    let mid = b.op("Greater", &[a, &c066], vec![])?;
+    // The reduced argument and what is added back; `Where` picks per element (the unpicked branches may be inf/NaN).
+    let inv = b.op("Div", &[&minus_one, a], vec![])?;
+    let (am1, ap1) = (b.op("Sub", &[a, &one], vec![])?, b.op("Add", &[a, &one], vec![])?);
+    let moebius = b.op("Div", &[&am1, &ap1], vec![])?;
+    let t_mid = b.op("Where", &[&mid, &moebius, a], vec![])?;
+    let t = b.op("Where", &[&big, &inv, &t_mid], vec![])?;
+    let (pi_2, pi_4) = (k(b, "pi_2", std::f64::consts::FRAC_PI_2)?, k(b, "pi_4", std::f64::consts::FRAC_PI_4)?);
+    let y0_mid = b.op("Where", &[&mid, &pi_4, &zero], vec![])?;
+    let y0 = b.op("Where", &[&big, &pi_2, &y0_mid], vec![])?;
+    let (mb, mb_2) = (k(b, "atan_morebits", MOREBITS)?, k(b, "atan_morebits_2", 0.5 * MOREBITS)?);
+    let low_mid = b.op("Where", &[&mid, &mb_2, &zero], vec![])?;
+    let low = b.op("Where", &[&big, &mb, &low_mid], vec![])?;
+    // P(z) and the monic Q(z) by Horner.
+    let z = b.op("Mul", &[&t, &t], vec![])?;
+    let mut p = k(b, "atan_p0", P[0])?;
+    for (i, c) in P.iter().enumerate().skip(1) {
+        let pz = b.op("Mul", &[&p, &z], vec![])?;
+        let c = k(b, &format!("atan_p{i}"), *c)?;
+        p = b.op("Add", &[&pz, &c], vec![])?;
+    }
+    let mut q = z.clone();
+    for (i, c) in Q.iter().enumerate() {
+        let c = k(b, &format!("atan_q{i}"), *c)?;
+        let qc = b.op("Add", &[&q, &c], vec![])?;
+        q = if i + 1 < Q.len() { b.op("Mul", &[&qc, &z], vec![])? } else { qc };
+    }
+    let zp = b.op("Mul", &[&z, &p], vec![])?;
+    let ratio = b.op("Div", &[&zp, &q], vec![])?;
+    let tr = b.op("Mul", &[&t, &ratio], vec![])?;
+    let poly = b.op("Add", &[&tr, &t], vec![])?;
+    let poly = b.op("Add", &[&poly, &low], vec![])?;
+    b.op("Add", &[&y0, &poly], vec![])
 }

@@ -134,11 +134,13 @@ fn builder(opts: &RunOptions, placements: &Placements, source: &Path) -> Result<
         Ep::Cuda => {
             #[cfg(feature = "cuda")]
             {
-                let ep = ort::ep::CUDA::default().build().error_on_failure();
+                // No TensorFloat-32: ONNX Runtime's CUDA provider may otherwise run f32 MatMul and Conv with
+                // 10-bit mantissas (a 1e-3 error, seen on an H200), and an f32 export must compute in f32.
+                let ep = ort::ep::CUDA::default().with_tf32(false).build().error_on_failure();
                 b = b.with_execution_providers([ep]).map_err(|e| {
                     Error::invalid(format!(
                         "--ep cuda: ONNX Runtime cannot start its CUDA provider ({e}); it needs an NVIDIA GPU, \
-                         its driver, CUDA 12 and cuDNN 9 libraries, and the onnxruntime-gpu=={} wheel \
+                         its driver, CUDA 13 and cuDNN 9 libraries, and the onnxruntime-gpu=={} wheel \
                          (ADAPTIR_ORT_GPU=1 {})",
                         library::ORT_VERSION,
                         library::INSTALL_COMMAND
