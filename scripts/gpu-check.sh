@@ -173,6 +173,26 @@ for dev in cuda cpu; do
   fi
 done
 
+# 2b. Resume on CUDA (checkpoint tensors and AdamW moments moved to the device): interrupted after half the
+# steps and resumed must end where the uninterrupted run ends (same loss line).
+resume="not run"
+if [ "${step_ms[cuda]}" != failed ]; then
+  H=$((S2 / 2))
+  if run train-cuda-interrupted 120 "$BIN" train --method adaptir --task denoise30 --data "$DATA" --backbone "$T/bb.safetensors" \
+    --preset ipt-tiny --steps $S2 --stop-after $H --batch $BATCH --eval-every 100000 --checkpoint-every 100000 \
+    --out "$T/adapter-resumed.safetensors" --device cuda \
+    && run train-cuda-resumed 120 "$BIN" train --method adaptir --task denoise30 --data "$DATA" --backbone "$T/bb.safetensors" \
+      --preset ipt-tiny --steps $S2 --batch $BATCH --eval-every 100000 --checkpoint-every 100000 \
+      --out "$T/adapter-resumed.safetensors" --device cuda --resume; then
+    a=$(sed -n 's/^finished: .*, loss \([0-9.e+-]*\),.*/\1/p' "$L/train-cuda-resumed.out" | head -n1)
+    b=$(sed -n 's/^finished: .*, loss \([0-9.e+-]*\),.*/\1/p' "$L/train-cuda-$S2.out" | head -n1)
+    if [ -n "$a" ] && [ "$a" = "$b" ]; then resume="same loss ($a)"; else resume="DIFFERENT: $a vs $b"; [ $status = 2 ] || status=1; fi
+  else
+    resume="FAILED (see the log)"
+    [ $status = 2 ] || status=1
+  fi
+fi
+
 # 3. Export (the CUDA-trained adapter), validate and time ONNX Runtime on the CPU and CUDA providers.
 declare -A ort_ms ort_val
 ADAPTER=$T/adapter-cuda-$S2.safetensors
@@ -267,6 +287,7 @@ fi
   echo "| AdaptIR train step, ipt-tiny, batch $BATCH, 48x48 (ms; ($S2-$S1)-step difference) | ${step_ms[cuda]} | ${step_ms[cpu]} | $(ratio "${step_ms[cuda]}" "${step_ms[cpu]}") |"
   loss() { sed -n 's/^finished: .*, loss \([0-9.e+-]*\),.*/\1/p' "$L/train-$1-$S2.out" 2>/dev/null | head -n1; }
   echo "| AdaptIR training loss after $S2 steps (same seed, data and initial weights) | $(loss cuda) | $(loss cpu) | |"
+  echo "| AdaptIR training on CUDA interrupted at step $((S2 / 2)) and resumed, vs uninterrupted | $resume | | |"
   echo "| ORT run, exported ipt-tiny + AdaptIR, batch 2 (median ms of 50) | ${ort_ms[cuda]:-n/a} | ${ort_ms[cpu]:-n/a} | $(ratio "${ort_ms[cuda]:-x}" "${ort_ms[cpu]:-x}") |"
   echo "| ORT validate vs candle (CUDA with --strict-ep) | ${ort_val[cuda]:-n/a} | ${ort_val[cpu]:-n/a} | |"
   echo "| ipt-base AdaptIR train step, batch 16, 48x48 (ms; (8-2)-step difference) | ${base_ms[train]:-n/a} | see BENCHMARKS.md (bench_train) | |"
