@@ -113,7 +113,7 @@ say "binary $BIN ($("$BIN" --version)), $(nproc) CPU cores, $(uname -r)"
 say "ONNX Runtime library: ${ORT_DYLIB_PATH:-adaptir's search (.venv/, then python3's site-packages)}"
 say "CUDA libraries: $(ldd "$BIN" | awk '/cublas.so|cudart|nvrtc|curand/ { print $3 }' | tr '\n' ' ')"
 if [ -d "$T/ort-gpu" ]; then
-  say "ORT CUDA provider: needs $(ldd "$T/ort-gpu/libonnxruntime_providers_cuda.so" | awk '/not found/ { print $1 " (not found)" }' | tr '\n' ' ')cuDNN $(ls $(echo "${LD_LIBRARY_PATH:-}" | tr ':' ' ') 2>/dev/null | grep -m1 'libcudnn.so' || echo 'not found')"
+  say "ORT CUDA provider: needs $(ldd "$T/ort-gpu/libonnxruntime_providers_cuda.so" | awk '/not found/ { print $1 " (not found)" }' | tr '\n' ' ')cuDNN $(ls $(echo "${LD_LIBRARY_PATH:-}" | tr ':' ' ') 2>/dev/null | grep 'libcudnn.so' | head -n1)"
 fi
 
 run() { # name timeout cmd... : log the output, keep the exit code (124: out of time)
