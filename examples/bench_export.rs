@@ -4,6 +4,8 @@
 //! depend on them); AdaptIR's are perturbed so that no branch is trivially zero.
 //!
 //!     cargo run --release --example bench_export [-- --threads 2 --reps 3]
+//!     ... -- --pairs 20             the adapter overhead alone, from 20 interleaved pairs of runs
+//!     ... -- --profile PREFIX [--batch 16]   ONNX Runtime's per-node profiles, summed by part of the adapter
 use std::time::Instant;
 
 use adaptir::backbone::{Ipt, IptConfig};
@@ -74,6 +76,72 @@ fn main() -> adaptir::Result<()> {
         }
         Ok(t.elapsed().as_secs_f64() / reps as f64)
     };
+    // `--profile PREFIX [--batch N]`: ONNX Runtime's per-node profiles of both models instead of the table.
+    if let Some(prefix) = std::env::args().skip_while(|a| a != "--profile").nth(1) {
+        let batch = arg("--batch", 16);
+        let x = Tensor::rand(0f32, 1.0, (batch, 3, 48, 48), &Device::Cpu)?;
+        for (model, tag) in [(&without, "backbone"), (&with, "adaptir")] {
+            let mut g = lower(model, 3, LowerOptions { fft: FftLowering::MatMul, inline_functions: false })?;
+            optimize(&mut g)?;
+            let bytes = to_bytes(&g, "bench")?;
+            let popts = RunOptions { profile: Some(format!("{prefix}-{tag}-b{batch}").into()), ..opts.clone() };
+            let mut s = Session::from_memory(&bytes, std::path::Path::new("bench.onnx"), &popts)?;
+            for _ in 0..reps + 1 {
+                s.run(&[("input", x.clone())])?;
+            }
+            let file = s.end_profiling()?;
+            println!("{tag}, batch {batch}: {}", file.display());
+            summarize_profile(&file)?;
+        }
+        return Ok(());
+    }
+    // `--pairs N`: the adapter overhead from N interleaved pairs of runs (backbone, adapter; order alternating),
+    // so that drift of the machine hits both: median and quartiles of the per-pair ratios.
+    if let Some(pairs) = std::env::args().skip_while(|a| a != "--pairs").nth(1).and_then(|v| v.parse::<usize>().ok()) {
+        let (mut s_with, _) = session(&with, FftLowering::MatMul)?;
+        let (mut s_without, _) = session(&without, FftLowering::MatMul)?;
+        println!("adapter overhead from {pairs} interleaved pairs, ORT CPU EP, {threads} intra-op threads");
+        println!(
+            "{:<6} {:>14} {:>14} {:>10} {:>10} {:>10}",
+            "batch", "bb median (s)", "+A median (s)", "q1", "median", "q3"
+        );
+        for batch in [1usize, 16] {
+            let x = Tensor::rand(0f32, 1.0, (batch, 3, 48, 48), &Device::Cpu)?;
+            let once = |s: &mut Session| -> adaptir::Result<f64> {
+                let t = Instant::now();
+                s.run(&[("input", x.clone())])?;
+                Ok(t.elapsed().as_secs_f64())
+            };
+            once(&mut s_without)?;
+            once(&mut s_with)?;
+            let (mut a, mut b, mut r) = (vec![], vec![], vec![]);
+            for i in 0..pairs {
+                let (ta, tb) = if i % 2 == 0 {
+                    let ta = once(&mut s_without)?;
+                    (ta, once(&mut s_with)?)
+                } else {
+                    let tb = once(&mut s_with)?;
+                    (once(&mut s_without)?, tb)
+                };
+                a.push(ta);
+                b.push(tb);
+                r.push(tb / ta);
+            }
+            let q = |v: &mut Vec<f64>, f: f64| {
+                v.sort_by(f64::total_cmp);
+                v[((v.len() - 1) as f64 * f).round() as usize]
+            };
+            println!(
+                "{batch:<6} {:>14.4} {:>14.4} {:>10.4} {:>10.4} {:>10.4}",
+                q(&mut a, 0.5),
+                q(&mut b, 0.5),
+                q(&mut r, 0.25),
+                q(&mut r, 0.5),
+                q(&mut r, 0.75)
+            );
+        }
+        return Ok(());
+    }
     let (mut s_with, n_with) = session(&with, FftLowering::MatMul)?;
     let (mut s_without, n_without) = session(&without, FftLowering::MatMul)?;
     let (mut s_dft, _) = session(&with, FftLowering::Dft)?;
@@ -97,6 +165,50 @@ fn main() -> adaptir::Result<()> {
             b / a,
             d / b,
             GFLOP_PER_PATCH * batch as f64 / b
+        );
+    }
+    Ok(())
+}
+
+/// Sum an ONNX Runtime profile's kernel times per part of the model, leaving out the first run (warm-up):
+/// the backbone, the adapter's own nodes (named `.../adaptir/...`) and each `ai.adaptir` function (ONNX
+/// Runtime inlines them as `_inlfunc_NAME_...`).
+fn summarize_profile(file: &std::path::Path) -> adaptir::Result<()> {
+    let text = std::fs::read_to_string(file).map_err(|e| adaptir::Error::file(file, e.to_string()))?;
+    let events: Vec<serde_json::Value> =
+        serde_json::from_str(&text).map_err(|e| adaptir::Error::file(file, format!("not a profile: {e}")))?;
+    let field = |e: &serde_json::Value, k: &str| e.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let num = |e: &serde_json::Value, k: &str| e.get(k).and_then(|v| v.as_f64()).unwrap_or(0.0);
+    let mut runs: Vec<(f64, f64)> = events
+        .iter()
+        .filter(|e| field(e, "cat") == "Session" && field(e, "name") == "model_run")
+        .map(|e| (num(e, "ts"), num(e, "dur")))
+        .collect();
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let Some(&(t0, d0)) = runs.first() else { return Err(adaptir::Error::file(file, "no model_run in the profile")) };
+    let timed = (runs.len() - 1).max(1) as f64;
+    let mut parts: std::collections::BTreeMap<String, (f64, usize)> = Default::default();
+    for e in events.iter().filter(|e| field(e, "cat") == "Node" && num(e, "ts") > t0 + d0) {
+        let name = field(e, "name");
+        let Some(node) = name.strip_suffix("_kernel_time") else { continue };
+        let part = if let Some(rest) = node.strip_prefix("_inlfunc_") {
+            format!("function {}", rest.split('_').next().unwrap_or(""))
+        } else if node.contains("/adaptir/") {
+            "adapter nodes".into()
+        } else {
+            "backbone (and nodes ONNX Runtime renamed)".into()
+        };
+        let p = parts.entry(part).or_default();
+        p.0 += num(e, "dur");
+        p.1 += 1;
+    }
+    let total: f64 = parts.values().map(|p| p.0).sum();
+    for (part, (us, n)) in &parts {
+        println!(
+            "  {part:<18} {:>9.2} ms/run {:>6.2} % {:>6} kernels/run",
+            us / timed / 1e3,
+            100.0 * us / total,
+            (*n as f64 / timed).round()
         );
     }
     Ok(())

@@ -420,7 +420,7 @@ fn run(cli: Cli, out: &mut String) -> adaptir::Result<()> {
                 golden: golden.as_deref(),
                 backbone: backbone.as_deref(),
                 adapter: adapter.as_deref(),
-                run: adaptir::runtime::RunOptions { ep: ep.parse()?, strict_ep, threads },
+                run: adaptir::runtime::RunOptions { ep: ep.parse()?, strict_ep, threads, profile: None },
             })?;
             out!(out, "{}", r.render(json));
             if json {
@@ -450,7 +450,7 @@ fn run(cli: Cli, out: &mut String) -> adaptir::Result<()> {
                     backbone: backbone.as_deref(),
                     engine: engine.parse()?,
                     onnx: onnx.as_deref(),
-                    run: adaptir::runtime::RunOptions { ep: ep.parse()?, strict_ep: false, threads },
+                    run: adaptir::runtime::RunOptions { ep: ep.parse()?, strict_ep: false, threads, profile: None },
                 },
                 input: &input,
                 output: output.as_deref(),
@@ -687,7 +687,7 @@ fn run(cli: Cli, out: &mut String) -> adaptir::Result<()> {
             }
         }
         Command::OrtLatency { model, golden, ep, strict_ep, threads, warmup, iters, json } => {
-            let run = adaptir::runtime::RunOptions { ep: ep.parse()?, strict_ep, threads };
+            let run = adaptir::runtime::RunOptions { ep: ep.parse()?, strict_ep, threads, profile: None };
             let r = adaptir::runtime::latency::latency(&model, &golden, &run, warmup, iters)?;
             outln!(out, "{}", r.render(json));
         }

@@ -71,6 +71,9 @@ pub struct RunOptions {
     pub strict_ep: bool,
     /// Intra-op threads (None: ONNX Runtime's default, one per physical core).
     pub threads: Option<usize>,
+    /// Write ONNX Runtime's per-node profile (chrome-tracing JSON) to a file starting with this path;
+    /// [`Session::end_profiling`] closes it and says which file it is.
+    pub profile: Option<PathBuf>,
 }
 
 /// A loaded model.
@@ -120,6 +123,9 @@ fn builder(opts: &RunOptions, placements: &Placements, source: &Path) -> Result<
             return Err(Error::invalid("--threads: expected at least 1, found 0"));
         }
         b = b.with_intra_threads(n).map_err(|e| fail("cannot set the thread count", &e))?;
+    }
+    if let Some(prefix) = &opts.profile {
+        b = b.with_profiling(prefix).map_err(|e| fail("cannot enable profiling", &e))?;
     }
     // On the CPU provider there is nothing to fall back from (ONNX Runtime refuses the option there, since every
     // node is then "assigned to the default CPU EP"); strictness is checked on the placements instead.
@@ -215,6 +221,15 @@ impl Session {
             .set_log_level(ort::logging::LogLevel::Warning)
             .map_err(|e| Error::file(name, format!("ONNX Runtime: cannot set the run log level: {e}")))?;
         Ok(Session { inner, source: name.to_path_buf(), ep: opts.ep, nodes_by_ep, inputs, outputs, run_options })
+    }
+
+    /// Stop profiling (sessions made with `RunOptions::profile`) and return the profile file ONNX Runtime wrote.
+    pub fn end_profiling(&mut self) -> Result<PathBuf> {
+        let name = self
+            .inner
+            .end_profiling()
+            .map_err(|e| Error::file(&self.source, format!("ONNX Runtime: cannot end profiling: {e}")))?;
+        Ok(PathBuf::from(name))
     }
 
     /// How many nodes (of the optimised graph ONNX Runtime runs) each provider was given, by ONNX Runtime's
