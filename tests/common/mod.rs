@@ -31,17 +31,21 @@ pub fn abs_diff(a: &Tensor, b: &Tensor) -> Tensor {
 /// A small random IPT backbone (all six official tasks) on disk, with its config JSON beside it, made once
 /// per test process in `dir`.
 pub fn small_backbone_files(dir: &std::path::Path) -> (PathBuf, PathBuf) {
-    use adaptir::backbone::{Ipt, IptConfig};
+    backbone_files(dir, &adaptir::backbone::IptConfig::new(24, 4, 1))
+}
+
+/// A randomly initialised backbone of `config` and its config.json, written into `dir`.
+pub fn backbone_files(dir: &std::path::Path, config: &adaptir::backbone::IptConfig) -> (PathBuf, PathBuf) {
+    use adaptir::backbone::Ipt;
     let (w, c) = (dir.join("backbone.safetensors"), dir.join("config.json"));
-    let config = IptConfig::new(24, 4, 1);
     let vm = candle_nn::VarMap::new();
-    Ipt::fresh(&vm, &config, adaptir::peft::MethodModules::none(&config.host_dims()), &Device::Cpu).unwrap();
+    Ipt::fresh(&vm, config, adaptir::peft::MethodModules::none(&config.host_dims()), &Device::Cpu).unwrap();
     let tensors: HashMap<String, Tensor> =
         vm.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect();
     let tmp = dir.join("backbone.tmp");
     candle_core::safetensors::save(&tensors, &tmp).unwrap();
     std::fs::rename(&tmp, &w).unwrap();
-    std::fs::write(&c, serde_json::to_string(&config).unwrap()).unwrap();
+    std::fs::write(&c, serde_json::to_string(config).unwrap()).unwrap();
     (w, c)
 }
 
