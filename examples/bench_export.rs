@@ -91,7 +91,7 @@ fn main() -> adaptir::Result<()> {
             }
             let file = s.end_profiling()?;
             println!("{tag}, batch {batch}: {}", file.display());
-            summarize_profile(&file)?;
+            println!("{}", adaptir::runtime::profile::render(&adaptir::runtime::profile::summarize(&file)?.0));
         }
         return Ok(());
     }
@@ -165,50 +165,6 @@ fn main() -> adaptir::Result<()> {
             b / a,
             d / b,
             GFLOP_PER_PATCH * batch as f64 / b
-        );
-    }
-    Ok(())
-}
-
-/// Sum an ONNX Runtime profile's kernel times per part of the model, leaving out the first run (warm-up):
-/// the backbone, the adapter's own nodes (named `.../adaptir/...`) and each `ai.adaptir` function (ONNX
-/// Runtime inlines them as `_inlfunc_NAME_...`).
-fn summarize_profile(file: &std::path::Path) -> adaptir::Result<()> {
-    let text = std::fs::read_to_string(file).map_err(|e| adaptir::Error::file(file, e.to_string()))?;
-    let events: Vec<serde_json::Value> =
-        serde_json::from_str(&text).map_err(|e| adaptir::Error::file(file, format!("not a profile: {e}")))?;
-    let field = |e: &serde_json::Value, k: &str| e.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
-    let num = |e: &serde_json::Value, k: &str| e.get(k).and_then(|v| v.as_f64()).unwrap_or(0.0);
-    let mut runs: Vec<(f64, f64)> = events
-        .iter()
-        .filter(|e| field(e, "cat") == "Session" && field(e, "name") == "model_run")
-        .map(|e| (num(e, "ts"), num(e, "dur")))
-        .collect();
-    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let Some(&(t0, d0)) = runs.first() else { return Err(adaptir::Error::file(file, "no model_run in the profile")) };
-    let timed = (runs.len() - 1).max(1) as f64;
-    let mut parts: std::collections::BTreeMap<String, (f64, usize)> = Default::default();
-    for e in events.iter().filter(|e| field(e, "cat") == "Node" && num(e, "ts") > t0 + d0) {
-        let name = field(e, "name");
-        let Some(node) = name.strip_suffix("_kernel_time") else { continue };
-        let part = if let Some(rest) = node.strip_prefix("_inlfunc_") {
-            format!("function {}", rest.split('_').next().unwrap_or(""))
-        } else if node.contains("/adaptir/") {
-            "adapter nodes".into()
-        } else {
-            "backbone (and nodes ONNX Runtime renamed)".into()
-        };
-        let p = parts.entry(part).or_default();
-        p.0 += num(e, "dur");
-        p.1 += 1;
-    }
-    let total: f64 = parts.values().map(|p| p.0).sum();
-    for (part, (us, n)) in &parts {
-        println!(
-            "  {part:<18} {:>9.2} ms/run {:>6.2} % {:>6} kernels/run",
-            us / timed / 1e3,
-            100.0 * us / total,
-            (*n as f64 / timed).round()
         );
     }
     Ok(())

@@ -340,6 +340,10 @@ enum Command {
         warmup: usize,
         #[arg(long, default_value_t = 50)]
         iters: usize,
+        /// Also write ONNX Runtime's per-node profile (PREFIX_DATE.json) and print its kernel time per part
+        /// of the model: backbone, adapter nodes, each ai.adaptir function.
+        #[arg(long, value_name = "PREFIX")]
+        profile: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -686,8 +690,8 @@ fn run(cli: Cli, out: &mut String) -> adaptir::Result<()> {
                 EXIT_CODE.store(1, std::sync::atomic::Ordering::SeqCst);
             }
         }
-        Command::OrtLatency { model, golden, ep, strict_ep, threads, warmup, iters, json } => {
-            let run = adaptir::runtime::RunOptions { ep: ep.parse()?, strict_ep, threads, profile: None };
+        Command::OrtLatency { model, golden, ep, strict_ep, threads, warmup, iters, profile, json } => {
+            let run = adaptir::runtime::RunOptions { ep: ep.parse()?, strict_ep, threads, profile };
             let r = adaptir::runtime::latency::latency(&model, &golden, &run, warmup, iters)?;
             outln!(out, "{}", r.render(json));
         }

@@ -175,6 +175,48 @@ fn a_deep_model_beyond_the_fixed_bound_passes_the_peer_check() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// `ort-latency --profile`: ONNX Runtime's profile file is written and summed per part of the export (the
+/// backbone, the adapter's nodes, each `ai.adaptir` function); a missing folder is refused before any run.
+#[test]
+fn ort_latency_profiles_the_export_per_part() {
+    let (_, _, m, g) = files();
+    let prefix = dir().join("profile");
+    let (code, text, err) = adaptir_cli(&[
+        "ort-latency",
+        s(&m),
+        "--golden",
+        s(&g),
+        "--threads",
+        "1",
+        "--iters",
+        "3",
+        "--profile",
+        s(&prefix),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{text}\n{err}");
+    let v = json(&text);
+    let file = std::path::PathBuf::from(v["profile"]["file"].as_str().unwrap());
+    assert!(file.is_file() && file.starts_with(dir()), "{v}");
+    let parts = v["profile"]["parts"].as_array().unwrap();
+    let names: Vec<&str> = parts.iter().map(|p| p["part"].as_str().unwrap()).collect();
+    for want in ["adapter nodes", "function Rfft2", "function Atan2", "function Polar", "function Irfft2"] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    let share: f64 = parts.iter().map(|p| p["percent"].as_f64().unwrap()).sum();
+    assert!((share - 100.0).abs() < 1e-6, "{share}");
+    assert!(parts
+        .iter()
+        .all(|p| p["ms_per_run"].as_f64().unwrap() > 0.0 && p["kernels_per_run"].as_f64().unwrap() >= 1.0));
+    eprintln!("{}", serde_json::to_string_pretty(&v["profile"]["parts"]).unwrap());
+    let _ = std::fs::remove_file(&file);
+
+    let missing = dir().join("no-such-folder").join("p");
+    let (code, _, err) = adaptir_cli(&["ort-latency", s(&m), "--golden", s(&g), "--profile", s(&missing)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--profile: the folder") && err.contains("does not exist"), "{err}");
+}
+
 #[test]
 fn bad_input_exits_2_and_says_what_to_do() {
     let (w, a, m, g) = files();

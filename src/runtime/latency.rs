@@ -19,6 +19,15 @@ pub struct Latency {
     pub mean_ms: f64,
     pub median_ms: f64,
     pub min_ms: f64,
+    /// With `RunOptions::profile`: the profile file and its kernel time per part of the model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Profile {
+    pub file: String,
+    pub parts: Vec<super::profile::Part>,
 }
 
 impl Latency {
@@ -26,9 +35,17 @@ impl Latency {
         if json {
             return serde_json::to_string(self).unwrap_or_default();
         }
+        let profile = match &self.profile {
+            Some(p) => format!(
+                "\nprofile {} (timings above include the profiler's cost):\n{}",
+                p.file,
+                super::profile::render(&p.parts)
+            ),
+            None => String::new(),
+        };
         format!(
             "{} on {}: median {:.3} ms, mean {:.3} ms, min {:.3} ms over {} runs (after {} warm-up), inputs {:?}, \
-             nodes {:?}",
+             nodes {:?}{profile}",
             self.model,
             self.ep,
             self.median_ms,
@@ -47,6 +64,13 @@ impl Latency {
 pub fn latency(model: &Path, golden: &Path, opts: &RunOptions, warmup: usize, iters: usize) -> Result<Latency> {
     if iters == 0 {
         return Err(Error::invalid("--iters must be at least 1"));
+    }
+    if let Some(prefix) = &opts.profile {
+        // ONNX Runtime would silently write nothing into a missing folder.
+        let dir = prefix.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            return Err(Error::file(prefix, format!("--profile: the folder {} does not exist", dir.display())));
+        }
     }
     let mut session = Session::new(model, opts)?;
     let tensors = candle_core::safetensors::load(golden, &candle_core::Device::Cpu).with_file(golden)?;
@@ -67,6 +91,14 @@ pub fn latency(model: &Path, golden: &Path, opts: &RunOptions, warmup: usize, it
         session.run(&inputs)?;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
+    let profile = match opts.profile {
+        Some(_) => {
+            let file = session.end_profiling()?;
+            let (parts, _) = super::profile::summarize(&file)?;
+            Some(Profile { file: file.display().to_string(), parts })
+        }
+        None => None,
+    };
     let mean_ms = ms.iter().sum::<f64>() / iters as f64;
     ms.sort_by(f64::total_cmp);
     Ok(Latency {
@@ -79,5 +111,6 @@ pub fn latency(model: &Path, golden: &Path, opts: &RunOptions, warmup: usize, it
         mean_ms,
         median_ms: ms[iters / 2],
         min_ms: ms[0],
+        profile,
     })
 }

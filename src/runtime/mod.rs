@@ -1,11 +1,12 @@
 //! ONNX Runtime: finding and loading the library ([`library`]), sessions on an execution provider fed with
 //! candle tensors ([`session`]), comparing outputs against a reference under a named tolerance ([`compare`]), and
-//! python's `onnx.checker` ([`checker`]).
+//! python's `onnx.checker` ([`checker`]), and per-part summaries of ONNX Runtime's profiles ([`profile`]).
 pub mod candle_onnx;
 pub mod checker;
 pub mod compare;
 pub mod latency;
 pub mod library;
+pub mod profile;
 pub mod session;
 pub mod validate;
 
