@@ -53,7 +53,7 @@ pub fn atan2(y: &Tensor, x: &Tensor) -> Result<Tensor> {
 /// ([`lower_atan_abs`]), or `pi` minus it where x is negative or -0; `0 / 0` and `inf / inf` are read as 0
 /// and 1 (so `atan2(+-0, +0) = +-0`, `atan2(+-0, -0) = +-pi`, `atan2(+-inf, +-inf) = +-pi/4 or +-3pi/4`);
 /// the sign of y, signed zeros included, is put on last by a product with +-1. Not by `Where`: ONNX Runtime's
-/// CPU `Where` returns +0 where it picks a -0. A sign bit is read as `v < 0 or 1/v < 0`.
+/// CPU `Where` returns +0 where it picks a -0.
 pub fn lower(b: &mut dyn crate::graph::GraphBuilder, y: &str, x: &str) -> Result<String> {
     let outs = b.function("Atan2", &[y, x], 1, &|b, i| {
         let (y, x) = (&i[0], &i[1]);
@@ -61,11 +61,12 @@ pub fn lower(b: &mut dyn crate::graph::GraphBuilder, y: &str, x: &str) -> Result
         let one = constant_like(b, "one", 1.0, x)?;
         let minus_one = constant_like(b, "minus_one", -1.0, x)?;
         let pi = constant_like(b, "pi", std::f64::consts::PI, x)?;
+        // The sign bit, -0 included: `min(v, 1/v) < 0` (1/-0 = -inf, 1/-inf = -0, and v and 1/v share the sign
+        // bit otherwise; a NaN stays NaN on both sides, so the choice of `Min` on NaN does not matter).
         let sign_bit = |b: &mut dyn crate::graph::GraphBuilder, v: &str| -> Result<String> {
-            let neg = b.op("Less", &[v, &zero], vec![])?;
             let inv = b.op("Div", &[&one, v], vec![])?;
-            let neg_inv = b.op("Less", &[&inv, &zero], vec![])?;
-            b.op("Or", &[&neg, &neg_inv], vec![])
+            let m = b.op("Min", &[v, &inv], vec![])?;
+            b.op("Less", &[&m, &zero], vec![])
         };
         let y_neg = sign_bit(b, y)?;
         let x_neg = sign_bit(b, x)?;
