@@ -53,13 +53,17 @@ fn main() -> adaptir::Result<()> {
     )?;
     let without = Ipt::new(Strict::new(sd).var_builder(DType::F32, &Device::Cpu), &config, MethodModules::none(&host))?;
     let opts = RunOptions { threads: Some(threads), ..Default::default() };
-    let session = |model: &Ipt, fft: FftLowering| -> adaptir::Result<(Session, usize)> {
+    // The optimised export in memory, with its node count, and a session on it.
+    let onnx = |model: &Ipt, fft: FftLowering| -> adaptir::Result<(Vec<u8>, usize)> {
         let mut g = lower(model, 3, LowerOptions { fft, inline_functions: false })?;
         optimize(&mut g)?;
-        let nodes = g.nodes.len();
-        let bytes = to_bytes(&g, "bench")?;
-        Ok((Session::from_memory(&bytes, std::path::Path::new("bench.onnx"), &opts)?, nodes))
+        Ok((to_bytes(&g, "bench")?, g.nodes.len()))
     };
+    let session_with = |model: &Ipt, fft: FftLowering, opts: &RunOptions| -> adaptir::Result<(Session, usize)> {
+        let (bytes, nodes) = onnx(model, fft)?;
+        Ok((Session::from_memory(&bytes, std::path::Path::new("bench.onnx"), opts)?, nodes))
+    };
+    let session = |model: &Ipt, fft: FftLowering| session_with(model, fft, &opts);
     let time_ort = |s: &mut Session, x: &Tensor| -> adaptir::Result<f64> {
         s.run(&[("input", x.clone())])?;
         let t = Instant::now();
@@ -81,11 +85,8 @@ fn main() -> adaptir::Result<()> {
         let batch = arg("--batch", 16);
         let x = Tensor::rand(0f32, 1.0, (batch, 3, 48, 48), &Device::Cpu)?;
         for (model, tag) in [(&without, "backbone"), (&with, "adaptir")] {
-            let mut g = lower(model, 3, LowerOptions { fft: FftLowering::MatMul, inline_functions: false })?;
-            optimize(&mut g)?;
-            let bytes = to_bytes(&g, "bench")?;
             let popts = RunOptions { profile: Some(format!("{prefix}-{tag}-b{batch}").into()), ..opts.clone() };
-            let mut s = Session::from_memory(&bytes, std::path::Path::new("bench.onnx"), &popts)?;
+            let (mut s, _) = session_with(model, FftLowering::MatMul, &popts)?;
             for _ in 0..reps + 1 {
                 s.run(&[("input", x.clone())])?;
             }
