@@ -242,6 +242,26 @@ else
   [ $status = 2 ] || status=1
 fi
 
+# 3b. The fp16 export on CUDA (the usual GPU deployment): validate under F16_REL with --strict-ep, and time it.
+fp16_val="not run"
+fp16_ms="n/a"
+ort_cuda_runs=0 # the CUDA provider started (the f32 validation passed or failed on numbers)
+case "${ort_val[cuda]:-}" in PASS* | FAIL*) ort_cuda_runs=1 ;; esac
+if [ -f "$ADAPTER" ] && [ $ort_cuda_runs = 1 ] && run export-fp16 60 "$BIN" export --adapter "$ADAPTER" \
+  --backbone "$T/bb.safetensors" --fp16 -o "$T/model16.onnx"; then
+  if run validate-fp16-cuda 90 "$BIN" validate "$T/model16.onnx" --backbone "$T/bb.safetensors" --adapter "$ADAPTER" \
+    --ep cuda --strict-ep; then
+    fp16_val="PASS ($(sed -n 's/.*max_abs \([0-9.e+-]*\) .*/max_abs \1/p' "$L/validate-fp16-cuda.out" | head -n1))"
+    run latency-fp16-cuda 60 "$BIN" ort-latency "$T/model16.onnx" --golden "$T/golden.safetensors" --ep cuda \
+      --strict-ep --warmup 5 --iters 50 --json \
+      && fp16_ms=$(python3 -c 'import json,sys; print("%.3f" % json.loads(sys.stdin.read())["median_ms"])' \
+        <"$L/latency-fp16-cuda.out")
+  else
+    fp16_val="FAIL or n/a: $(grep -m1 -E '^error|^output' "$L/validate-fp16-cuda.out" | cut -c1-200)"
+    [ $status = 2 ] || status=1
+  fi
+fi
+
 # 5. The released size, ipt-base (randomly initialised by one pre-training step on CUDA: times do not depend on
 # the weights), if the deadline leaves room: AdaptIR train step at the issue-4 benchmark's shape (batch 16, 48x48;
 # CUDA only: the CPU figure is examples/bench_train's, BENCHMARKS.md) and ORT latency of its export, CUDA vs CPU.
@@ -290,6 +310,7 @@ fi
   echo "| AdaptIR training on CUDA interrupted at step $((S2 / 2)) and resumed, vs uninterrupted | $resume | | |"
   echo "| ORT run, exported ipt-tiny + AdaptIR, batch 2 (median ms of 50) | ${ort_ms[cuda]:-n/a} | ${ort_ms[cpu]:-n/a} | $(ratio "${ort_ms[cuda]:-x}" "${ort_ms[cpu]:-x}") |"
   echo "| ORT validate vs candle (CUDA with --strict-ep) | ${ort_val[cuda]:-n/a} | ${ort_val[cpu]:-n/a} | |"
+  echo "| fp16 export of the same model on CUDA: validate (F16_REL, --strict-ep); ORT median ms of 50 | $fp16_val; $fp16_ms | | |"
   echo "| ipt-base AdaptIR train step, batch 16, 48x48 (ms; (8-2)-step difference) | ${base_ms[train]:-n/a} | see BENCHMARKS.md (bench_train) | |"
   echo "| ipt-base ORT validate vs candle (CUDA with --strict-ep) | ${base_ms[val]:-n/a} | | |"
   echo "| ORT run, exported ipt-base + AdaptIR, batch 2, 48x48 (median ms of 20) | ${base_ms[cuda]:-n/a} | ${base_ms[cpu]:-n/a} | $(ratio "${base_ms[cuda]:-x}" "${base_ms[cpu]:-x}") |"
