@@ -134,6 +134,7 @@ run() { # name timeout cmd... : log the output, keep the exit code (124: out of 
   return $rc
 }
 status=0
+median_ms() { python3 -c 'import json,sys; print("%.3f" % json.load(open(sys.argv[1]))["median_ms"])' "$1"; } # ort-latency --json
 
 # 1. Parity on CUDA.
 run parity-cuda 120 "$BIN" parity --device cuda --json
@@ -207,8 +208,7 @@ if run export 120 "$BIN" export --adapter "$ADAPTER" --backbone "$T/bb.safetenso
       ort_val[$ep]=PASS
       if run "latency-$ep" 120 "$BIN" ort-latency "$T/model.onnx" --golden "$T/golden.safetensors" --ep $ep \
         "${strict[@]}" --warmup 5 --iters 50 --json; then
-        ort_ms[$ep]=$(python3 -c 'import json,sys; print("%.3f" % json.loads(sys.stdin.read())["median_ms"])' \
-          <"$L/latency-$ep.out")
+        ort_ms[$ep]=$(median_ms "$L/latency-$ep.out")
       else
         ort_ms[$ep]="failed"
       fi
@@ -226,8 +226,7 @@ if run export 120 "$BIN" export --adapter "$ADAPTER" --backbone "$T/bb.safetenso
           ort_val[$ep]="PASS without --strict-ep (strict: $why)"
           run "latency-$ep" 120 "$BIN" ort-latency "$T/model.onnx" --golden "$T/golden.safetensors" --ep $ep \
             --warmup 5 --iters 50 --json \
-            && ort_ms[$ep]=$(python3 -c 'import json,sys; print("%.3f" % json.loads(sys.stdin.read())["median_ms"])' \
-              <"$L/latency-$ep.out")
+            && ort_ms[$ep]=$(median_ms "$L/latency-$ep.out")
         else
           ort_val[$ep]="FAIL (strict: $why)"
           [ $status = 2 ] || status=1
@@ -254,8 +253,7 @@ if [ -f "$ADAPTER" ] && [ $ort_cuda_runs = 1 ] && run export-fp16 60 "$BIN" expo
     fp16_val="PASS ($(sed -n 's/.*max_abs \([0-9.e+-]*\) .*/max_abs \1/p' "$L/validate-fp16-cuda.out" | head -n1))"
     run latency-fp16-cuda 60 "$BIN" ort-latency "$T/model16.onnx" --golden "$T/golden.safetensors" --ep cuda \
       --strict-ep --warmup 5 --iters 50 --json \
-      && fp16_ms=$(python3 -c 'import json,sys; print("%.3f" % json.loads(sys.stdin.read())["median_ms"])' \
-        <"$L/latency-fp16-cuda.out")
+      && fp16_ms=$(median_ms "$L/latency-fp16-cuda.out")
   else
     fp16_val="FAIL or n/a: $(grep -m1 -E '^error|^output' "$L/validate-fp16-cuda.out" | cut -c1-200)"
     [ $status = 2 ] || status=1
@@ -291,8 +289,7 @@ if [ $((DEADLINE - $(date +%s))) -gt 150 ] && [ "${step_ms[cuda]}" != failed ]; 
       for ep in cuda cpu; do
         run "latency-base-$ep" 90 "$BIN" ort-latency "$T/base.onnx" --golden "$T/base-golden.safetensors" --ep $ep \
           --warmup 3 --iters 20 --json \
-          && base_ms[$ep]=$(python3 -c 'import json,sys; print("%.3f" % json.loads(sys.stdin.read())["median_ms"])' \
-            <"$L/latency-base-$ep.out")
+          && base_ms[$ep]=$(median_ms "$L/latency-base-$ep.out")
       done
     fi
   fi
