@@ -247,9 +247,15 @@ fn with_lead(t: &Tensor, lead: &[usize]) -> Result<Tensor> {
 
 /// `torch.fft.rfft2(x, norm="ortho")` over the last two dims: returns (re, im), each (.., H, W/2+1).
 pub fn rfft2(x: &Tensor) -> Result<(Tensor, Tensor)> {
+    rfft2_in(x, compute_dtype(x.dtype()))
+}
+
+/// [`rfft2`] with the products and the exact-zero threshold in `compute` (f32: what the f32 spectral path of an
+/// export computes; see `SpectralPrecision` in `graph.rs`).
+pub fn rfft2_in(x: &Tensor, compute: DType) -> Result<(Tensor, Tensor)> {
     let (x3, lead) = flatten_planes(x)?;
     let (_, h, w) = x3.dims3()?;
-    let x3 = x3.to_dtype(compute_dtype(x.dtype()))?;
+    let x3 = x3.to_dtype(compute)?;
     let bases = DftBases::get(h, w, x3.dtype(), x.device())?;
     let (re, im) = products(&x3, &bases)?;
     let (re, im) = exact_zeros(&x3, &re, &im, &bases)?;
@@ -259,9 +265,14 @@ pub fn rfft2(x: &Tensor) -> Result<(Tensor, Tensor)> {
 
 /// The raw two-stage product in the compute dtype, before exact zeros are restored: for diagnostics and tests.
 pub fn rfft2_products(x: &Tensor) -> Result<(Tensor, Tensor)> {
+    rfft2_products_in(x, compute_dtype(x.dtype()))
+}
+
+/// [`rfft2_products`] in `compute`.
+pub fn rfft2_products_in(x: &Tensor, compute: DType) -> Result<(Tensor, Tensor)> {
     let (x3, lead) = flatten_planes(x)?;
     let (_, h, w) = x3.dims3()?;
-    let x3 = x3.to_dtype(compute_dtype(x.dtype()))?;
+    let x3 = x3.to_dtype(compute)?;
     let bases = DftBases::get(h, w, x3.dtype(), x.device())?;
     let (re, im) = products(&x3, &bases)?;
     Ok((with_lead(&re, &lead)?, with_lead(&im, &lead)?))
@@ -301,14 +312,18 @@ fn exact_zeros(x3: &Tensor, re: &Tensor, im: &Tensor, bases: &DftBases) -> Resul
 }
 
 /// `torch.fft.irfft2(complex(re, im), s=(h, w), norm="ortho")` over the last two dims.
-pub fn irfft2(re: &Tensor, im: &Tensor, (h, w): (usize, usize)) -> Result<Tensor> {
+pub fn irfft2(re: &Tensor, im: &Tensor, hw: (usize, usize)) -> Result<Tensor> {
+    irfft2_in(re, im, hw, compute_dtype(re.dtype()))
+}
+
+/// [`irfft2`] with the products in `compute`.
+pub fn irfft2_in(re: &Tensor, im: &Tensor, (h, w): (usize, usize), compute: DType) -> Result<Tensor> {
     if re.dims() != im.dims() {
         candle_core::bail!("irfft2: re {:?} and im {:?} differ in shape", re.dims(), im.dims());
     }
     let (re3, lead) = flatten_planes(re)?;
     let im3 = im.reshape(re3.dims())?;
     let (b, hh, wr) = re3.dims3()?;
-    let compute = compute_dtype(re.dtype());
     let (re3, im3) = (re3.to_dtype(compute)?, im3.to_dtype(compute)?);
     let bases = DftBases::get(h, w, compute, re.device())?;
     if hh != h || wr != bases.wr {
@@ -327,37 +342,62 @@ pub fn irfft2(re: &Tensor, im: &Tensor, (h, w): (usize, usize)) -> Result<Tensor
 
 // ---- ONNX lowering -------------------------------------------------------------------------------------
 
-use crate::graph::{Attr, FftLowering, GraphBuilder};
+use crate::graph::{Attr, FftLowering, GraphBuilder, SpectralPrecision, KEEP_PRECISION_PREFIX};
 
-/// ONNX `TensorProto.DataType` of double, for `Cast`.
+/// ONNX `TensorProto.DataType` of double and float, for `Cast`.
 const ONNX_DOUBLE: i64 = 11;
+const ONNX_FLOAT: i64 = 1;
 
-fn snap(b: &mut dyn GraphBuilder, v: &str, tol: &str, forced: Option<&str>) -> Result<String> {
-    let abs = b.op("Abs", &[v], vec![])?;
-    let small = b.op("LessOrEqual", &[&abs, tol], vec![])?;
-    let zero_here = match forced {
-        Some(mask) => b.op("Or", &[&small, mask], vec![])?,
-        None => small,
-    };
-    let zero = b.constant("zero_f64", &Tensor::zeros((), DType::F64, &candle_core::Device::Cpu)?)?;
-    b.op("Where", &[&zero_here, &zero, v], vec![])
+/// What the lowering needs to know about the spectral precision: the candle dtype of the constants, the ONNX
+/// type code of the products, and the prefix of the constants' names. f64 constants keep today's names
+/// (`dft16x16.fwd_w_re`); f32 ones are named `spectral_f32.dft16x16.fwd_w_re`, so a precision conversion of the
+/// file (`--fp16`) leaves them alone and no pass merges them with the model's own f32 constants.
+struct Spectral {
+    dtype: DType,
+    onnx: i64,
+    prefix: &'static str,
 }
 
-/// Emit `rfft2(x)` over the last two dims (H, W) = `hw` with this crate's semantics (products in f64, exact
-/// zeros restored). The bases are graph constants shared by every call of the same size; the function body is
-/// size-agnostic. Returns (re, im) in x's dtype.
+fn spectral(b: &dyn GraphBuilder) -> Spectral {
+    match b.spectral_precision() {
+        SpectralPrecision::F64 => Spectral { dtype: DType::F64, onnx: ONNX_DOUBLE, prefix: "" },
+        SpectralPrecision::F32 => Spectral { dtype: DType::F32, onnx: ONNX_FLOAT, prefix: KEEP_PRECISION_PREFIX },
+    }
+}
+
+impl Spectral {
+    fn tag(&self, (h, w): (usize, usize)) -> String {
+        format!("{}dft{h}x{w}", self.prefix)
+    }
+
+    /// A constant of the spectral dtype (built in f64, rounded once).
+    fn constant(&self, b: &mut dyn GraphBuilder, name: &str, t: &Tensor) -> Result<String> {
+        b.constant(name, &t.to_dtype(self.dtype)?)
+    }
+
+    fn scalar(&self, b: &mut dyn GraphBuilder, name: &str, v: f64) -> Result<String> {
+        let hint = format!("{}{name}", self.prefix);
+        self.constant(b, &hint, &Tensor::new(v, &candle_core::Device::Cpu)?)
+    }
+}
+
+/// Emit `rfft2(x)` over the last two dims (H, W) = `hw` with this crate's semantics (products in the builder's
+/// spectral precision, exact zeros restored). The bases are graph constants shared by every call of the same
+/// size; the function body is size-agnostic. Returns (re, im) in x's dtype.
 pub fn lower_rfft2(b: &mut dyn GraphBuilder, x: &str, (h, w): (usize, usize)) -> Result<(String, String)> {
+    let sp = spectral(b);
     let bases = DftBases::get(h, w, DType::F64, &candle_core::Device::Cpu)?;
-    let tag = format!("dft{h}x{w}");
+    let tag = sp.tag((h, w));
     // ONNX's DFT op on sizes that are not powers of two accumulates rounding over up to H + W terms per
     // output (its own bound), so its threshold is that much wider; still ~1e-14 of the data in f64.
     let widen = match b.fft_lowering() {
         FftLowering::MatMul => 1.0,
         FftLowering::Dft => (h + w) as f64,
     };
-    let snap = bases.snap_scale(DType::F64) * widen;
-    let scale = b.constant(&format!("{tag}.snap_scale"), &Tensor::new(snap, &candle_core::Device::Cpu)?)?;
-    let mask = b.constant(&format!("{tag}.self_conjugate"), &bases.self_conjugate)?;
+    let snap = bases.snap_scale(sp.dtype) * widen;
+    let scale = sp.constant(b, &format!("{tag}.snap_scale"), &Tensor::new(snap, &candle_core::Device::Cpu)?)?;
+    let mask = sp.constant(b, &format!("{tag}.self_conjugate"), &bases.self_conjugate)?;
+    let to = sp.onnx;
     let outs = match b.fft_lowering() {
         FftLowering::MatMul => {
             // Along W (from the right, one flat GEMM each): the real rows -> Re and Im of the half spectrum,
@@ -365,21 +405,21 @@ pub fn lower_rfft2(b: &mut dyn GraphBuilder, x: &str, (h, w): (usize, usize)) ->
             // complex DFT, `[[C, S], [-S, C]] @ [Re; Im]`. Four kernels fewer than four H-by-H products, and
             // ONNX Runtime runs one batched GEMM of twice the size instead of four.
             let (cw, sw) = (bases.fwd_w.narrow(1, 0, bases.wr)?, bases.fwd_w.narrow(1, bases.wr, bases.wr)?);
-            let cw = b.constant(&format!("{tag}.fwd_w_re"), &cw.contiguous()?)?;
-            let sw = b.constant(&format!("{tag}.fwd_w_im"), &sw.contiguous()?)?;
-            let fh = b.constant(&format!("{tag}.fwd_h_left"), &bases.complex_h_left(false)?)?;
+            let cw = sp.constant(b, &format!("{tag}.fwd_w_re"), &cw.contiguous()?)?;
+            let sw = sp.constant(b, &format!("{tag}.fwd_w_im"), &sw.contiguous()?)?;
+            let fh = sp.constant(b, &format!("{tag}.fwd_h_left"), &bases.complex_h_left(false)?)?;
             b.function("Rfft2", &[x, &cw, &sw, &fh, &scale, &mask], 2, &|b, i| {
-                let xd = b.op("Cast", &[&i[0]], vec![("to", Attr::Int(ONNX_DOUBLE))])?;
+                let xd = b.op("Cast", &[&i[0]], vec![("to", Attr::Int(to))])?;
                 let (xr, xi) = (b.op("MatMul", &[&xd, &i[1]], vec![])?, b.op("MatMul", &[&xd, &i[2]], vec![])?);
                 let stacked = b.op("Concat", &[&xr, &xi], vec![("axis", Attr::Int(-2))])?;
                 let f = b.op("MatMul", &[&i[3], &stacked], vec![])?;
                 let parts = b.op_n("Split", &[&f], vec![("axis", Attr::Int(-2)), ("num_outputs", Attr::Int(2))], 2)?;
-                rfft2_exact_zeros(b, &i[0], &xd, &parts[0], &parts[1], &i[4], &i[5])
+                rfft2_exact_zeros(b, &sp, &i[0], &xd, &parts[0], &parts[1], &i[4], &i[5])
             })?
         }
         FftLowering::Dft => {
             b.function("Rfft2Dft", &[x, &scale, &mask], 2, &|b, i| {
-                let xd = b.op("Cast", &[&i[0]], vec![("to", Attr::Int(ONNX_DOUBLE))])?;
+                let xd = b.op("Cast", &[&i[0]], vec![("to", Attr::Int(to))])?;
                 let last = b.constant_i64("axis_last", &[-1])?;
                 let xc = b.op("Unsqueeze", &[&xd, &last], vec![])?; // (.., H, W, 1) real signal
                                                                     // DFT's axis is a scalar input.
@@ -392,14 +432,14 @@ pub fn lower_rfft2(b: &mut dyn GraphBuilder, x: &str, (h, w): (usize, usize)) ->
                 let (start, end) = (b.constant_i64("minus2", &[-2])?, b.constant_i64("end", &[i64::MAX])?);
                 let hw = b.op("Slice", &[&shape, &start, &end], vec![])?;
                 let n = b.op("ReduceProd", &[&hw], vec![("keepdims", Attr::Int(0))])?;
-                let n = b.op("Cast", &[&n], vec![("to", Attr::Int(ONNX_DOUBLE))])?;
+                let n = b.op("Cast", &[&n], vec![("to", Attr::Int(to))])?;
                 let s = b.op("Sqrt", &[&n], vec![])?;
                 let full = b.op("Div", &[&full, &s], vec![])?;
                 let parts =
                     b.op_n("Split", &[&full], vec![("axis", Attr::Int(-1)), ("num_outputs", Attr::Int(2))], 2)?;
                 let fr = b.op("Squeeze", &[&parts[0], &last], vec![])?;
                 let fi = b.op("Squeeze", &[&parts[1], &last], vec![])?;
-                rfft2_exact_zeros(b, &i[0], &xd, &fr, &fi, &i[1], &i[2])
+                rfft2_exact_zeros(b, &sp, &i[0], &xd, &fr, &fi, &i[1], &i[2])
             })?
         }
     };
@@ -407,8 +447,11 @@ pub fn lower_rfft2(b: &mut dyn GraphBuilder, x: &str, (h, w): (usize, usize)) ->
 }
 
 /// Below the rounding bound -> +0.0; Im at the self-conjugate bins -> +0.0; back to x's dtype.
+/// `scale` and `mask` are in the spectral dtype.
+#[allow(clippy::too_many_arguments)]
 fn rfft2_exact_zeros(
     b: &mut dyn GraphBuilder,
+    sp: &Spectral,
     x: &str,
     xd: &str,
     fr: &str,
@@ -420,25 +463,39 @@ fn rfft2_exact_zeros(
     let abs = b.op("Abs", &[xd], vec![])?;
     let sum = b.op("ReduceSum", &[&abs, &ax], vec![("keepdims", Attr::Int(1))])?;
     let tol = b.op("Mul", &[&sum, scale], vec![])?;
-    let half = b.constant("half_f64", &Tensor::new(0.5f64, &candle_core::Device::Cpu)?)?;
+    let f64_path = sp.dtype == DType::F64;
+    let half = sp.scalar(b, if f64_path { "half_f64" } else { "half" }, 0.5)?;
     let forced = b.op("Greater", &[mask, &half], vec![])?;
-    let fr = snap(b, fr, &tol, None)?;
-    let fi = snap(b, fi, &tol, Some(&forced))?;
+    let snap = |b: &mut dyn GraphBuilder, v: &str, forced: Option<&str>| -> Result<String> {
+        let abs = b.op("Abs", &[v], vec![])?;
+        let small = b.op("LessOrEqual", &[&abs, &tol], vec![])?;
+        let zero_here = match forced {
+            Some(m) => b.op("Or", &[&small, m], vec![])?,
+            None => small,
+        };
+        let zero = sp.scalar(b, if f64_path { "zero_f64" } else { "zero" }, 0.0)?;
+        b.op("Where", &[&zero_here, &zero, v], vec![])
+    };
+    let fr = snap(b, fr, None)?;
+    let fi = snap(b, fi, Some(&forced))?;
     Ok(vec![b.op("CastLike", &[&fr, x], vec![])?, b.op("CastLike", &[&fi, x], vec![])?])
 }
 
-/// Emit `irfft2(re, im, s = hw)` (products in f64; Im of DC and Nyquist columns ignored).
+/// Emit `irfft2(re, im, s = hw)` (products in the spectral precision; Im of DC and Nyquist columns ignored).
 pub fn lower_irfft2(b: &mut dyn GraphBuilder, re: &str, im: &str, (h, w): (usize, usize)) -> Result<String> {
+    let sp = spectral(b);
     let bases = DftBases::get(h, w, DType::F64, &candle_core::Device::Cpu)?;
-    let tag = format!("dft{h}x{w}");
+    let tag = sp.tag((h, w));
+    let to = sp.onnx;
     // Along H (from the left): `[[C, -S], [S, C]] @ [Re; Im]`, one batched product; along W (from the right):
     // Re and Im rows through the two halves of the complex-to-real basis, one flat GEMM each.
-    let ih = b.constant(&format!("{tag}.inv_h_left"), &bases.complex_h_left(true)?)?;
-    let iw_re = b.constant(&format!("{tag}.inv_w_re"), &bases.inv_w.narrow(0, 0, bases.wr)?.contiguous()?)?;
-    let iw_im = b.constant(&format!("{tag}.inv_w_im"), &bases.inv_w.narrow(0, bases.wr, bases.wr)?.contiguous()?)?;
+    let ih = sp.constant(b, &format!("{tag}.inv_h_left"), &bases.complex_h_left(true)?)?;
+    let iw_re = sp.constant(b, &format!("{tag}.inv_w_re"), &bases.inv_w.narrow(0, 0, bases.wr)?.contiguous()?)?;
+    let iw_im =
+        sp.constant(b, &format!("{tag}.inv_w_im"), &bases.inv_w.narrow(0, bases.wr, bases.wr)?.contiguous()?)?;
     let outs = b.function("Irfft2", &[re, im, &ih, &iw_re, &iw_im], 1, &|b, i| {
         let z = b.op("Concat", &[&i[0], &i[1]], vec![("axis", Attr::Int(-2))])?;
-        let z = b.op("Cast", &[&z], vec![("to", Attr::Int(ONNX_DOUBLE))])?;
+        let z = b.op("Cast", &[&z], vec![("to", Attr::Int(to))])?;
         let y = b.op("MatMul", &[&i[2], &z], vec![])?;
         let parts = b.op_n("Split", &[&y], vec![("axis", Attr::Int(-2)), ("num_outputs", Attr::Int(2))], 2)?;
         let (a, c) = (b.op("MatMul", &[&parts[0], &i[3]], vec![])?, b.op("MatMul", &[&parts[1], &i[4]], vec![])?);

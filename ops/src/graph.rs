@@ -22,6 +22,23 @@ pub enum FftLowering {
     Dft,
 }
 
+/// The precision `Rfft2` / `Irfft2` compute in, whatever the model's own precision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SpectralPrecision {
+    /// f64 products (exact zeros as torch's f32 FFT leaves them, with 1e-15 of headroom): ONNX Runtime's
+    /// CPU and CUDA providers run it; TensorRT and fp16 pipelines have no f64.
+    #[default]
+    F64,
+    /// f32 products with the exact-zero threshold re-derived for f32 rounding (`dft::SNAP_ULPS` f32 ulps of
+    /// the plane's mass): no f64 anywhere in the file.
+    F32,
+}
+
+/// Initialisers whose names start with this keep their element type when a file is converted to another
+/// precision (`--fp16`), and are never merged with other constants: the f32 spectral path's DFT bases and
+/// thresholds.
+pub const KEEP_PRECISION_PREFIX: &str = "spectral_f32.";
+
 /// The body of a model-local function: given the names of its inputs, emit its nodes and return its outputs.
 pub type FunctionBody<'a> = &'a dyn Fn(&mut dyn GraphBuilder, &[String]) -> Result<Vec<String>>;
 
@@ -47,6 +64,11 @@ pub trait GraphBuilder {
     fn pop_scope(&mut self);
 
     fn fft_lowering(&self) -> FftLowering;
+
+    /// The precision of the spectral products (the f64 path unless the compiler asks for f32).
+    fn spectral_precision(&self) -> SpectralPrecision {
+        SpectralPrecision::F64
+    }
 
     /// One-output node.
     fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<(&'static str, Attr)>) -> Result<String> {

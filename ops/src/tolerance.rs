@@ -31,6 +31,10 @@ pub const EDT_BRANCH_CUT_ABS: f64 = 2.5e-4;
 /// `adaptir_block_edt`: every other element, absolute (issue 2).
 pub const EDT_ELSEWHERE_ABS: f64 = 1e-5;
 
+/// A whole-image export (`export --whole-image`: tiling and blending inside the graph) against `adaptir
+/// restore` with the candle engine on the same image, absolute on the [0, 1] scale (issue 13).
+pub const WHOLE_IMAGE_ABS: f64 = 1e-5;
+
 /// The same f32 maths evaluated in another order (merged weights, folded graphs), relative to max |reference|.
 pub const F32_REASSOCIATION_REL: f64 = 1e-5;
 

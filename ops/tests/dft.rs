@@ -2,7 +2,7 @@
 //! exact-zero conventions torch relies on.
 mod common;
 
-use adaptir_ops::dft::{rfft2_products, SNAP_ULPS};
+use adaptir_ops::dft::{rfft2_in, rfft2_products, rfft2_products_in, SNAP_ULPS};
 use adaptir_ops::tolerance::{F32_REL, F64_REL};
 use adaptir_ops::{irfft2, rfft2};
 use candle_core::{DType, Device, Tensor};
@@ -209,5 +209,43 @@ fn structured_planes_give_exact_plus_zero_bins_and_residues_stay_inside_the_boun
         }
         assert!(worst_ulps * 4.0 <= SNAP_ULPS, "{h}x{w}: residue of {worst_ulps} units leaves no margin");
         eprintln!("{h}x{w}: worst raw residue {worst_ulps:.3} x eps*sum|x|/sqrt(HW)");
+    }
+}
+
+/// The f32 spectral path (the portable export's): the same planes with the products and the threshold in f32.
+/// The exact zeros must come out as +0.0 exactly, and the raw f32 residues must leave the same margin inside
+/// `SNAP_ULPS` f32 units as the f64 ones do in f64 units.
+#[test]
+fn f32_products_restore_the_same_exact_zeros_with_the_same_margin() {
+    for (h, w) in [(16, 16), (24, 48), (24, 24), (8, 8), (64, 64), (12, 18)] {
+        let wr = w / 2 + 1;
+        let mut worst_ulps: f64 = 0.0;
+        for (name, plane) in structured(h, w) {
+            let sum_abs: f64 = plane.iter().map(|v| v.abs() as f64).sum();
+            let x = Tensor::from_vec(plane, (1, h, w), &Device::Cpu).unwrap();
+            let (re, im) = rfft2_in(&x, DType::F32).unwrap();
+            let (raw_re, raw_im) = rfft2_products_in(&x, DType::F32).unwrap();
+            let (rb, ib) = (bits(&re), bits(&im));
+            let (rr, ri) = (
+                raw_re.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                raw_im.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            let unit = f32::EPSILON as f64 * sum_abs / ((h * w) as f64).sqrt();
+            for k in 0..h {
+                for l in 0..wr {
+                    let special = (k == 0 || 2 * k == h) && (l == 0 || 2 * l == w);
+                    let i = k * wr + l;
+                    assert_eq!(ib[i], 0, "{name} {h}x{w}: Im({k},{l}) = {:e}", f32::from_bits(ib[i]));
+                    if !special {
+                        assert_eq!(rb[i], 0, "{name} {h}x{w}: Re({k},{l}) = {:e}", f32::from_bits(rb[i]));
+                        if unit > 0.0 {
+                            worst_ulps = worst_ulps.max(rr[i].abs() as f64 / unit).max(ri[i].abs() as f64 / unit);
+                        }
+                    }
+                }
+            }
+        }
+        assert!(worst_ulps * 4.0 <= SNAP_ULPS, "{h}x{w}: f32 residue of {worst_ulps} units leaves no margin");
+        eprintln!("{h}x{w}: worst raw f32 residue {worst_ulps:.3} x eps32*sum|x|/sqrt(HW)");
     }
 }
