@@ -146,7 +146,7 @@ fn run() -> adaptir::Result<()> {
             t
         );
     }
-    adaptir::train::checkpoint::write_atomic(&out, md.as_bytes())?;
+    adaptir::fsutil::write_atomic(&out, md.as_bytes())?;
     println!("{md}");
     Ok(())
 }

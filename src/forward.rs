@@ -70,22 +70,13 @@ pub fn read_input(path: &Path, name: &str, config: &IptConfig, device: &Device) 
     Ok(x.to_dtype(DType::F32)?.to_device(device)?)
 }
 
-/// Write tensors to a safetensors file atomically (temp file in the same folder, then rename).
+/// Write tensors to a safetensors file atomically ([`crate::fsutil::write_atomic`]).
 pub fn write_safetensors(path: &Path, tensors: &[(&str, Tensor)]) -> Result<()> {
     let map: std::collections::HashMap<String, Tensor> =
         tensors.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-    let tmp = temp_sibling(path);
-    candle_core::safetensors::save(&map, &tmp).map_err(|e| Error::file(path, format!("cannot write: {e}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::file(path, format!("cannot write: {e}"))
-    })
-}
-
-/// `dir/.name.PID.tmp` beside `path`, so the final rename stays on one filesystem.
-pub fn temp_sibling(path: &Path) -> std::path::PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+    let bytes = safetensors::tensor::serialize(&map, None)
+        .map_err(|e| Error::file(path, format!("cannot serialise: {e}")))?;
+    Ok(crate::fsutil::write_atomic(path, &bytes)?)
 }
 
 /// What `adaptir forward` did.

@@ -7,6 +7,7 @@ pub mod compile;
 pub mod device;
 pub mod error;
 pub mod forward;
+pub mod fsutil;
 pub mod inspect;
 pub mod memory;
 pub mod methods;

@@ -405,7 +405,7 @@ pub fn save(path: &Path, rgb: &Image, alpha: Option<&[f32]>, gray: bool, sixteen
     } else {
         samples.iter().map(|&v| crate::data::image::to_u8_sample(v)).collect()
     };
-    crate::data::io::write_atomic(path, |w| {
+    crate::fsutil::write_atomic_with(path, |w| {
         use image::ImageEncoder;
         image::codecs::png::PngEncoder::new(w)
             .write_image(&bytes, rgb.width as u32, rgb.height as u32, color)

@@ -71,6 +71,14 @@ impl DataError {
     }
 }
 
+/// A failed atomic write ([`crate::fsutil`]) is a [`DataError::Write`]: the step that failed joins the reason.
+impl From<crate::fsutil::WriteError> for DataError {
+    fn from(e: crate::fsutil::WriteError) -> Self {
+        let source = std::io::Error::new(e.source.kind(), format!("{}: {}", e.step, e.source));
+        DataError::Write { path: e.path, source }
+    }
+}
+
 /// Data errors are user-input errors of the library (exit code 2): file errors keep their path.
 impl From<DataError> for crate::Error {
     fn from(e: DataError) -> Self {

@@ -12,8 +12,8 @@
 //!   and the decoder runs under an allocation limit derived from it.
 //! * Saving writes PNG atomically: a temporary file in the destination folder, then a rename.
 
-use std::io::{BufReader, BufWriter, Cursor, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
+use std::path::Path;
 
 use image::{DynamicImage, ImageFormat, ImageReader, Limits};
 
@@ -206,40 +206,10 @@ pub fn save_png(path: impl AsRef<Path>, img: &Image, depth: BitDepth) -> Result<
         BitDepth::Eight => img.to_u8(),
         BitDepth::Sixteen => img.to_u16().into_iter().flat_map(|v| v.to_ne_bytes()).collect(),
     };
-    write_atomic(path, |w| {
+    Ok(crate::fsutil::write_atomic_with(path, |w| {
         use image::ImageEncoder;
         image::codecs::png::PngEncoder::new(w)
             .write_image(&bytes, img.width as u32, img.height as u32, color)
             .map_err(|e| std::io::Error::other(e.to_string()))
-    })
-}
-
-/// Writes a file atomically: `write` fills a temporary file next to `path`, which is then renamed
-/// over `path`. On any error the temporary file is removed and `path` is left untouched.
-pub fn write_atomic(
-    path: &Path,
-    write: impl FnOnce(&mut BufWriter<std::fs::File>) -> std::io::Result<()>,
-) -> Result<()> {
-    let tmp = temp_path(path);
-    let result = (|| -> std::io::Result<()> {
-        let file = std::fs::File::create(&tmp)?;
-        let mut w = BufWriter::new(file);
-        write(&mut w)?;
-        w.flush()?;
-        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        DataError::Write { path: path.to_path_buf(), source }
-    })
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "output".into());
-    let tmp_name = format!(".{name}.tmp-{}", std::process::id());
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.join(tmp_name),
-        _ => PathBuf::from(tmp_name),
-    }
+    })?)
 }

@@ -152,12 +152,7 @@ impl AdapterFile {
         let bytes = safetensors::tensor::serialize(data, Some(meta.to_map()))
             .map_err(|e| Error::file(path, format!("cannot serialise: {e}")))?;
         let bytes = sorted_header(&bytes).map_err(|e| Error::file(path, format!("cannot serialise: {e}")))?;
-        let tmp = crate::forward::temp_sibling(path);
-        std::fs::write(&tmp, bytes).map_err(|e| Error::file(path, format!("cannot write: {e}")))?;
-        std::fs::rename(&tmp, path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::file(path, format!("cannot write: {e}"))
-        })
+        Ok(crate::fsutil::write_atomic(path, &bytes)?)
     }
 
     /// Read and check the format; the method and tensors are checked by [`AdapterFile::method`] and

@@ -5,7 +5,6 @@
 //! is the whole RNG state. Written to a temporary sibling, synced, then renamed: a kill at any moment leaves
 //! either the previous checkpoint or the new one, never a torn file.
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 use candle_core::Tensor;
@@ -74,7 +73,7 @@ impl Checkpoint {
         meta.insert("history".to_string(), serde_json::to_string(&self.history).unwrap_or_default());
         let bytes = safetensors::tensor::serialize(tensors, Some(meta))
             .map_err(|e| Error::file(path, format!("cannot serialise checkpoint: {e}")))?;
-        write_atomic(path, &bytes)
+        Ok(crate::fsutil::write_atomic(path, &bytes)?)
     }
 
     /// Read a checkpoint; `fingerprint` is what this run would write: any difference is an error saying which
@@ -149,25 +148,4 @@ fn differences(stored: &Value, now: &Value) -> Vec<String> {
             format!("{k}: checkpoint {}, this run {}", show(a.get(k)), show(b.get(k)))
         })
         .collect()
-}
-
-/// Write `bytes` to `path` atomically: temporary sibling, fsync, rename, fsync of the folder.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = crate::forward::temp_sibling(path);
-    let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
-    })();
-    res.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::file(path, format!("cannot write: {e}"))
-    })
 }

@@ -109,7 +109,7 @@ pub fn save_backbone(
     let data: Vec<(String, Tensor)> = tensors.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let bytes = safetensors::tensor::serialize(data, Some(meta))
         .map_err(|e| Error::file(path, format!("cannot serialise: {e}")))?;
-    checkpoint::write_atomic(path, &bytes)
+    Ok(crate::fsutil::write_atomic(path, &bytes)?)
 }
 
 /// Clamp a model output (N, 3, H, W) and turn it into images.

@@ -3,7 +3,6 @@
 //! Determinism: the IR keeps initialisers, attributes and metadata in `BTreeMap`s (sorted), node order is the
 //! IR's topological order, tensors are written as little-endian `raw_data`, and nothing time- or host-dependent
 //! is recorded; prost encodes fields in tag order. So the same `Graph` always gives the same bytes.
-use std::io::Write;
 use std::path::Path;
 
 use super::proto;
@@ -96,35 +95,7 @@ pub fn write(g: &Graph, path: &Path) -> Result<()> {
 /// [`write`] with an explicit `producer_version`.
 pub fn write_with_version(g: &Graph, tool_version: &str, path: &Path) -> Result<()> {
     let bytes = to_bytes(g, tool_version)?;
-    write_atomic(path, &bytes)
-}
-
-/// Write `bytes` to `path` through a temporary file next to it and a rename: a crash leaves either the old file
-/// or the new one, never half of one. The temp file is removed on failure.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::file(path, "expected a file path to write the ONNX model to, found no file name"))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        return Err(Error::file(path, format!("cannot write: folder {} does not exist", dir.display())));
-    }
-    let tmp = dir.join(format!(".{}.{}.tmp", file_name.to_string_lossy(), std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::file(path, format!("cannot write the ONNX model: {e}")));
-    }
-    Ok(())
+    Ok(crate::fsutil::write_atomic(path, &bytes)?)
 }
 
 fn opset(domain: &str, version: i64) -> proto::OperatorSetIdProto {
