@@ -52,10 +52,17 @@ enum Command {
         #[arg(long)]
         golden: Option<PathBuf>,
     },
-    /// Run an exported ONNX file in ONNX Runtime and compare every output with the candle model it was exported
-    /// from (seeded inputs) or with stored golden outputs. Exit 0 pass, 1 mismatch, 2 error.
+    /// Run an exported ONNX file in ONNX Runtime (or tract, OpenVINO: --runtime) and compare every output with the
+    /// candle model it was exported from (seeded inputs) or with stored golden outputs. Exit 0 pass, 1 mismatch or
+    /// a file a runtime refuses, 2 error (a runtime that is not installed included).
     Validate {
         model: PathBuf,
+        /// Runtime(s): ort (ONNX Runtime), tract (pure Rust), openvino (CPU, f32), or all (one matrix).
+        #[arg(long, default_value = "ort")]
+        runtime: String,
+        /// Timed runs after a warm-up run, for the matrix's latency column (median; 0: not timed).
+        #[arg(long, default_value_t = 3)]
+        latency_runs: usize,
         /// Golden inputs and reference outputs (.safetensors: one tensor per model input and output, by name).
         #[arg(long)]
         golden: Option<PathBuf>,
@@ -65,10 +72,11 @@ enum Command {
         /// No CPU fallback: every node must run on --ep.
         #[arg(long)]
         strict_ep: bool,
-        /// Intra-op threads of ONNX Runtime.
+        /// Threads: ONNX Runtime's intra-op threads, tract's matrix-product pool, OpenVINO's INFERENCE_NUM_THREADS.
         #[arg(long)]
         threads: Option<usize>,
-        /// Print JSON: {"passed", "ep", "outputs": [{"name", "max_abs", "mean_abs", "psnr_db", ...}], "nodes_by_ep"}.
+        /// Print JSON: {"passed", "ep", "outputs": [{"name", "max_abs", "mean_abs", "psnr_db", ...}], "nodes_by_ep",
+        /// "runtimes": [{"runtime", "loaded", "nodes", "placement", "max_abs", "passed", "latency_ms", "error", ...}]}.
         #[arg(long)]
         json: bool,
         /// Backbone of the reference (default: models/<backbone in the metadata>/backbone.safetensors).
@@ -418,13 +426,15 @@ fn run(cli: Cli, out: &mut String) -> adaptir::Result<()> {
                 outln!(out, "golden input/output: {}", g.display());
             }
         }
-        Command::Validate { model, golden, ep, strict_ep, threads, json, backbone, adapter } => {
+        Command::Validate { model, runtime, latency_runs, golden, ep, strict_ep, threads, json, backbone, adapter } => {
             let r = adaptir::runtime::validate::validate(&adaptir::runtime::validate::ValidateArgs {
                 model: &model,
                 golden: golden.as_deref(),
                 backbone: backbone.as_deref(),
                 adapter: adapter.as_deref(),
                 run: adaptir::runtime::RunOptions { ep: ep.parse()?, strict_ep, threads, profile: None },
+                runtimes: adaptir::runtime::engine::Runtime::parse_list(&runtime)?,
+                latency_runs,
             })?;
             out!(out, "{}", r.render(json));
             if json {

@@ -1,9 +1,10 @@
-//! `adaptir validate`: run an exported ONNX file in ONNX Runtime on one execution provider and compare every
-//! output with a reference: stored golden outputs (`--golden`), or the candle model the file was exported from
-//! (found through the file's `metadata_props`, its backbone and adapter verified by sha256) on seeded inputs.
+//! `adaptir validate`: run an exported ONNX file in ONNX Runtime on one execution provider, and / or in tract and
+//! OpenVINO (`--runtime`, one matrix row each, `engine.rs`), and compare every output with one reference: stored
+//! golden outputs (`--golden`), or the candle model the file was exported from (found through the file's
+//! `metadata_props`, its backbone and adapter verified by sha256) on seeded inputs.
 //! The tolerance is the named one for the file's precision (`F32_REASSOCIATION_REL`, or `F16_REL` for an
 //! `--fp16` export). An f32 output beyond `F32_REASSOCIATION_REL` of the candle model is then judged against
-//! the same candle model run in f64 (the peer check): it passes if ONNX Runtime is at most `F32_PEER_FACTOR`
+//! the same candle model run in f64 (the peer check, per runtime): it passes if the runtime is at most `F32_PEER_FACTOR`
 //! times further from the f64 result than candle's own f32 forward is. Deep models (ipt-base with random or
 //! barely trained weights) amplify f32 rounding to 1e-4 whatever the engine; a wrong export is far outside
 //! both bounds. See docs/validation.md.
@@ -14,7 +15,8 @@ use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 
 use super::compare::{compare, Comparison, Tolerance};
-use super::session::{Ep, RunOptions, Session};
+use super::engine::{run_timed, Engine, Runtime};
+use super::session::{Ep, RunOptions};
 use crate::backbone::{Ipt, IptConfig};
 use crate::compile::ir::{Dim, ElemType, Graph};
 use crate::error::{Error, Result};
@@ -32,7 +34,12 @@ pub struct ValidateArgs<'a> {
     pub golden: Option<&'a Path>,
     pub backbone: Option<&'a Path>,
     pub adapter: Option<&'a Path>,
+    /// ONNX Runtime's options; `threads` also sets tract's and OpenVINO's thread counts.
     pub run: RunOptions,
+    /// The runtimes to run the file in, in order (`Runtime::parse_list`); one row of the matrix each.
+    pub runtimes: Vec<Runtime>,
+    /// Timed runs after the first (warm-up) run, for the latency column (0: not timed).
+    pub latency_runs: usize,
 }
 
 /// One output's comparison.
@@ -50,15 +57,43 @@ impl OutputReport {
     }
 }
 
-/// ONNX Runtime and candle's f32 forward, both against candle's f64 forward of the same model and inputs.
+/// The runtime and candle's f32 forward, both against candle's f64 forward of the same model and inputs.
 #[derive(Clone, Debug)]
 pub struct PeerCheck {
-    /// `max |ORT - f64|`.
-    pub ort_vs_f64: f64,
+    /// `max |runtime - f64|`.
+    pub runtime_vs_f64: f64,
     /// `max |candle f32 - f64|`.
     pub candle_f32_vs_f64: f64,
-    /// `ort_vs_f64 <= F32_PEER_FACTOR * candle_f32_vs_f64` (false for NaN).
+    /// `runtime_vs_f64 <= F32_PEER_FACTOR * candle_f32_vs_f64` (false for NaN).
     pub passed: bool,
+}
+
+/// One runtime's row of the matrix.
+#[derive(Clone, Debug)]
+pub struct RuntimeRow {
+    pub runtime: Runtime,
+    /// The runtime accepted the file.
+    pub loaded: bool,
+    /// The runtime's own message where it refused the file or failed to run it (the row then fails).
+    pub error: Option<String>,
+    /// Nodes of the graph the runtime executes, where it reports them.
+    pub nodes: Option<usize>,
+    /// Where the runtime placed the model, in words.
+    pub placement: String,
+    /// ONNX Runtime's nodes per execution provider (empty for the other runtimes).
+    pub nodes_by_ep: BTreeMap<String, usize>,
+    pub outputs: Vec<OutputReport>,
+    /// Median of `latency_runs` timed runs after a warm-up, milliseconds; informational.
+    pub latency_ms: Option<f64>,
+    pub latency_runs: usize,
+    pub passed: bool,
+}
+
+impl RuntimeRow {
+    /// The largest `max_abs` over the outputs (NaN wins).
+    pub fn max_abs(&self) -> Option<f64> {
+        self.outputs.iter().map(|o| o.comparison.max_abs).reduce(|a, b| if a.is_nan() || b > a { b } else { a })
+    }
 }
 
 /// What `validate` found.
@@ -72,8 +107,12 @@ pub struct ValidateReport {
     pub precision: String,
     pub tolerance: Tolerance,
     pub input_shapes: Vec<(String, Vec<usize>)>,
+    /// The first row's outputs (ONNX Runtime's with the default `--runtime ort` or with `all`).
     pub outputs: Vec<OutputReport>,
+    /// ONNX Runtime's placements (empty if it did not run).
     pub nodes_by_ep: BTreeMap<String, usize>,
+    /// One row per runtime, in the order asked.
+    pub runtimes: Vec<RuntimeRow>,
     /// Ops of the flattened graph that `candle-onnx` cannot evaluate (empty: it could).
     pub candle_onnx_blockers: Vec<String>,
     pub passed: bool,
@@ -307,12 +346,85 @@ fn golden_reference(g: &Graph, golden: &Path) -> Result<Reference> {
     Ok((inputs, outputs, format!("golden {}", golden.display()), None))
 }
 
-/// Validate `args.model` (see the module docs). `Ok` with `passed: false` is a numerical mismatch (exit 1);
-/// `Err` is bad input or an unusable runtime (exit 2).
+/// Run a loaded file on `feed` (a warm-up run, whose outputs are compared, then the timed runs) and compare every
+/// reference output. `Err` is the runtime failing to run it or returning other outputs.
+fn run_engine(
+    mut engine: Engine,
+    model: &Path,
+    feed: &[(&str, Tensor)],
+    references: &[(String, Tensor)],
+    tolerance: Tolerance,
+    latency_runs: usize,
+) -> Result<(RuntimeRow, Vec<(String, Tensor)>)> {
+    let rt = engine.runtime();
+    let nodes_by_ep = match &engine {
+        Engine::Ort(s) => s.nodes_by_ep().clone(),
+        _ => BTreeMap::new(),
+    };
+    let (nodes, placement) = (engine.nodes(), engine.placement());
+    let timed = run_timed(&mut engine, feed, latency_runs)?;
+    let mut outputs = Vec::new();
+    for (name, reference_tensor) in references {
+        let ours = timed.outputs.iter().find(|(n, _)| n == name).map(|(_, t)| t).ok_or_else(|| {
+            Error::file(model, format!("{} returned no output `{name}` (the reference has it)", runtime_name(rt)))
+        })?;
+        let c = compare(&format!("output `{name}`"), ours, reference_tensor, tolerance)
+            .map_err(|e| Error::file(model, format!("{}: {e}", runtime_name(rt))))?;
+        outputs.push(OutputReport { name: name.clone(), comparison: c, peer: None });
+    }
+    let row = RuntimeRow {
+        runtime: rt,
+        loaded: true,
+        error: None,
+        nodes,
+        placement,
+        nodes_by_ep,
+        outputs,
+        latency_ms: timed.median_ms,
+        latency_runs: timed.runs,
+        passed: false,
+    };
+    Ok((row, timed.outputs))
+}
+
+/// The runtime's name in messages.
+fn runtime_name(rt: Runtime) -> &'static str {
+    match rt {
+        Runtime::Ort => "ONNX Runtime",
+        Runtime::Tract => "tract",
+        Runtime::OpenVino => "OpenVINO",
+    }
+}
+
+/// The row of a runtime that refused the file (`loaded` false) or failed to run it: FAIL with its message.
+fn failed_row(rt: Runtime, loaded: bool, error: String) -> RuntimeRow {
+    RuntimeRow {
+        runtime: rt,
+        loaded,
+        error: Some(error),
+        nodes: None,
+        placement: String::new(),
+        nodes_by_ep: BTreeMap::new(),
+        outputs: Vec::new(),
+        latency_ms: None,
+        latency_runs: 0,
+        passed: false,
+    }
+}
+
+/// Validate `args.model` in each of `args.runtimes` (see the module docs). `Ok` with `passed: false` is a numerical
+/// mismatch or a file a runtime refused (exit 1); `Err` is bad input or a runtime that is not installed (exit 2).
+/// ONNX Runtime alone (the default) keeps its earlier contract: any failure to load or run is an `Err`.
 pub fn validate(args: &ValidateArgs) -> Result<ValidateReport> {
     let start = std::time::Instant::now();
     if !args.model.is_file() {
         return Err(Error::file(args.model, "expected an ONNX model file, found no such file"));
+    }
+    if args.runtimes.is_empty() {
+        return Err(Error::invalid("--runtime: expected `ort`, `tract`, `openvino` or `all`, found no runtime"));
+    }
+    if args.run.threads == Some(0) {
+        return Err(Error::invalid("--threads: expected at least 1, found 0"));
     }
     let g = crate::compile::onnx::read(args.model)?;
     let precision = g.metadata.get("precision").cloned().unwrap_or_else(|| "fp32".into());
@@ -324,37 +436,50 @@ pub fn validate(args: &ValidateArgs) -> Result<ValidateReport> {
         Some(golden) => golden_reference(&g, golden)?,
         None => candle_reference(&g, args)?,
     };
-    let mut session = Session::new(args.model, &args.run)?;
-    let feed: Vec<(&str, Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
-    let results = session.run(&feed)?;
-    let mut outputs = Vec::new();
-    for (name, reference_tensor) in &references {
-        let ours = results.iter().find(|(n, _)| n == name).map(|(_, t)| t).ok_or_else(|| {
-            Error::file(args.model, format!("ONNX Runtime returned no output `{name}` (the reference has it)"))
-        })?;
-        let c = compare(&format!("output `{name}`"), ours, reference_tensor, tolerance)
-            .map_err(|e| Error::file(args.model, e.to_string()))?;
-        outputs.push(OutputReport { name: name.clone(), comparison: c, peer: None });
+    // A runtime that is not installed is an error about this machine, not about the file: exit 2 before any run.
+    for rt in &args.runtimes {
+        rt.check_installed()?;
     }
-    // The peer check, for f32 files whose fixed-bound comparison failed (the model has one input and output).
-    if let (Some(m), "fp32", [(_, x)]) = (&f64_model, precision.as_str(), inputs.as_slice()) {
-        let exact = if outputs.iter().any(|o| !o.comparison.passed) { Some(m.forward(x)?) } else { None };
-        for o in outputs.iter_mut().filter(|o| !o.comparison.passed) {
-            let Some(exact) = &exact else { break };
-            let ort = results.iter().find(|(n, _)| *n == o.name).map(|(_, t)| t);
-            let f32_ref = references.iter().find(|(n, _)| *n == o.name).map(|(_, t)| t);
-            if let (Some(ort), Some(f32_ref)) = (ort, f32_ref) {
-                let d = |a: &Tensor| -> Result<f64> {
-                    let diff = (a.to_dtype(DType::F64)? - exact)?.abs()?.flatten_all()?.max(0)?;
-                    Ok(diff.to_scalar::<f64>()?)
-                };
-                let (ort_vs_f64, candle_f32_vs_f64) = (d(ort)?, d(f32_ref)?);
-                let passed = ort_vs_f64 <= adaptir_ops::tolerance::F32_PEER_FACTOR * candle_f32_vs_f64;
-                o.peer = Some(PeerCheck { ort_vs_f64, candle_f32_vs_f64, passed });
+    let ort_alone = args.runtimes == [Runtime::Ort];
+    let shapes: Vec<(String, Vec<usize>)> = inputs.iter().map(|(n, t)| (n.clone(), t.dims().to_vec())).collect();
+    let feed: Vec<(&str, Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    // Candle in f64 on the same input, made at most once (it costs an f64 forward), for every row's peer check.
+    let mut exact: Option<Tensor> = None;
+    let mut rows = Vec::new();
+    for &rt in &args.runtimes {
+        let outcome = Engine::open(rt, args.model, &shapes, &args.run).map_err(|e| (false, e)).and_then(|engine| {
+            run_engine(engine, args.model, &feed, &references, tolerance, args.latency_runs).map_err(|e| (true, e))
+        });
+        let (mut row, results) = match outcome {
+            Ok(done) => done,
+            // Bad options (a provider that cannot start) are exit 2 in every mode.
+            Err((_, e)) if ort_alone || matches!(e, Error::Invalid(_)) => return Err(e),
+            Err((loaded, e)) => (failed_row(rt, loaded, e.to_string()), Vec::new()),
+        };
+        // The peer check, for f32 files whose fixed-bound comparison failed (the model has one input and output).
+        if let (Some(m), "fp32", [(_, x)]) = (&f64_model, precision.as_str(), inputs.as_slice()) {
+            if exact.is_none() && row.outputs.iter().any(|o| !o.comparison.passed) {
+                exact = Some(m.forward(x)?);
+            }
+            for o in row.outputs.iter_mut().filter(|o| !o.comparison.passed) {
+                let Some(exact) = &exact else { break };
+                let ours = results.iter().find(|(n, _)| *n == o.name).map(|(_, t)| t);
+                let f32_ref = references.iter().find(|(n, _)| *n == o.name).map(|(_, t)| t);
+                if let (Some(ours), Some(f32_ref)) = (ours, f32_ref) {
+                    let d = |a: &Tensor| -> Result<f64> {
+                        let diff = (a.to_dtype(DType::F64)? - exact)?.abs()?.flatten_all()?.max(0)?;
+                        Ok(diff.to_scalar::<f64>()?)
+                    };
+                    let (runtime_vs_f64, candle_f32_vs_f64) = (d(ours)?, d(f32_ref)?);
+                    let passed = runtime_vs_f64 <= adaptir_ops::tolerance::F32_PEER_FACTOR * candle_f32_vs_f64;
+                    o.peer = Some(PeerCheck { runtime_vs_f64, candle_f32_vs_f64, passed });
+                }
             }
         }
+        row.passed = row.error.is_none() && row.outputs.iter().all(OutputReport::passed);
+        rows.push(row);
     }
-    let passed = outputs.iter().all(OutputReport::passed);
+    let passed = rows.iter().all(|r| r.passed);
     Ok(ValidateReport {
         model: args.model.to_path_buf(),
         ep: args.run.ep,
@@ -362,9 +487,10 @@ pub fn validate(args: &ValidateArgs) -> Result<ValidateReport> {
         reference,
         precision,
         tolerance,
-        input_shapes: inputs.iter().map(|(n, t)| (n.clone(), t.dims().to_vec())).collect(),
-        outputs,
-        nodes_by_ep: session.nodes_by_ep().clone(),
+        input_shapes: shapes,
+        outputs: rows.first().map(|r| r.outputs.clone()).unwrap_or_default(),
+        nodes_by_ep: rows.iter().find(|r| r.runtime == Runtime::Ort).map(|r| r.nodes_by_ep.clone()).unwrap_or_default(),
+        runtimes: rows,
         candle_onnx_blockers: super::candle_onnx::blockers(&g),
         passed,
         seconds: start.elapsed().as_secs_f64(),
@@ -376,40 +502,62 @@ fn num(x: f64) -> serde_json::Value {
     serde_json::Number::from_f64(x).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null)
 }
 
-impl ValidateReport {
+/// One output's comparison as JSON; `runtime` names the peer check's field (`ort_vs_f64`, `tract_vs_f64`, ...).
+fn output_json(o: &OutputReport, runtime: Runtime) -> serde_json::Value {
+    let c = &o.comparison;
+    serde_json::json!({
+        "name": o.name,
+        "max_abs": num(c.max_abs),
+        "mean_abs": num(c.mean_abs),
+        "psnr_db": num(c.psnr_db),
+        "max_rel": num(c.max_rel),
+        "worst_index": c.worst_index,
+        "ours_at_worst": num(c.ours_at_worst),
+        "reference_at_worst": num(c.reference_at_worst),
+        "shape": c.shape,
+        "bound": num(c.tolerance.absolute_bound(c.reference_max_abs)),
+        "within_bound": c.passed,
+        "peer_check": o.peer.as_ref().map(|p| serde_json::json!({
+            format!("{runtime}_vs_f64"): num(p.runtime_vs_f64),
+            "runtime_vs_f64": num(p.runtime_vs_f64),
+            "candle_f32_vs_f64": num(p.candle_f32_vs_f64),
+            "factor": adaptir_ops::tolerance::F32_PEER_FACTOR,
+            "passed": p.passed,
+        })),
+        "passed": o.passed(),
+    })
+}
+
+impl RuntimeRow {
     pub fn to_json(&self) -> serde_json::Value {
-        let outputs: Vec<serde_json::Value> = self
-            .outputs
-            .iter()
-            .map(|o| {
-                let c = &o.comparison;
-                serde_json::json!({
-                    "name": o.name,
-                    "max_abs": num(c.max_abs),
-                    "mean_abs": num(c.mean_abs),
-                    "psnr_db": num(c.psnr_db),
-                    "max_rel": num(c.max_rel),
-                    "worst_index": c.worst_index,
-                    "ours_at_worst": num(c.ours_at_worst),
-                    "reference_at_worst": num(c.reference_at_worst),
-                    "shape": c.shape,
-                    "bound": num(c.tolerance.absolute_bound(c.reference_max_abs)),
-                    "within_bound": c.passed,
-                    "peer_check": o.peer.as_ref().map(|p| serde_json::json!({
-                        "ort_vs_f64": num(p.ort_vs_f64),
-                        "candle_f32_vs_f64": num(p.candle_f32_vs_f64),
-                        "factor": adaptir_ops::tolerance::F32_PEER_FACTOR,
-                        "passed": p.passed,
-                    })),
-                    "passed": o.passed(),
-                })
-            })
-            .collect();
+        serde_json::json!({
+            "runtime": self.runtime.as_str(),
+            "loaded": self.loaded,
+            "error": self.error,
+            "nodes": self.nodes,
+            "placement": self.placement,
+            "nodes_by_ep": self.nodes_by_ep,
+            "max_abs": self.max_abs().map(num),
+            "passed": self.passed,
+            "latency_ms": self.latency_ms.map(num),
+            "latency_runs": self.latency_runs,
+            "outputs": self.outputs.iter().map(|o| output_json(o, self.runtime)).collect::<Vec<_>>(),
+        })
+    }
+}
+
+impl ValidateReport {
+    /// The JSON report: today's top-level fields describe the first row (ONNX Runtime by default and with
+    /// `all`); `runtimes` holds every row.
+    pub fn to_json(&self) -> serde_json::Value {
+        let first = self.runtimes.first().map(|r| r.runtime).unwrap_or(Runtime::Ort);
+        let outputs: Vec<serde_json::Value> = self.outputs.iter().map(|o| output_json(o, first)).collect();
         serde_json::json!({
             "passed": self.passed,
             "ep": self.ep.as_str(),
             "outputs": outputs,
             "nodes_by_ep": self.nodes_by_ep,
+            "runtimes": self.runtimes.iter().map(RuntimeRow::to_json).collect::<Vec<_>>(),
             "strict_ep": self.strict_ep,
             "model": self.model.display().to_string(),
             "reference": self.reference,
@@ -424,7 +572,7 @@ impl ValidateReport {
         })
     }
 
-    /// The text report (or the JSON with `json`).
+    /// The text report (or the JSON with `json`): per runtime its outputs, then the matrix.
     pub fn render(&self, json: bool) -> String {
         if json {
             return serde_json::to_string_pretty(&self.to_json()).unwrap_or_default();
@@ -444,40 +592,51 @@ impl ValidateReport {
             let _ = writeln!(s, "input `{n}` {d:?}");
         }
         let placed: Vec<String> = self.nodes_by_ep.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        let _ = writeln!(
-            s,
-            "nodes by execution provider: {}",
-            if placed.is_empty() { "(not reported)".into() } else { placed.join(", ") }
-        );
-        for o in &self.outputs {
-            let c = &o.comparison;
+        if self.runtimes.iter().any(|r| r.runtime == Runtime::Ort) {
             let _ = writeln!(
                 s,
-                "output `{}` {:?}: max_abs {:.3e} mean_abs {:.3e} max_rel {:.3e} psnr {:.2} dB; worst at {:?} \
-                 ({} vs reference {}); bound {:.3e} = {}: {}",
-                o.name,
-                c.shape,
-                c.max_abs,
-                c.mean_abs,
-                c.max_rel,
-                c.psnr_db,
-                c.worst_index,
-                c.ours_at_worst,
-                c.reference_at_worst,
-                c.tolerance.absolute_bound(c.reference_max_abs),
-                c.tolerance,
-                if c.passed { "PASS" } else { "FAIL" }
+                "nodes by execution provider: {}",
+                if placed.is_empty() { "(not reported)".into() } else { placed.join(", ") }
             );
-            if let Some(p) = &o.peer {
+        }
+        let tag = self.runtimes.len() > 1;
+        for row in &self.runtimes {
+            let prefix = if tag { format!("[{}] ", row.runtime) } else { String::new() };
+            for o in &row.outputs {
+                let c = &o.comparison;
                 let _ = writeln!(
                     s,
-                    "  peer check against candle in f64: ORT {:.3e}, candle f32 {:.3e}; ORT within F32_PEER_FACTOR \
-                     ({}) x candle's own f32 error: {}",
-                    p.ort_vs_f64,
-                    p.candle_f32_vs_f64,
-                    adaptir_ops::tolerance::F32_PEER_FACTOR,
-                    if p.passed { "PASS" } else { "FAIL" }
+                    "{prefix}output `{}` {:?}: max_abs {:.3e} mean_abs {:.3e} max_rel {:.3e} psnr {:.2} dB; worst at \
+                     {:?} ({} vs reference {}); bound {:.3e} = {}: {}",
+                    o.name,
+                    c.shape,
+                    c.max_abs,
+                    c.mean_abs,
+                    c.max_rel,
+                    c.psnr_db,
+                    c.worst_index,
+                    c.ours_at_worst,
+                    c.reference_at_worst,
+                    c.tolerance.absolute_bound(c.reference_max_abs),
+                    c.tolerance,
+                    if c.passed { "PASS" } else { "FAIL" }
                 );
+                if let Some(p) = &o.peer {
+                    let _ = writeln!(
+                        s,
+                        "  peer check against candle in f64: {} {:.3e}, candle f32 {:.3e}; {} within \
+                         F32_PEER_FACTOR ({}) x candle's own f32 error: {}",
+                        row.runtime,
+                        p.runtime_vs_f64,
+                        p.candle_f32_vs_f64,
+                        row.runtime,
+                        adaptir_ops::tolerance::F32_PEER_FACTOR,
+                        if p.passed { "PASS" } else { "FAIL" }
+                    );
+                }
+            }
+            if let Some(e) = &row.error {
+                let _ = writeln!(s, "{prefix}error: {e}");
             }
         }
         if self.candle_onnx_blockers.is_empty() {
@@ -489,12 +648,55 @@ impl ValidateReport {
                 self.candle_onnx_blockers.join(", ")
             );
         }
-        let _ = writeln!(
-            s,
-            "{} in {:.2} s",
-            if self.passed { "PASS" } else { "FAIL: outputs differ beyond the tolerance" },
-            self.seconds
-        );
+        s.push_str(&self.matrix());
+        let why: Vec<String> = self
+            .runtimes
+            .iter()
+            .filter(|r| !r.passed)
+            .map(|r| match (&r.error, r.loaded) {
+                (Some(_), false) => format!("{} refused the file", r.runtime),
+                (Some(_), true) => format!("{} failed to run it", r.runtime),
+                (None, _) => format!("{}: outputs differ beyond the tolerance", r.runtime),
+            })
+            .collect();
+        let verdict = if self.passed { "PASS".to_string() } else { format!("FAIL ({})", why.join("; ")) };
+        let _ = writeln!(s, "{verdict} in {:.2} s", self.seconds);
+        s
+    }
+
+    /// The matrix: runtime x (loaded, nodes, placement, max abs error, PASS / FAIL, latency).
+    pub fn matrix(&self) -> String {
+        let mut rows = vec![[
+            "runtime".to_string(),
+            "loaded".into(),
+            "nodes".into(),
+            "max_abs".into(),
+            "result".into(),
+            "latency_ms".into(),
+            "placement".into(),
+        ]];
+        for r in &self.runtimes {
+            let latency = match r.latency_ms {
+                Some(ms) => format!("{ms:.2} ({} runs)", r.latency_runs),
+                None => "-".into(),
+            };
+            rows.push([
+                r.runtime.to_string(),
+                if r.loaded { "yes" } else { "no" }.into(),
+                r.nodes.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+                r.max_abs().map(|m| format!("{m:.3e}")).unwrap_or_else(|| "-".into()),
+                if r.passed { "PASS" } else { "FAIL" }.into(),
+                latency,
+                if r.placement.is_empty() { "-".into() } else { r.placement.clone() },
+            ]);
+        }
+        let widths: Vec<usize> = (0..7).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+        let mut s = String::new();
+        for r in &rows {
+            let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+            s.push_str(cells.join("  ").trim_end());
+            s.push('\n');
+        }
         s
     }
 }
