@@ -111,15 +111,14 @@ pub fn load_library() -> Result<&'static Path> {
                 .unwrap_or_else(|p| Err(panic_text(p.as_ref())));
             opened.map_err(|e| format!("{}: cannot load OpenVINO: {e}; {INSTALL_HINT}", path.display()))?;
             // The CPU plugin is a separate library beside it: a broken install is found here, not as a refused model.
-            guarded(|| Core::new().map_err(|e| e.to_string())?.versions("CPU").map_err(ov).map(|_| ())).map_err(
-                |e| {
-                    format!(
-                        "{}: OpenVINO's CPU plugin cannot start ({e}); expected libopenvino_intel_cpu_plugin.so in the \
-                         same folder; {INSTALL_HINT}",
-                        path.display()
-                    )
-                },
-            )?;
+            let cpu = || Core::new().map_err(|e| e.to_string())?.versions("CPU").map(|_| ()).map_err(ov);
+            guarded(cpu).map_err(|e| {
+                format!(
+                    "{}: OpenVINO's CPU plugin cannot start ({e}); expected libopenvino_intel_cpu_plugin.so in the same \
+                     folder; {INSTALL_HINT}",
+                    path.display()
+                )
+            })?;
             Ok(path)
         })
         .as_ref()

@@ -58,12 +58,12 @@ fn guarded<T>(f: impl FnOnce() -> TractResult<T>) -> std::result::Result<T, Stri
 
 impl TractModel {
     /// Load an ONNX file with every graph input fixed to its shape in `input_shapes` (by name; each must be given).
-    /// `threads`: tract's matrix products on a pool of that many threads (None: one thread, tract's default).
     pub fn load(path: &Path, input_shapes: &[(String, Vec<usize>)]) -> Result<Self> {
         Self::load_with_threads(path, input_shapes, None)
     }
 
-    /// [`TractModel::load`] with a thread count.
+    /// [`TractModel::load`] with tract's matrix products on a pool of `threads` threads (None: one thread, tract's
+    /// default; tract splits only large products, so small models stay about single-threaded).
     pub fn load_with_threads(
         path: &Path,
         input_shapes: &[(String, Vec<usize>)],
