@@ -86,7 +86,7 @@ enum Command {
         #[arg(long)]
         adapter: Option<PathBuf>,
     },
-    /// Restore an image of any size with backbone + adapter (tiled, blended), with candle or ONNX Runtime.
+    /// Restore an image of any size with backbone + adapter (tiled, blended), with candle, ONNX Runtime or tract.
     Restore {
         #[arg(long)]
         adapter: PathBuf,
@@ -94,7 +94,8 @@ enum Command {
         /// Output PNG (default: <input folder>/<stem>_<task>.png).
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// candle, or onnx (the model compiled to ONNX in memory, or --onnx FILE, run by ONNX Runtime).
+        /// candle, onnx (the model compiled to ONNX in memory, or --onnx FILE, run by ONNX Runtime), or tract (the
+        /// same ONNX run by tract, pure Rust: no C++ library).
         #[arg(long, default_value = "candle")]
         engine: String,
         /// Tile side: the model's patch size.
@@ -109,13 +110,13 @@ enum Command {
         /// Backbone (default: backbone.safetensors beside the adapter, else models/<its backbone>/).
         #[arg(long)]
         backbone: Option<PathBuf>,
-        /// With --engine onnx: an exported file of this adapter to run instead of compiling in memory.
+        /// With --engine onnx or tract: an exported file of this adapter to run instead of compiling in memory.
         #[arg(long)]
         onnx: Option<PathBuf>,
         /// With --engine onnx: execution provider (cpu or cuda).
         #[arg(long, default_value = "cpu")]
         ep: String,
-        /// With --engine onnx: intra-op threads.
+        /// With --engine onnx or tract: intra-op threads (tract: its matrix-product pool).
         #[arg(long)]
         threads: Option<usize>,
         /// No progress bar.

@@ -4,7 +4,8 @@
 //! * `candle`: the candle model (what training evaluates);
 //! * `onnx`: the same model compiled to ONNX in memory (the lowering and passes of `adaptir export`, default
 //!   options) or an exported file given with `--onnx` (checked against the adapter by sha256), run by ONNX
-//!   Runtime on the chosen execution provider.
+//!   Runtime on the chosen execution provider;
+//! * `tract`: the same ONNX (in memory or `--onnx`) run by tract, in process: no C++ library at all.
 //!
 //! Image policy (docs/validation.md, "Restore"): PNG 8/16-bit, JPEG, BMP, TIFF in (the `data::io` checks: format
 //! from the bytes, pixel limit); the output is a PNG of the input's bit depth (16-bit for 16-bit and float
@@ -26,6 +27,7 @@ use crate::data::Image;
 use crate::error::{Error, Result};
 use crate::peft::file::{sha256_file, AdapterFile};
 use crate::restore::{restore_with, Tiling};
+use crate::runtime::tract::TractModel;
 use crate::runtime::validate::build_model;
 use crate::runtime::{RunOptions, Session};
 
@@ -34,6 +36,7 @@ use crate::runtime::{RunOptions, Session};
 pub enum Engine {
     Candle,
     Onnx,
+    Tract,
 }
 
 impl std::str::FromStr for Engine {
@@ -42,7 +45,8 @@ impl std::str::FromStr for Engine {
         match s {
             "candle" => Ok(Engine::Candle),
             "onnx" => Ok(Engine::Onnx),
-            other => Err(Error::invalid(format!("--engine: expected `candle` or `onnx`, found `{other}`"))),
+            "tract" => Ok(Engine::Tract),
+            other => Err(Error::invalid(format!("--engine: expected `candle`, `onnx` or `tract`, found `{other}`"))),
         }
     }
 }
@@ -52,6 +56,7 @@ impl std::fmt::Display for Engine {
         f.write_str(match self {
             Engine::Candle => "candle",
             Engine::Onnx => "onnx",
+            Engine::Tract => "tract",
         })
     }
 }
@@ -137,6 +142,55 @@ pub struct Restorer {
     pub scale: usize,
     pub engine: Engine,
     session: Option<Session>,
+    tract: Option<TractBatches>,
+}
+
+/// tract fixes input shapes when it optimises a model: one optimised model per batch size met (the full batch
+/// and the last, smaller one), made from the same ONNX bytes.
+struct TractBatches {
+    bytes: Vec<u8>,
+    name: PathBuf,
+    threads: Option<usize>,
+    models: Vec<(usize, TractModel)>,
+}
+
+impl TractBatches {
+    fn run(&mut self, x: &Tensor) -> Result<Tensor> {
+        let n = x.dims().first().copied().unwrap_or(0);
+        let i = match self.models.iter().position(|(b, _)| *b == n) {
+            Some(i) => i,
+            None => {
+                let shapes = [("input".to_string(), x.dims().to_vec())];
+                self.models.push((n, TractModel::from_memory(&self.bytes, &self.name, &shapes, self.threads)?));
+                self.models.len() - 1
+            }
+        };
+        let mut out = self.models[i].1.run(&[("input", x.clone())])?;
+        if out.is_empty() {
+            return Err(Error::file(&self.name, "tract returned no output"));
+        }
+        Ok(out.swap_remove(0).1)
+    }
+}
+
+/// Read an exported file for `adapter`, refusing an export of another adapter (by sha256).
+fn read_export(file: &Path, adapter: &Path) -> Result<Vec<u8>> {
+    let g = crate::compile::onnx::read(file)?;
+    let sha = sha256_file(adapter)?;
+    match g.metadata.get("adapter_sha256") {
+        Some(s) if *s == sha => {}
+        found => {
+            return Err(Error::file(
+                file,
+                format!(
+                    "expected an export of {} (adapter sha256 {sha}), found adapter sha256 {}",
+                    adapter.display(),
+                    found.map(String::as_str).unwrap_or("(none)")
+                ),
+            ))
+        }
+    }
+    std::fs::read(file).map_err(|e| Error::file(file, format!("cannot read: {e}")))
 }
 
 pub struct RestorerArgs<'a> {
@@ -144,7 +198,7 @@ pub struct RestorerArgs<'a> {
     /// Default: backbone.safetensors beside the adapter, else models/<adapter's backbone>/backbone.safetensors.
     pub backbone: Option<&'a Path>,
     pub engine: Engine,
-    /// With the onnx engine: run this exported file instead of compiling in memory.
+    /// With the onnx or tract engine: run this exported file instead of compiling in memory.
     pub onnx: Option<&'a Path>,
     pub run: RunOptions,
 }
@@ -180,41 +234,44 @@ impl Restorer {
             Error::file(args.adapter, format!("task `{task_name}` (index {task}) has no head in its backbone config"))
         })?;
         let model = build_model(&backbone, &config, Some(&adapter), &Device::Cpu)?;
-        let session = match (args.engine, args.onnx) {
-            (Engine::Candle, Some(_)) => return Err(Error::invalid("--onnx needs --engine onnx")),
-            (Engine::Candle, None) if args.run.ep != crate::runtime::Ep::Cpu => {
-                return Err(Error::invalid(format!(
-                    "--ep {}: the candle engine runs on the CPU here; use --engine onnx --ep {}",
-                    args.run.ep, args.run.ep
-                )))
-            }
-            (Engine::Candle, None) => None,
-            (Engine::Onnx, Some(file)) => {
-                let g = crate::compile::onnx::read(file)?;
-                let sha = sha256_file(args.adapter)?;
-                match g.metadata.get("adapter_sha256") {
-                    Some(s) if *s == sha => {}
-                    found => {
-                        return Err(Error::file(
-                            file,
-                            format!(
-                                "expected an export of {} (adapter sha256 {sha}), found adapter sha256 {}",
-                                args.adapter.display(),
-                                found.map(String::as_str).unwrap_or("(none)")
-                            ),
-                        ))
-                    }
-                }
-                Some(Session::new(file, &args.run)?)
-            }
-            (Engine::Onnx, None) => {
-                let mut g = lower(&model, task, LowerOptions { fft: FftLowering::MatMul, inline_functions: false })?;
+        if args.engine != Engine::Onnx && args.run.ep != crate::runtime::Ep::Cpu {
+            return Err(Error::invalid(format!(
+                "--ep {}: the {} engine runs on the CPU here; use --engine onnx --ep {}",
+                args.run.ep, args.engine, args.run.ep
+            )));
+        }
+        if args.engine == Engine::Candle && args.onnx.is_some() {
+            return Err(Error::invalid("--onnx needs --engine onnx or --engine tract"));
+        }
+        // The ONNX bytes for the onnx and tract engines: the given export, or the model compiled in memory.
+        let name = match args.onnx {
+            Some(file) => file.to_path_buf(),
+            None => PathBuf::from(format!("{}.onnx", args.adapter.file_stem().unwrap_or_default().to_string_lossy())),
+        };
+        let bytes = match (args.engine, args.onnx) {
+            (Engine::Candle, _) => None,
+            (_, Some(file)) => Some(read_export(file, args.adapter)?),
+            (_, None) => {
+                // tract does not expand model-local functions: it gets them inlined.
+                let opts = LowerOptions { fft: FftLowering::MatMul, inline_functions: args.engine == Engine::Tract };
+                let mut g = lower(&model, task, opts)?;
                 crate::compile::passes::optimize(&mut g)?;
                 g.name = args.adapter.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                Some(Session::from_graph(&g, &args.run)?)
+                Some(crate::compile::onnx::to_bytes(&g, env!("CARGO_PKG_VERSION"))?)
             }
         };
-        Ok(Restorer { model, task, task_name, scale, engine: args.engine, session })
+        let (mut session, mut tract) = (None, None);
+        match (args.engine, bytes) {
+            (Engine::Onnx, Some(bytes)) => session = Some(Session::from_memory(&bytes, &name, &args.run)?),
+            (Engine::Tract, Some(bytes)) => {
+                if args.run.threads == Some(0) {
+                    return Err(Error::invalid("--threads: expected at least 1, found 0"));
+                }
+                tract = Some(TractBatches { bytes, name, threads: args.run.threads, models: Vec::new() });
+            }
+            _ => {}
+        }
+        Ok(Restorer { model, task, task_name, scale, engine: args.engine, session, tract })
     }
 
     /// The model's tile side (its patch size).
@@ -227,18 +284,19 @@ impl Restorer {
     pub fn restore(&mut self, img: &Image, tiling: Tiling, progress: &mut dyn FnMut(usize)) -> Result<Image> {
         let (p, s, task) = (self.tile(), self.scale, self.task);
         let model = &self.model;
-        let session = &mut self.session;
+        let (session, tract) = (&mut self.session, &mut self.tract);
         let mut done = 0usize;
         let mut f = |x: &Tensor| -> Result<Tensor> {
-            let y = match session.as_mut() {
-                None => model.forward(x, task, false)?,
-                Some(sess) => {
+            let y = match (session.as_mut(), tract.as_mut()) {
+                (Some(sess), _) => {
                     let mut out = sess.run(&[("input", x.clone())])?;
                     if out.is_empty() {
                         return Err(Error::invalid("ONNX Runtime returned no output"));
                     }
                     out.swap_remove(0).1
                 }
+                (None, Some(t)) => t.run(x)?,
+                (None, None) => model.forward(x, task, false)?,
             };
             done += x.dims().first().copied().unwrap_or(0);
             progress(done);
