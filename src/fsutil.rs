@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A failed atomic write: which file, which step failed, and the system's reason.
 ///
-/// Converts into [`crate::Error`] (and into the data module's error) with `?`; its text reads
+/// Converts into [`crate::error::Error`] (and into the data module's error) with `?`; its text reads
 /// `PATH: cannot write: STEP: REASON`.
 #[derive(Debug, thiserror::Error)]
 #[error("{}: cannot write: {step}: {source}", path.display())]
@@ -26,9 +26,9 @@ pub struct WriteError {
     pub source: io::Error,
 }
 
-impl From<WriteError> for crate::Error {
+impl From<WriteError> for crate::error::Error {
     fn from(e: WriteError) -> Self {
-        crate::Error::file(&e.path, format!("cannot write: {}: {}", e.step, e.source))
+        crate::error::Error::file(&e.path, format!("cannot write: {}: {}", e.step, e.source))
     }
 }
 
@@ -39,10 +39,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
 
 /// Write `path` atomically from a writer that streams (an image encoder, a serialiser): `write` fills a
 /// buffered temporary file; an error it returns aborts the write and leaves the target untouched.
-pub fn write_atomic_with(
-    path: &Path,
-    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> Result<(), WriteError> {
+pub fn write_atomic_with(path: &Path, write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<(), WriteError> {
     let fail = |step: String, source: io::Error| WriteError { path: path.to_path_buf(), step, source };
     let Some(name) = path.file_name() else {
         return Err(fail(
@@ -147,7 +144,7 @@ mod tests {
             Err(io::Error::other("encoder gave up"))
         })
         .unwrap_err();
-        let msg = crate::Error::from(e).to_string();
+        let msg = crate::error::Error::from(e).to_string();
         assert!(msg.contains("keep.bin") && msg.contains("cannot write") && msg.contains("encoder gave up"), "{msg}");
         assert_eq!(std::fs::read(&p).unwrap(), b"old");
         assert_eq!(entries(&d), ["keep.bin"]);
@@ -157,7 +154,7 @@ mod tests {
         let e = write_atomic(&missing, b"x").unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("no-such-folder/m.onnx") && msg.contains("does not exist"), "{msg}");
-        assert_eq!(crate::Error::from(e).exit_code(), 2);
+        assert_eq!(crate::error::Error::from(e).exit_code(), 2);
         assert!(!missing.exists());
 
         // The target is a folder: the rename fails, the temporary file goes.
