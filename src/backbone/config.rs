@@ -118,8 +118,8 @@ impl IptConfig {
     }
 
     /// What a PETL method needs to know of this transformer.
-    pub fn host_dims(&self) -> crate::peft::HostDims {
-        crate::peft::HostDims {
+    pub fn host_dims(&self) -> crate::hooks::HostDims {
+        crate::hooks::HostDims {
             embed: self.embed_dim(),
             ffn_hidden: self.hidden_dim(),
             heads: self.num_heads,

@@ -7,8 +7,9 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use super::config::IptConfig;
-use super::layers::{apply_linear, conv, linear, Attention, Conv, FeedForward, LayerNorm, ResBlock, Upsampler};
-use crate::peft::{Attn, LayerHooks, Linear, MethodModules, NoHooks, Proj, Site};
+use super::layers::{conv, linear, Attention, Conv, FeedForward, LayerNorm, ResBlock, Upsampler};
+use crate::hooks::{Attn, LayerHooks, MethodModules, NoHooks, Proj, Site};
+use crate::linear::{apply_linear, Linear};
 
 /// Per-task head: conv3x3 3->F, then two ResBlocks of 5x5 convs.
 struct Head {

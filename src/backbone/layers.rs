@@ -3,7 +3,8 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use crate::peft::{Attn, LayerHooks, Linear, Proj, Site};
+use crate::hooks::{Attn, LayerHooks, Proj, Site};
+use crate::linear::{linear_map, lower_linear, Linear};
 
 /// PyTorch's default init bound for a layer with this fan-in.
 pub fn default_init(fan_in: usize) -> Init {
@@ -37,21 +38,6 @@ pub fn linear(vb: VarBuilder, cin: usize, cout: usize) -> Result<candle_nn::Line
     let w = vb.get_with_hints((cout, cin), "weight", init)?;
     let b = vb.get_with_hints(cout, "bias", init)?;
     Ok(candle_nn::Linear::new(w, Some(b)))
-}
-
-/// candle's Linear over the last dim of a tensor of any rank.
-pub fn apply_linear(l: &candle_nn::Linear, x: &Tensor) -> Result<Tensor> {
-    linear_map(&(l.weight().clone(), l.bias().cloned()), x)
-}
-
-/// `x @ w^T` over the last dim of a tensor of any rank; no gradient work for a frozen `w`.
-pub fn apply_linear_t(w: &Tensor, x: &Tensor) -> Result<Tensor> {
-    adaptir_ops::frozen::linear_t(x, w)
-}
-
-/// A (weight, bias) map over the last dim.
-pub fn linear_map((w, b): &Linear, x: &Tensor) -> Result<Tensor> {
-    adaptir_ops::frozen::linear(x, w, b.as_ref())
 }
 
 /// `common.ResBlock`: conv, ReLU, conv, plus the input (res_scale 1, no BatchNorm). Keys `body.0`, `body.2`.
@@ -219,19 +205,6 @@ impl LayerNorm {
 // ---- ONNX lowering (each mirrors the forward above) ----------------------------------------------------
 
 use adaptir_ops::graph::{Attr as GAttr, GraphBuilder};
-
-/// `x @ w^T + b` over the last dim: MatMul with the transposed weight as a constant, then Add.
-pub fn lower_linear(b: &mut dyn GraphBuilder, x: &str, (w, bias): &Linear, hint: &str) -> Result<String> {
-    let wt = b.constant(&format!("{hint}.weight_t"), &w.t()?.contiguous()?)?;
-    let y = b.op("MatMul", &[x, &wt], vec![])?;
-    match bias {
-        Some(bias) => {
-            let c = b.constant(&format!("{hint}.bias"), bias)?;
-            b.op("Add", &[&y, &c], vec![])
-        }
-        None => Ok(y),
-    }
-}
 
 impl Conv {
     pub fn lower(&self, b: &mut dyn GraphBuilder, x: &str, hint: &str) -> Result<String> {

@@ -6,7 +6,8 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::{Bottleneck, HostDims, LayerHooks, Method, MethodEntry, MethodModules};
+use super::{Bottleneck, Method, MethodEntry};
+use crate::hooks::{HostDims, LayerHooks, MethodModules};
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -411,7 +411,7 @@ pub struct AdaptIrMethod {
 }
 
 impl AdaptIrMethod {
-    pub fn new(config: AdaptIrMethodConfig, host: &super::HostDims) -> std::result::Result<Self, String> {
+    pub fn new(config: AdaptIrMethodConfig, host: &crate::hooks::HostDims) -> std::result::Result<Self, String> {
         let sizes = match config.hidden {
             None => AdaptIrConfig::official(host.embed, Layout::Ipt),
             Some(h) => AdaptIrConfig::with_hidden(host.embed, h, 8, Layout::Ipt),
@@ -429,7 +429,7 @@ impl AdaptIrMethod {
 /// The adapter of one layer and the side of the IPT token grid.
 struct AdaptIrHooks(AdaptIr, usize);
 
-impl super::LayerHooks for AdaptIrHooks {
+impl crate::hooks::LayerHooks for AdaptIrHooks {
     fn beside_ffn(&self, x: &Tensor, train: bool) -> Result<Option<Tensor>> {
         self.0.forward_t(x, train).map(Some)
     }
@@ -451,17 +451,17 @@ impl super::Method for AdaptIrMethod {
     fn config(&self) -> serde_json::Value {
         serde_json::to_value(self.config).unwrap_or_default()
     }
-    fn build(&self, vb: VarBuilder, host: &super::HostDims) -> Result<super::MethodModules> {
+    fn build(&self, vb: VarBuilder, host: &crate::hooks::HostDims) -> Result<crate::hooks::MethodModules> {
         let layers = host
             .layers()
             .iter()
             .map(|l| {
                 let m = AdaptIr::new(vb.pp(l.prefix()).pp("adaptir"), self.sizes)?;
                 let side = (host.tokens as f64).sqrt().round() as usize;
-                Ok(Box::new(AdaptIrHooks(m, side)) as Box<dyn super::LayerHooks>)
+                Ok(Box::new(AdaptIrHooks(m, side)) as Box<dyn crate::hooks::LayerHooks>)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(super::MethodModules { layers })
+        Ok(crate::hooks::MethodModules { layers })
     }
 }
 
@@ -578,9 +578,9 @@ impl AdaptIr {
         let last = b.constant_i64("axis_last", &[-1])?;
         let pooled = b.op("ReduceSum", &[&weighted, &last], vec![("keepdims", Attr::Int(0))])?;
         let fc = |l: &candle_nn::Linear| (l.weight().clone(), l.bias().cloned());
-        let p = crate::backbone::layers::lower_linear(b, &pooled, &fc(&self.proj.fc1), &format!("{hint}.proj.0"))?;
+        let p = crate::linear::lower_linear(b, &pooled, &fc(&self.proj.fc1), &format!("{hint}.proj.0"))?;
         let p = b.op("Gelu", &[&p], vec![])?;
-        let score = crate::backbone::layers::lower_linear(b, &p, &fc(&self.proj.fc2), &format!("{hint}.proj.2"))?;
+        let score = crate::linear::lower_linear(b, &p, &fc(&self.proj.fc2), &format!("{hint}.proj.2"))?;
 
         // Ensemble.
         let axes = b.constant_i64("axes_hw", &[2, 3])?;

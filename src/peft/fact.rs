@@ -10,7 +10,9 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::{Attn, HostDims, LayerHooks, Linear, Method, MethodEntry, MethodModules, Proj, Site, Stack};
+use super::{Method, MethodEntry};
+use crate::hooks::{Attn, HostDims, LayerHooks, MethodModules, Proj, Site, Stack};
+use crate::linear::Linear;
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -57,7 +59,7 @@ impl LayerHooks for FactHooks {
         match self.cores.iter().find(|(s, _)| *s == site) {
             Some((_, cores)) => {
                 let d = self.delta(site, cores)?;
-                output + crate::backbone::layers::apply_linear_t(&d, input)?
+                output + crate::linear::apply_linear_t(&d, input)?
             }
             None => Ok(output),
         }

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
-use super::{HostDims, Method, MethodModules};
+use super::Method;
 use crate::backbone::IptConfig;
 use crate::error::{Error, Result};
+use crate::hooks::{HostDims, MethodModules};
 use crate::params::{StateDict, Strict};
 
 pub const FORMAT: &str = "adaptir-adapter";

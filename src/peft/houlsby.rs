@@ -8,7 +8,8 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::{Attn, Bottleneck, HostDims, LayerHooks, Method, MethodEntry, MethodModules, Stack};
+use super::{Bottleneck, Method, MethodEntry};
+use crate::hooks::{Attn, HostDims, LayerHooks, MethodModules, Stack};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

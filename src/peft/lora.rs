@@ -6,8 +6,9 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::{Attn, HostDims, LayerHooks, Linear, Method, MethodEntry, MethodModules, Proj, Site, Stack};
-use crate::backbone::layers::apply_linear_t;
+use super::{Method, MethodEntry};
+use crate::hooks::{Attn, HostDims, LayerHooks, MethodModules, Proj, Site, Stack};
+use crate::linear::{apply_linear_t, Linear};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -7,7 +7,9 @@ use adaptir_ops::graph::GraphBuilder;
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use super::{HostDims, LayerHooks, Linear, Method, MethodEntry, MethodModules, Site};
+use super::{Method, MethodEntry};
+use crate::hooks::{HostDims, LayerHooks, MethodModules, Site};
+use crate::linear::Linear;
 
 pub struct Ssf;
 

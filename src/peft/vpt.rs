@@ -9,7 +9,8 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::{HostDims, LayerHooks, Method, MethodEntry, MethodModules};
+use super::{Method, MethodEntry};
+use crate::hooks::{HostDims, LayerHooks, MethodModules};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

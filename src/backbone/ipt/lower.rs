@@ -4,8 +4,8 @@ use adaptir_ops::graph::{Attr, GraphBuilder};
 use candle_core::{Result, Tensor};
 
 use super::{DecoderLayer, EncoderLayer, Ipt};
-use crate::backbone::layers::lower_linear;
-use crate::peft::{Attn, LayerHooks};
+use crate::hooks::{Attn, LayerHooks};
+use crate::linear::lower_linear;
 
 /// Prepend the layer's prompts (a constant broadcast over the batch); returns the new sequence length.
 fn lower_with_prompts(
