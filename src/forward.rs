@@ -74,8 +74,8 @@ pub fn read_input(path: &Path, name: &str, config: &IptConfig, device: &Device) 
 pub fn write_safetensors(path: &Path, tensors: &[(&str, Tensor)]) -> Result<()> {
     let map: std::collections::HashMap<String, Tensor> =
         tensors.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-    let bytes = safetensors::tensor::serialize(&map, None)
-        .map_err(|e| Error::file(path, format!("cannot serialise: {e}")))?;
+    let bytes =
+        safetensors::tensor::serialize(&map, None).map_err(|e| Error::file(path, format!("cannot serialise: {e}")))?;
     Ok(crate::fsutil::write_atomic(path, &bytes)?)
 }
 
