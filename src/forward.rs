@@ -70,15 +70,6 @@ pub fn read_input(path: &Path, name: &str, config: &IptConfig, device: &Device) 
     Ok(x.to_dtype(DType::F32)?.to_device(device)?)
 }
 
-/// Write tensors to a safetensors file atomically ([`crate::fsutil::write_atomic`]).
-pub fn write_safetensors(path: &Path, tensors: &[(&str, Tensor)]) -> Result<()> {
-    let map: std::collections::HashMap<String, Tensor> =
-        tensors.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-    let bytes =
-        safetensors::tensor::serialize(&map, None).map_err(|e| Error::file(path, format!("cannot serialise: {e}")))?;
-    Ok(crate::fsutil::write_atomic(path, &bytes)?)
-}
-
 /// What `adaptir forward` did.
 pub struct ForwardReport {
     pub input_shape: Vec<usize>,
@@ -149,7 +140,7 @@ pub fn forward_files(args: &ForwardArgs) -> Result<ForwardReport> {
         }
     };
     let y = model.forward(&x, task, false)?;
-    write_safetensors(args.output, &[("output", y.clone())])?;
+    crate::params::write_safetensors(args.output, &[("output", y.clone())])?;
     Ok(ForwardReport {
         input_shape: x.dims().to_vec(),
         output_shape: y.dims().to_vec(),

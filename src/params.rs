@@ -4,6 +4,8 @@
 //! - [`StateDict`] + [`Strict`]: tensors from a `.safetensors` or PyTorch `.pt` file; every missing,
 //!   mis-shaped or unexpected key is recorded and reported at once by [`Strict::finish`].
 //! - [`ShapeOnly`]: records names and shapes without allocating (parameter counts, key lists).
+//!
+//! And the way back: [`write_safetensors`] writes named tensors (golden files, `adaptir forward`'s output).
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -86,6 +88,15 @@ impl StateDict {
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.tensors.get(name)
     }
+}
+
+/// Write tensors to a safetensors file atomically ([`crate::fsutil::write_atomic`]).
+pub fn write_safetensors(path: &Path, tensors: &[(&str, Tensor)]) -> Result<()> {
+    let map: std::collections::HashMap<String, Tensor> =
+        tensors.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let bytes =
+        safetensors::tensor::serialize(&map, None).map_err(|e| Error::file(path, format!("cannot serialise: {e}")))?;
+    Ok(crate::fsutil::write_atomic(path, &bytes)?)
 }
 
 #[derive(Default)]

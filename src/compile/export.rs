@@ -194,7 +194,7 @@ pub fn export(args: &ExportArgs) -> Result<ExportReport> {
         Some(path) => {
             let x = golden_input(&config)?;
             let y = model.forward(&x, task, false)?;
-            crate::forward::write_safetensors(path, &[("input", x), ("output", y)])?;
+            crate::params::write_safetensors(path, &[("input", x), ("output", y)])?;
             Some(path.to_path_buf())
         }
         None => None,
