@@ -55,7 +55,7 @@ fn main() -> adaptir::Result<()> {
     let opts = RunOptions { threads: Some(threads), ..Default::default() };
     // The optimised export in memory, with its node count, and a session on it.
     let onnx = |model: &Ipt, fft: FftLowering| -> adaptir::Result<(Vec<u8>, usize)> {
-        let mut g = lower(model, 3, LowerOptions { fft, inline_functions: false })?;
+        let mut g = lower(model, 3, LowerOptions { fft, inline_functions: false, ..Default::default() })?;
         optimize(&mut g)?;
         Ok((to_bytes(&g, "bench")?, g.nodes.len()))
     };

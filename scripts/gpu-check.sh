@@ -260,6 +260,26 @@ if [ -f "$ADAPTER" ] && [ $ort_cuda_runs = 1 ] && run export-fp16 60 "$BIN" expo
   fi
 fi
 
+# 3c. The TensorRT-target export (standard ops only, no f64, checked against TensorRT's operator matrix at export),
+# fp32 and fp16, and the whole-image export, on ONNX Runtime's CUDA provider with --strict-ep (TensorRT itself
+# cannot be installed in this workplace; docs/compiler.md).
+declare -A trt_val
+for variant in fp32 fp16 whole; do
+  trt_val[$variant]="not run"
+  flags=()
+  case $variant in fp16) flags=(--fp16) ;; whole) flags=(--whole-image) ;; esac
+  if [ -f "$ADAPTER" ] && [ $ort_cuda_runs = 1 ] && run "export-trt-$variant" 60 "$BIN" export --adapter "$ADAPTER" \
+    --backbone "$T/bb.safetensors" --target tensorrt "${flags[@]}" -o "$T/trt-$variant.onnx"; then
+    if run "validate-trt-$variant" 90 "$BIN" validate "$T/trt-$variant.onnx" --backbone "$T/bb.safetensors" \
+      --adapter "$ADAPTER" --ep cuda --strict-ep; then
+      trt_val[$variant]="PASS ($(sed -n 's/.*max_abs \([0-9.e+-]*\) .*/max_abs \1/p' "$L/validate-trt-$variant.out" | head -n1))"
+    else
+      trt_val[$variant]="FAIL or n/a: $(grep -m1 -E '^error|^output' "$L/validate-trt-$variant.out" | cut -c1-200)"
+      [ $status = 2 ] || status=1
+    fi
+  fi
+done
+
 # 5. The released size, ipt-base (randomly initialised by one pre-training step on CUDA: times do not depend on
 # the weights), if the deadline leaves room: AdaptIR train step at the issue-4 benchmark's shape (batch 16, 48x48;
 # CUDA only: the CPU figure is examples/bench_train's, BENCHMARKS.md) and ORT latency of its export, CUDA vs CPU.
@@ -308,6 +328,7 @@ fi
   echo "| ORT run, exported ipt-tiny + AdaptIR, batch 2 (median ms of 50) | ${ort_ms[cuda]:-n/a} | ${ort_ms[cpu]:-n/a} | $(ratio "${ort_ms[cuda]:-x}" "${ort_ms[cpu]:-x}") |"
   echo "| ORT validate vs candle (CUDA with --strict-ep) | ${ort_val[cuda]:-n/a} | ${ort_val[cpu]:-n/a} | |"
   echo "| fp16 export of the same model on CUDA: validate (F16_REL, --strict-ep); ORT median ms of 50 | $fp16_val; $fp16_ms | | |"
+  echo "| --target tensorrt export on CUDA (--strict-ep): fp32 / fp16 / whole-image | ${trt_val[fp32]} / ${trt_val[fp16]} / ${trt_val[whole]} | | |"
   echo "| ipt-base AdaptIR train step, batch 16, 48x48 (ms; (8-2)-step difference) | ${base_ms[train]:-n/a} | see BENCHMARKS.md (bench_train) | |"
   echo "| ipt-base ORT validate vs candle (CUDA with --strict-ep) | ${base_ms[val]:-n/a} | | |"
   echo "| ORT run, exported ipt-base + AdaptIR, batch 2, 48x48 (median ms of 20) | ${base_ms[cuda]:-n/a} | ${base_ms[cpu]:-n/a} | $(ratio "${base_ms[cuda]:-x}" "${base_ms[cpu]:-x}") |"

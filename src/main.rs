@@ -36,9 +36,24 @@ enum Command {
         /// FFT lowering: `matmul` (constant DFT bases, every execution provider) or `dft` (the ONNX DFT op).
         #[arg(long, default_value = "matmul")]
         fft: String,
-        /// Flatten the ai.adaptir functions into plain nodes.
+        /// Who the file is for: `portable` (standard ops only, no f64: ONNX Runtime, OpenVINO, tract, TensorRT),
+        /// `ort` (ai.adaptir functions, f64 spectral products: ONNX Runtime), `tensorrt` (portable, checked
+        /// against TensorRT's operator support matrix).
+        #[arg(long, default_value = "portable")]
+        target: String,
+        /// Flatten the ai.adaptir functions into plain nodes (with --target ort; the portable targets always do).
         #[arg(long)]
         inline_functions: bool,
+        /// Precision of the spectral products, overriding the target's: `f32` or `f64`.
+        #[arg(long)]
+        spectral: Option<String>,
+        /// A graph that takes one image of any size, (1, 3, H, W) in [0, 1], and does restore's overlapped
+        /// tiling and blending inside (output (1, 3, sH, sW)).
+        #[arg(long)]
+        whole_image: bool,
+        /// With --whole-image: the most tiles one image may have (the graph runs them as one batch).
+        #[arg(long, default_value_t = adaptir::compile::whole_image::DEFAULT_MAX_TILES)]
+        max_tiles: usize,
         /// Half-precision weights and compute (f32 input and output).
         #[arg(long)]
         fp16: bool,
@@ -375,7 +390,11 @@ fn run(cli: Cli, out: &mut String) -> adaptir::Result<()> {
             task,
             output,
             fft,
+            target,
             inline_functions,
+            spectral,
+            whole_image,
+            max_tiles,
             fp16,
             no_passes,
             opset,
@@ -402,7 +421,10 @@ fn run(cli: Cli, out: &mut String) -> adaptir::Result<()> {
                 task: task.as_deref(),
                 output: output.as_deref(),
                 fft,
+                target: target.parse().map_err(adaptir::Error::invalid)?,
                 inline_functions,
+                spectral: spectral.as_deref().map(adaptir::compile::target::parse_spectral).transpose().map_err(adaptir::Error::invalid)?,
+                whole_image: whole_image.then_some(adaptir::restore::Tiling { batch: max_tiles, ..Default::default() }),
                 fp16,
                 no_passes,
                 golden: golden.as_deref(),
@@ -422,6 +444,10 @@ fn run(cli: Cli, out: &mut String) -> adaptir::Result<()> {
                 r.passes.iter().filter(|(_, n)| *n > 0).map(|(k, n)| format!("{k} x{n}")).collect();
             if !applied.is_empty() {
                 outln!(out, "passes: {}", applied.join(", "));
+            }
+            if let Some(t) = &r.tensorrt {
+                outln!(out, "target tensorrt: every op, type and checkable restriction within {}", adaptir::compile::tensorrt::MATRIX);
+                let _ = t;
             }
             if let Some(g) = r.golden {
                 outln!(out, "golden input/output: {}", g.display());

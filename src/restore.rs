@@ -44,7 +44,7 @@ fn origins(len: usize, tile: usize, stride: usize) -> Vec<usize> {
 }
 
 /// Blending weight at offset `u` of `n` output pixels with a ramp of `r` pixels.
-fn ramp(u: usize, n: usize, r: usize) -> f32 {
+pub fn ramp(u: usize, n: usize, r: usize) -> f32 {
     let d = (u.min(n - 1 - u) as f32 + 0.5) / r.max(1) as f32;
     d.clamp(1e-3, 1.0)
 }

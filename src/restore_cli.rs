@@ -21,7 +21,7 @@ use image::{DynamicImage, ImageReader, Limits};
 
 use crate::backbone::config::task_index;
 use crate::backbone::Ipt;
-use crate::compile::lower::{lower, LowerOptions};
+use crate::compile::lower::lower;
 use crate::data::io::{probe_image, LoadOptions};
 use crate::data::Image;
 use crate::error::{Error, Result};
@@ -252,9 +252,7 @@ impl Restorer {
             (Engine::Candle, _) => None,
             (_, Some(file)) => Some(read_export(file, args.adapter)?),
             (_, None) => {
-                // tract does not expand model-local functions: it gets them inlined.
-                let opts = LowerOptions { fft: FftLowering::MatMul, inline_functions: args.engine == Engine::Tract };
-                let mut g = lower(&model, task, opts)?;
+                let mut g = lower(&model, task, crate::compile::target::Target::default().lower_options(FftLowering::MatMul))?;
                 crate::compile::passes::optimize(&mut g)?;
                 g.name = args.adapter.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
                 Some(crate::compile::onnx::to_bytes(&g, env!("CARGO_PKG_VERSION"))?)

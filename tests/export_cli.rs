@@ -4,6 +4,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use adaptir::compile::ir::{Attr, ElemType};
 use adaptir::runtime::{RunOptions, Session};
 use adaptir::tolerance::{F16_REL, F32_REASSOCIATION_REL};
 use candle_core::Device;
@@ -43,14 +44,20 @@ fn check_against_golden(onnx: &Path, golden: &Path, rel: f64) -> f64 {
 #[test]
 fn export_runs_in_onnx_runtime_and_matches_the_candle_model() {
     let (w, _, a) = files();
-    let variants: &[(&str, &[&str], f64)] = &[
-        ("default", &[], F32_REASSOCIATION_REL),
-        ("dft", &["--fft", "dft"], F32_REASSOCIATION_REL),
-        ("inline", &["--inline-functions"], F32_REASSOCIATION_REL),
-        ("nopasses", &["--no-passes"], F32_REASSOCIATION_REL),
-        ("fp16", &["--fp16"], F16_REL),
+    // (name, flags, tolerance, keeps the ai.adaptir functions): the default (portable) target inlines them and
+    // holds no f64; `--target ort` keeps them (f64 spectral products) unless `--inline-functions`.
+    let variants: &[(&str, &[&str], f64, bool)] = &[
+        ("default", &[], F32_REASSOCIATION_REL, false),
+        ("dft", &["--fft", "dft"], F32_REASSOCIATION_REL, false),
+        ("ort", &["--target", "ort"], F32_REASSOCIATION_REL, true),
+        ("ort-dft", &["--target", "ort", "--fft", "dft"], F32_REASSOCIATION_REL, true),
+        ("ort-inline", &["--target", "ort", "--inline-functions"], F32_REASSOCIATION_REL, false),
+        ("tensorrt", &["--target", "tensorrt"], F32_REASSOCIATION_REL, false),
+        ("nopasses", &["--no-passes"], F32_REASSOCIATION_REL, false),
+        ("fp16", &["--fp16"], F16_REL, false),
+        ("ort-fp16", &["--target", "ort", "--fp16"], F16_REL, true),
     ];
-    for (name, extra, rel) in variants {
+    for (name, extra, rel, functions) in variants {
         let out = dir().join(format!("derain-{name}.onnx"));
         let golden = dir().join(format!("golden-{name}.safetensors"));
         let mut args = vec!["export", "--adapter", s(&a), "--backbone", s(&w), "-o", s(&out), "--golden", s(&golden)];
@@ -70,13 +77,17 @@ fn export_runs_in_onnx_runtime_and_matches_the_candle_model() {
         let has_functions = !g.functions.is_empty();
         assert_eq!(
             has_functions,
-            *name != "inline",
+            *functions,
             "{name}: functions {:?}",
             g.functions.iter().map(|f| &f.name).collect::<Vec<_>>()
         );
+        let f64_constants = g.initializers.values().filter(|c| c.data.elem() == ElemType::F64).count();
+        let f64_casts = g.nodes.iter().filter(|n| n.op == "Cast" && n.attrs.get("to") == Some(&Attr::Int(11))).count();
+        let target = g.metadata["target"].as_str();
+        assert_eq!(target != "ort", f64_constants + f64_casts == 0, "{name}: {f64_constants} f64 constants, {f64_casts} casts");
         let all_nodes: Vec<_> = g.functions.iter().flat_map(|f| &f.nodes).chain(&g.nodes).collect();
         let dft_nodes = all_nodes.iter().filter(|n| n.op == "DFT").count();
-        assert_eq!(dft_nodes > 0, *name == "dft", "{name}: {dft_nodes} DFT nodes");
+        assert_eq!(dft_nodes > 0, name.ends_with("dft"), "{name}: {dft_nodes} DFT nodes");
         let random =
             all_nodes.iter().filter(|n| n.op.starts_with("Random") || n.op == "Bernoulli" || n.op == "Dropout").count();
         assert_eq!(random, 0, "{name}: random-number or dropout nodes");

@@ -9,6 +9,7 @@ use adaptir::compile::lower::{lower, LowerOptions};
 use adaptir::compile::onnx::to_bytes;
 use adaptir::runtime::{RunOptions, Session};
 use adaptir::tolerance::{F32_REASSOCIATION_REL, FFT_EDGES_PORTABLE_ABS, MODEL_PARITY_ABS};
+use adaptir_ops::graph::SpectralPrecision::F64;
 use adaptir_ops::graph::{FftLowering, GraphBuilder};
 use candle_core::{DType, Device, IndexOp, Tensor};
 use common::*;
@@ -20,9 +21,9 @@ fn run(g: &adaptir::compile::ir::Graph, inputs: &[(&str, Tensor)]) -> Vec<(Strin
 }
 
 const LOWERINGS: &[LowerOptions] = &[
-    LowerOptions { fft: FftLowering::MatMul, inline_functions: false },
-    LowerOptions { fft: FftLowering::MatMul, inline_functions: true },
-    LowerOptions { fft: FftLowering::Dft, inline_functions: false },
+    LowerOptions { fft: FftLowering::MatMul, inline_functions: false, spectral: F64, whole_image: None },
+    LowerOptions { fft: FftLowering::MatMul, inline_functions: true, spectral: F64, whole_image: None },
+    LowerOptions { fft: FftLowering::Dft, inline_functions: false, spectral: F64, whole_image: None },
 ];
 
 #[test]

@@ -91,10 +91,17 @@ pub fn lower(b: &mut dyn crate::graph::GraphBuilder, y: &str, x: &str) -> Result
     Ok(outs[0].clone())
 }
 
-/// A scalar f64 constant cast to the type of `like` (so that an f64 graph keeps every digit).
+/// A scalar constant of the type of `like`: an f64 constant cast to it (so that an f64 graph keeps every digit),
+/// or, where the file may hold no f64 (the f32 spectral path: portable and TensorRT files), an f32 constant,
+/// which a precision conversion of the file (`--fp16`) converts with the model's own constants.
 fn constant_like(b: &mut dyn crate::graph::GraphBuilder, hint: &str, v: f64, like: &str) -> Result<String> {
-    let c = b.constant(hint, &Tensor::new(v, &candle_core::Device::Cpu)?)?;
-    b.op("CastLike", &[&c, like], vec![])
+    match b.spectral_precision() {
+        crate::graph::SpectralPrecision::F64 => {
+            let c = b.constant(hint, &Tensor::new(v, &candle_core::Device::Cpu)?)?;
+            b.op("CastLike", &[&c, like], vec![])
+        }
+        crate::graph::SpectralPrecision::F32 => b.constant(hint, &Tensor::new(v as f32, &candle_core::Device::Cpu)?),
+    }
 }
 
 /// Emit `atan(a)` for `a >= 0` (or NaN) from `Greater`, `Where` and arithmetic: ONNX Runtime's CUDA

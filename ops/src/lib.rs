@@ -35,5 +35,8 @@ pub use atan2::atan2;
 pub use dft::{irfft2, rfft2};
 pub use polar::polar;
 
-/// The ops this crate provides, by the name the ONNX custom domain `ai.adaptir` will use for them.
-pub const OPS: &[&str] = &["Rfft2", "Irfft2", "Atan2", "Amplitude", "Polar"];
+/// The model-local functions of the ONNX custom domain `ai.adaptir` that the lowerings here define (`--target ort`
+/// keeps them; the portable target inlines their bodies under a scope of the same name, which is how
+/// `runtime::profile` attributes kernel time to them). `amplitude` lowers to plain ops (`Sqrt` of a sum of
+/// squares), so it is not a function.
+pub const OPS: &[&str] = &["Rfft2", "Rfft2Dft", "Irfft2", "Atan2", "Polar"];

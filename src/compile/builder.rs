@@ -3,7 +3,7 @@
 //! first use (or inlines their bodies when asked to flatten them).
 use std::collections::{BTreeMap, HashMap};
 
-use adaptir_ops::graph::{Attr as OpAttr, FftLowering, FunctionBody, GraphBuilder};
+use adaptir_ops::graph::{Attr as OpAttr, FftLowering, FunctionBody, GraphBuilder, SpectralPrecision};
 use candle_core::{DType, Result, Tensor};
 
 use super::ir::{Attr, Constant, Data, Function, Graph, Node, CUSTOM_DOMAIN};
@@ -29,12 +29,18 @@ pub struct Builder {
     scope: Vec<String>,
     fft: FftLowering,
     inline_functions: bool,
+    spectral: SpectralPrecision,
     /// (dims, bytes) of each initialiser -> its name, to share equal constants.
     constants: HashMap<(Vec<usize>, u8, Vec<u8>), String>,
 }
 
 impl Builder {
     pub fn new(name: &str, fft: FftLowering, inline_functions: bool) -> Self {
+        Self::with_spectral(name, fft, inline_functions, SpectralPrecision::F64)
+    }
+
+    /// A builder whose spectral ops compute in `spectral`.
+    pub fn with_spectral(name: &str, fft: FftLowering, inline_functions: bool, spectral: SpectralPrecision) -> Self {
         Self {
             graph: Graph { name: name.into(), ..Default::default() },
             main: Frame::new(false),
@@ -42,6 +48,7 @@ impl Builder {
             scope: vec![],
             fft,
             inline_functions,
+            spectral,
             constants: HashMap::new(),
         }
     }
@@ -79,6 +86,13 @@ fn to_constant(t: &Tensor) -> Result<Constant> {
         other => candle_core::bail!("cannot export a constant of dtype {other:?}"),
     };
     Ok(Constant { dims, data })
+}
+
+/// Constants are shared when dims, this class and bytes agree: the element type, and apart for the constants
+/// that keep their precision in a converted file (`KEEP_PRECISION_PREFIX`).
+pub fn dedup_class(name: &str, c: &Constant) -> u8 {
+    let keep = name.starts_with(adaptir_ops::graph::KEEP_PRECISION_PREFIX);
+    c.data.elem().onnx_code() as u8 + if keep { 128 } else { 0 }
 }
 
 fn convert(a: OpAttr) -> Attr {
@@ -124,7 +138,7 @@ impl GraphBuilder for Builder {
             }
             return Ok(out[0].clone());
         }
-        let key = (c.dims.clone(), c.data.elem().onnx_code() as u8, c.data.raw_bytes());
+        let key = (c.dims.clone(), dedup_class(hint, &c), c.data.raw_bytes());
         if let Some(name) = self.constants.get(&key) {
             return Ok(name.clone());
         }
@@ -191,5 +205,9 @@ impl GraphBuilder for Builder {
 
     fn fft_lowering(&self) -> FftLowering {
         self.fft
+    }
+
+    fn spectral_precision(&self) -> SpectralPrecision {
+        self.spectral
     }
 }

@@ -4,13 +4,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use adaptir_ops::graph::FftLowering;
+use adaptir_ops::graph::{FftLowering, SpectralPrecision, KEEP_PRECISION_PREFIX};
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 
 use super::ir::{Data, ElemType, Graph, Node};
 use super::lower::{lower, LowerOptions};
 use super::passes::optimize;
+use super::target::Target;
 use crate::backbone::config::task_index;
 use crate::backbone::{Ipt, IptConfig};
 use crate::error::{Error, Result};
@@ -31,7 +32,14 @@ pub struct ExportArgs<'a> {
     pub task: Option<&'a str>,
     pub output: Option<&'a Path>,
     pub fft: FftLowering,
+    /// Who the file is for (`--target`): sets the defaults of the two options below.
+    pub target: Target,
+    /// Flatten the `ai.adaptir` functions (the portable targets always do).
     pub inline_functions: bool,
+    /// Override the target's spectral precision.
+    pub spectral: Option<SpectralPrecision>,
+    /// Take one image of any size (tiling and blending in the graph) instead of a patch batch.
+    pub whole_image: Option<crate::restore::Tiling>,
     pub fp16: bool,
     /// Skip the folding passes (for debugging; the result computes the same).
     pub no_passes: bool,
@@ -40,6 +48,9 @@ pub struct ExportArgs<'a> {
 
 pub struct ExportReport {
     pub output: PathBuf,
+    pub target: Target,
+    /// `--target tensorrt`: the file against TensorRT's operator support matrix (passed, or the export failed).
+    pub tensorrt: Option<super::tensorrt::TensorRtReport>,
     pub op_counts: BTreeMap<String, usize>,
     pub bytes: usize,
     pub sha256: String,
@@ -82,9 +93,14 @@ fn golden_input(config: &IptConfig) -> Result<Tensor> {
 }
 
 /// Convert the graph to half precision: f32 initialisers become f16, the input is cast after it and the output
-/// before it (the model keeps an f32 interface); the FFT functions compute in f64 whatever their inputs.
+/// before it (the model keeps an f32 interface); the spectral products compute in their own precision (f64, or
+/// f32 with constants named `KEEP_PRECISION_PREFIX`...) whatever their inputs.
 fn to_fp16(g: &mut Graph) {
-    for c in g.initializers.values_mut() {
+    let (input, output) = (g.inputs[0].name.clone(), g.outputs[0].name.clone());
+    for (name, c) in g.initializers.iter_mut() {
+        if name.starts_with(KEEP_PRECISION_PREFIX) {
+            continue;
+        }
         if let Data::F32(v) = &c.data {
             c.data = Data::F16(v.iter().map(|x| half::f16::from_f32(*x).to_bits()).collect());
         }
@@ -97,16 +113,37 @@ fn to_fp16(g: &mut Graph) {
         outputs: vec![output.into()],
         attrs: [("to".to_string(), super::ir::Attr::Int(to.onnx_code() as i64))].into_iter().collect(),
     };
+    let (input_f16, output_f16) = (format!("{input}.f16"), format!("{output}.f16"));
     for n in g.nodes.iter_mut() {
-        for i in n.inputs.iter_mut().filter(|i| *i == "input") {
-            *i = "input.f16".into();
+        for i in n.inputs.iter_mut().filter(|i| **i == input) {
+            *i = input_f16.clone();
         }
-        for o in n.outputs.iter_mut().filter(|o| *o == "output") {
-            *o = "output.f16".into();
+        for o in n.outputs.iter_mut().filter(|o| **o == output) {
+            *o = output_f16.clone();
         }
     }
-    g.nodes.insert(0, cast("input/Cast_f16", "input", "input.f16", ElemType::F16));
-    g.nodes.push(cast("output/Cast_f32", "output.f16", "output", ElemType::F32));
+    g.nodes.insert(0, cast(&format!("{input}/Cast_f16"), &input, &input_f16, ElemType::F16));
+    g.nodes.push(cast(&format!("{output}/Cast_f32"), &output_f16, &output, ElemType::F32));
+}
+
+/// The seeded image of a whole-image golden file and its restoration by the candle model (`restore`'s
+/// tiling): (1, 3, H, W) and (1, 3, s H, s W).
+pub fn whole_image_golden(model: &Ipt, task: usize, tiling: crate::restore::Tiling) -> Result<(Tensor, Tensor)> {
+    let (h, w) = WHOLE_IMAGE_GOLDEN_SIZE;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(20261204);
+    let img = crate::data::Image::new(w, h, 3, (0..w * h * 3).map(|_| rng.random::<f32>()).collect())?;
+    let out = crate::restore::restore(model, task, &img, tiling, &Device::Cpu)?;
+    Ok((image_to_nchw(&img)?, image_to_nchw(&out)?))
+}
+
+/// Size (H, W) of the image in a whole-image golden file: odd, not a multiple of the tile stride, more than one
+/// tile each way.
+pub const WHOLE_IMAGE_GOLDEN_SIZE: (usize, usize) = (45, 71);
+
+/// An interleaved RGB image as a (1, 3, H, W) tensor.
+pub fn image_to_nchw(img: &crate::data::Image) -> Result<Tensor> {
+    let t = Tensor::from_vec(img.data.clone(), (img.height, img.width, img.channels), &Device::Cpu)?;
+    Ok(t.permute((2, 0, 1))?.unsqueeze(0)?.contiguous()?)
 }
 
 pub fn export(args: &ExportArgs) -> Result<ExportReport> {
@@ -165,11 +202,39 @@ pub fn export(args: &ExportArgs) -> Result<ExportReport> {
     strict.finish()?;
     let model = model.map_err(|e| Error::file(&backbone, e.to_string()))?;
 
-    let mut graph = lower(&model, task, LowerOptions { fft: args.fft, inline_functions: args.inline_functions })?;
+    let mut opts: LowerOptions = args.target.lower_options(args.fft);
+    opts.inline_functions |= args.inline_functions;
+    if let Some(sp) = args.spectral {
+        opts.spectral = sp;
+    }
+    if let Some(tiling) = args.whole_image {
+        let p = config.patch_size;
+        let wi = super::whole_image::WholeImage { p, scale: config.scales[task], tiling };
+        wi.check().map_err(Error::invalid)?;
+        opts.whole_image = Some(tiling);
+    }
+    let mut graph = lower(&model, task, opts)?;
     let passes = if args.no_passes { vec![] } else { optimize(&mut graph)? };
     if args.fp16 {
         to_fp16(&mut graph);
     }
+    let tensorrt = match args.target {
+        Target::TensorRt => {
+            let r = super::tensorrt::check(&graph);
+            if !r.passed() {
+                return Err(Error::file(
+                    &output,
+                    format!(
+                        "--target tensorrt: the graph is outside {}; not written:\n  {}",
+                        super::tensorrt::MATRIX,
+                        r.violations.join("\n  ")
+                    ),
+                ));
+            }
+            Some(r)
+        }
+        _ => None,
+    };
     let backbone_name = adapter.as_ref().map(|a| a.meta.backbone.clone()).unwrap_or_else(|| {
         backbone.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     });
@@ -183,6 +248,13 @@ pub fn export(args: &ExportArgs) -> Result<ExportReport> {
     md.insert("backbone_sha256".into(), sha256_file(&backbone)?);
     md.insert("backbone_config".into(), serde_json::to_string(&config).unwrap_or_default());
     md.insert("fft".into(), format!("{:?}", args.fft).to_lowercase());
+    md.insert("target".into(), args.target.as_str().into());
+    md.insert("spectral_precision".into(), format!("{:?}", opts.spectral).to_lowercase());
+    if let Some(t) = args.whole_image {
+        md.insert("whole_image".into(), "1".into());
+        md.insert("tile_overlap".into(), t.overlap.to_string());
+        md.insert("whole_image_max_tiles".into(), t.batch.to_string());
+    }
     md.insert("precision".into(), if args.fp16 { "fp16" } else { "fp32" }.into());
     if let (Some(a), Some(path)) = (&adapter, args.adapter) {
         md.insert("adapter".into(), path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
@@ -192,8 +264,14 @@ pub fn export(args: &ExportArgs) -> Result<ExportReport> {
 
     let golden = match args.golden {
         Some(path) => {
-            let x = golden_input(&config)?;
-            let y = model.forward(&x, task, false)?;
+            let (x, y) = match args.whole_image {
+                None => {
+                    let x = golden_input(&config)?;
+                    let y = model.forward(&x, task, false)?;
+                    (x, y)
+                }
+                Some(tiling) => whole_image_golden(&model, task, tiling)?,
+            };
             crate::params::write_safetensors(path, &[("input", x), ("output", y)])?;
             Some(path.to_path_buf())
         }
@@ -201,6 +279,8 @@ pub fn export(args: &ExportArgs) -> Result<ExportReport> {
     };
     let bytes = std::fs::metadata(&output).map(|m| m.len() as usize).unwrap_or(0);
     Ok(ExportReport {
+        target: args.target,
+        tensorrt,
         sha256: sha256_file(&output)?,
         output,
         op_counts: graph.op_counts(),

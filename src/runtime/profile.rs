@@ -1,6 +1,7 @@
 //! ONNX Runtime's per-node profile (`RunOptions::profile`, `adaptir ort-latency --profile PREFIX`), summed per
 //! part of an exported model: the backbone, the adapter's own nodes (named `.../adaptir/...` by the compiler)
-//! and each `ai.adaptir` function (ONNX Runtime inlines them as `_inlfunc_NAME_...`). The first run is left
+//! and each `ai.adaptir` function (ONNX Runtime inlines them as `_inlfunc_NAME_...`; the portable export has them
+//! inlined already, under the scope `.../adaptir/NAME/...`). The first run is left
 //! out (warm-up: allocations, kernel selection).
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -42,8 +43,12 @@ pub fn summarize(file: &Path) -> Result<(Vec<Part>, usize)> {
     for e in events.iter().filter(|e| field(e, "cat") == "Node" && num(e, "ts") > first_end) {
         let name = field(e, "name");
         let Some(node) = name.strip_suffix("_kernel_time") else { continue };
+        // Inlined by the compiler (portable target): `<layer>/adaptir/Rfft2/MatMul`.
+        let inlined = adaptir_ops::OPS.iter().find(|f| node.contains(&format!("/adaptir/{f}/")));
         let part = if let Some(rest) = node.strip_prefix("_inlfunc_") {
             format!("function {}", rest.split('_').next().unwrap_or(""))
+        } else if let Some(f) = inlined {
+            format!("function {f}")
         } else if node.contains("/adaptir/") {
             "adapter nodes".into()
         } else {

@@ -264,6 +264,9 @@ fn candle_reference(g: &Graph, args: &ValidateArgs) -> Result<Reference> {
     let device = Device::Cpu;
     let model = build_model(&backbone, &config, adapter.as_ref(), &device)?;
 
+    if g.metadata.get("whole_image").is_some_and(|v| v == "1") {
+        return whole_image_reference(g, model_path, &model, task, backbone, adapter);
+    }
     // Seeded inputs in [0, 1), shaped as the model's inputs (a symbolic batch gets INPUT_BATCH).
     if g.inputs.len() != 1 {
         return Err(Error::file(
@@ -292,6 +295,34 @@ fn candle_reference(g: &Graph, args: &ValidateArgs) -> Result<Reference> {
     );
     let f64_model = F64Model { backbone, config, adapter, task };
     Ok((vec![(vi.name.clone(), x)], vec![(out_name, y)], what, Some(f64_model)))
+}
+
+/// A whole-image file (`export --whole-image`): a seeded image of `WHOLE_IMAGE_GOLDEN_SIZE` and its restoration
+/// by the candle model with `restore`'s tiling (the overlap the file records). No peer check: the reference is
+/// the tiled restoration, not one forward.
+fn whole_image_reference(
+    g: &Graph,
+    model_path: &Path,
+    model: &Ipt,
+    task: usize,
+    backbone: PathBuf,
+    adapter: Option<AdapterFile>,
+) -> Result<Reference> {
+    let overlap: usize = meta(g, model_path, "tile_overlap")?.parse().map_err(|_| {
+        Error::file(model_path, format!("metadata `tile_overlap` is `{}`, expected an integer", g.metadata["tile_overlap"]))
+    })?;
+    let tiling = crate::restore::Tiling { overlap, ..Default::default() };
+    let (x, y) = crate::compile::export::whole_image_golden(model, task, tiling)?;
+    let name = g.inputs.first().map(|i| i.name.clone()).unwrap_or_else(|| "image".into());
+    let out_name = g.outputs.first().map(|o| o.name.clone()).unwrap_or_else(|| "output".into());
+    let what = format!(
+        "candle `restore` (overlap {overlap}) of a seeded {}x{} image (backbone {}, {})",
+        x.dim(3)?,
+        x.dim(2)?,
+        backbone.display(),
+        adapter.as_ref().map(|a| format!("adapter {}", a.path.display())).unwrap_or_else(|| "no adapter".into())
+    );
+    Ok((vec![(name, x)], vec![(out_name, y)], what, None))
 }
 
 /// Inputs and reference outputs from a golden file: one tensor per graph input and per graph output, by name.

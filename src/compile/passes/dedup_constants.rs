@@ -13,10 +13,11 @@ impl Pass for DedupConstants {
     }
 
     fn run(&self, g: &mut Graph) -> candle_core::Result<bool> {
-        let mut first: HashMap<(Vec<usize>, i32, Vec<u8>), String> = HashMap::new();
+        let mut first: HashMap<(Vec<usize>, u8, Vec<u8>), String> = HashMap::new();
         let mut renames = vec![];
         for (name, c) in &g.initializers {
-            let key = (c.dims.clone(), c.data.elem().onnx_code(), c.data.raw_bytes());
+            // Constants that keep their precision in an fp16 file are never merged with the model's own.
+            let key = (c.dims.clone(), crate::compile::builder::dedup_class(name, c), c.data.raw_bytes());
             match first.get(&key) {
                 Some(keep) => renames.push((name.clone(), keep.clone())),
                 None => {
