@@ -54,6 +54,9 @@ enum Command {
         /// With --whole-image: the most tiles one image may have (the graph runs them as one batch).
         #[arg(long, default_value_t = adaptir::compile::whole_image::DEFAULT_MAX_TILES)]
         max_tiles: usize,
+        /// With --whole-image: pixels shared by neighbouring tiles (even, at most half a tile), as `restore --overlap`.
+        #[arg(long, default_value_t = adaptir::restore::CLI_OVERLAP)]
+        overlap: usize,
         /// Half-precision weights and compute (f32 input and output).
         #[arg(long)]
         fp16: bool,
@@ -117,7 +120,7 @@ enum Command {
         #[arg(long, default_value_t = 48)]
         tile: usize,
         /// Pixels shared by neighbouring tiles (even).
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = adaptir::restore::CLI_OVERLAP)]
         overlap: usize,
         /// Tiles per model call.
         #[arg(long, default_value_t = 16)]
@@ -395,6 +398,7 @@ fn run(cli: Cli, out: &mut String) -> adaptir::Result<()> {
             spectral,
             whole_image,
             max_tiles,
+            overlap,
             fp16,
             no_passes,
             opset,
@@ -424,7 +428,7 @@ fn run(cli: Cli, out: &mut String) -> adaptir::Result<()> {
                 target: target.parse().map_err(adaptir::Error::invalid)?,
                 inline_functions,
                 spectral: spectral.as_deref().map(adaptir::compile::target::parse_spectral).transpose().map_err(adaptir::Error::invalid)?,
-                whole_image: whole_image.then_some(adaptir::restore::Tiling { batch: max_tiles, ..Default::default() }),
+                whole_image: whole_image.then_some(adaptir::restore::Tiling { batch: max_tiles, overlap }),
                 fp16,
                 no_passes,
                 golden: golden.as_deref(),

@@ -9,6 +9,9 @@ use crate::backbone::Ipt;
 use crate::data::Image;
 use crate::error::{Error, Result};
 
+/// The overlap `adaptir restore` and `adaptir export --whole-image` use unless told otherwise.
+pub const CLI_OVERLAP: usize = 8;
+
 /// Tiling settings.
 #[derive(Clone, Copy, Debug)]
 pub struct Tiling {

@@ -21,7 +21,9 @@ use image::{DynamicImage, ImageReader, Limits};
 
 use crate::backbone::config::task_index;
 use crate::backbone::Ipt;
+use crate::compile::export::image_to_nchw;
 use crate::compile::lower::lower;
+use crate::compile::whole_image::WholeImage;
 use crate::data::io::{probe_image, LoadOptions};
 use crate::data::Image;
 use crate::error::{Error, Result};
@@ -143,6 +145,30 @@ pub struct Restorer {
     pub engine: Engine,
     session: Option<Session>,
     tract: Option<TractBatches>,
+    /// Set when the given `--onnx` file is a whole-image export: the tiling is in the graph.
+    whole_image: Option<WholeImageFile>,
+}
+
+/// What `restore` needs to know of a whole-image export (`export --whole-image`): its tiling and tile bound, and
+/// its bytes for tract (whose optimised model is fixed to one image size).
+struct WholeImageFile {
+    overlap: usize,
+    max_tiles: usize,
+    bytes: Vec<u8>,
+    name: PathBuf,
+}
+
+/// `(overlap, max tiles)` of a whole-image export, from its metadata; `None` for a patch export.
+fn whole_image_meta(g: &crate::compile::ir::Graph, file: &Path) -> Result<Option<(usize, usize)>> {
+    if g.metadata.get("whole_image").map(String::as_str) != Some("1") {
+        return Ok(None);
+    }
+    let num = |key: &str| -> Result<usize> {
+        g.metadata.get(key).and_then(|v| v.parse().ok()).ok_or_else(|| {
+            Error::file(file, format!("a whole-image export without an integer `{key}` in its metadata"))
+        })
+    };
+    Ok(Some((num("tile_overlap")?, num("whole_image_max_tiles")?)))
 }
 
 /// tract fixes input shapes when it optimises a model: one optimised model per batch size met (the full batch
@@ -173,9 +199,11 @@ impl TractBatches {
     }
 }
 
-/// Read an exported file for `adapter`, refusing an export of another adapter (by sha256).
-fn read_export(file: &Path, adapter: &Path) -> Result<Vec<u8>> {
+/// Read an exported file for `adapter`, refusing an export of another adapter (by sha256); with its whole-image
+/// tiling, if it is one.
+fn read_export(file: &Path, adapter: &Path) -> Result<(Vec<u8>, Option<(usize, usize)>)> {
     let g = crate::compile::onnx::read(file)?;
+    let whole = whole_image_meta(&g, file)?;
     let sha = sha256_file(adapter)?;
     match g.metadata.get("adapter_sha256") {
         Some(s) if *s == sha => {}
@@ -190,7 +218,8 @@ fn read_export(file: &Path, adapter: &Path) -> Result<Vec<u8>> {
             ))
         }
     }
-    std::fs::read(file).map_err(|e| Error::file(file, format!("cannot read: {e}")))
+    let bytes = std::fs::read(file).map_err(|e| Error::file(file, format!("cannot read: {e}")))?;
+    Ok((bytes, whole))
 }
 
 pub struct RestorerArgs<'a> {
@@ -248,9 +277,14 @@ impl Restorer {
             Some(file) => file.to_path_buf(),
             None => PathBuf::from(format!("{}.onnx", args.adapter.file_stem().unwrap_or_default().to_string_lossy())),
         };
+        let mut whole = None;
         let bytes = match (args.engine, args.onnx) {
             (Engine::Candle, _) => None,
-            (_, Some(file)) => Some(read_export(file, args.adapter)?),
+            (_, Some(file)) => {
+                let (bytes, w) = read_export(file, args.adapter)?;
+                whole = w;
+                Some(bytes)
+            }
             (_, None) => {
                 let mut g = lower(&model, task, crate::compile::target::Target::default().lower_options(FftLowering::MatMul))?;
                 crate::compile::passes::optimize(&mut g)?;
@@ -259,6 +293,12 @@ impl Restorer {
             }
         };
         let (mut session, mut tract) = (None, None);
+        let whole_image = match (whole, &bytes) {
+            (Some((overlap, max_tiles)), Some(b)) => {
+                Some(WholeImageFile { overlap, max_tiles, bytes: b.clone(), name: name.clone() })
+            }
+            _ => None,
+        };
         match (args.engine, bytes) {
             (Engine::Onnx, Some(bytes)) => session = Some(Session::from_memory(&bytes, &name, &args.run)?),
             (Engine::Tract, Some(bytes)) => {
@@ -269,7 +309,10 @@ impl Restorer {
             }
             _ => {}
         }
-        Ok(Restorer { model, task, task_name, scale, engine: args.engine, session, tract })
+        if whole_image.is_some() {
+            tract = None; // tract gets one model per image size (below)
+        }
+        Ok(Restorer { model, task, task_name, scale, engine: args.engine, session, tract, whole_image })
     }
 
     /// The model's tile side (its patch size).
@@ -280,6 +323,9 @@ impl Restorer {
     /// Restore an RGB image: the f32 result before quantisation, `scale` times larger. `progress` is called with
     /// the number of tiles done after each batch.
     pub fn restore(&mut self, img: &Image, tiling: Tiling, progress: &mut dyn FnMut(usize)) -> Result<Image> {
+        if self.whole_image.is_some() {
+            return self.restore_whole(img, tiling, progress);
+        }
         let (p, s, task) = (self.tile(), self.scale, self.task);
         let model = &self.model;
         let (session, tract) = (&mut self.session, &mut self.tract);
@@ -301,6 +347,62 @@ impl Restorer {
             Ok(y)
         };
         restore_with(p, s, img, tiling, &Device::Cpu, &mut f)
+    }
+}
+
+impl Restorer {
+    /// A whole-image export: the image goes in whole, tiling and blending happen in the graph. Its tiles are
+    /// counted first and refused beyond the file's bound (the graph runs them as one batch).
+    fn restore_whole(&mut self, img: &Image, tiling: Tiling, progress: &mut dyn FnMut(usize)) -> Result<Image> {
+        let (p, s) = (self.tile(), self.scale);
+        let Some(w) = &self.whole_image else { return Err(Error::invalid("not a whole-image export")) };
+        if img.channels != 3 || img.width == 0 || img.height == 0 {
+            return Err(Error::invalid(format!(
+                "restore: expected a non-empty RGB image, found {}x{}x{}",
+                img.width, img.height, img.channels
+            )));
+        }
+        if tiling.overlap != w.overlap {
+            return Err(Error::file(
+                &w.name,
+                format!(
+                    "--overlap {}: this whole-image export tiles with overlap {} inside its graph; pass --overlap {}",
+                    tiling.overlap, w.overlap, w.overlap
+                ),
+            ));
+        }
+        let wi = WholeImage { p, scale: s, tiling: Tiling { overlap: w.overlap, batch: w.max_tiles } };
+        let tiles = wi.tiles_along(img.width) * wi.tiles_along(img.height);
+        if tiles > w.max_tiles {
+            return Err(Error::file(
+                &w.name,
+                format!(
+                    "the image is {}x{}: {tiles} tiles, but this whole-image export takes at most {} (it runs them \
+                     as one batch); export with a larger `--max-tiles`, or restore with a patch export",
+                    img.width, img.height, w.max_tiles
+                ),
+            ));
+        }
+        let x = image_to_nchw(img)?;
+        let mut out = match (self.session.as_mut(), self.engine) {
+            (Some(sess), _) => sess.run(&[("image", x)])?,
+            (None, Engine::Tract) => {
+                let shapes = [("image".to_string(), x.dims().to_vec())];
+                TractModel::from_memory(&w.bytes, &w.name, &shapes, None)?.run(&[("image", x)])?
+            }
+            _ => return Err(Error::invalid("a whole-image export runs with --engine onnx or --engine tract")),
+        };
+        if out.is_empty() {
+            return Err(Error::file(&w.name, "the runtime returned no output"));
+        }
+        let y = out.swap_remove(0).1;
+        let (oh, ow) = (img.height * s, img.width * s);
+        if y.dims() != [1, 3, oh, ow] {
+            return Err(Error::file(&w.name, format!("output {:?}, expected [1, 3, {oh}, {ow}]", y.dims())));
+        }
+        progress(tiles);
+        let data: Vec<f32> = y.squeeze(0)?.permute((1, 2, 0))?.flatten_all()?.to_vec1()?;
+        Ok(Image::new(ow, oh, 3, data)?)
     }
 }
 
