@@ -33,8 +33,8 @@ fn session(model: &Ipt, task: usize, opts: LowerOptions, run: &RunOptions) -> ad
     Session::from_memory(&to_bytes(&g, "bench")?, Path::new("bench.onnx"), run)
 }
 
-/// Median of the per-pair ratios b / a and the medians of a and b, from `pairs` interleaved pairs.
-fn pairs(n: usize, a: &mut dyn FnMut() -> adaptir::Result<()>, b: &mut dyn FnMut() -> adaptir::Result<()>) -> adaptir::Result<(f64, f64, f64)> {
+/// Median (with quartiles) of the per-pair ratios b / a and the medians of a and b, from `pairs` interleaved pairs.
+fn pairs(n: usize, a: &mut dyn FnMut() -> adaptir::Result<()>, b: &mut dyn FnMut() -> adaptir::Result<()>) -> adaptir::Result<(Ratio, f64, f64)> {
     let time = |f: &mut dyn FnMut() -> adaptir::Result<()>| -> adaptir::Result<f64> {
         let t = Instant::now();
         f()?;
@@ -53,7 +53,22 @@ fn pairs(n: usize, a: &mut dyn FnMut() -> adaptir::Result<()>, b: &mut dyn FnMut
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    Ok((med(&mut r), med(&mut ta), med(&mut tb)))
+    let m = med(&mut r);
+    let ratio = Ratio { q1: r[r.len() / 4], median: m, q3: r[3 * r.len() / 4] };
+    Ok((ratio, med(&mut ta), med(&mut tb)))
+}
+
+/// A ratio's median and quartiles over the pairs.
+struct Ratio {
+    q1: f64,
+    median: f64,
+    q3: f64,
+}
+
+impl std::fmt::Display for Ratio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.3} (quartiles {:.3} - {:.3})", self.median, self.q1, self.q3)
+    }
 }
 
 fn main() -> adaptir::Result<()> {
@@ -86,7 +101,7 @@ fn main() -> adaptir::Result<()> {
     let mut s32 = session(&base, 3, inlined(SpectralPrecision::F32), &run)?;
     let x = Tensor::rand(0f32, 1.0, (1, 3, 48, 48), &Device::Cpu)?;
     let (r, a, b) = pairs(n, &mut || s64.run(&[("input", x.clone())]).map(|_| ()), &mut || s32.run(&[("input", x.clone())]).map(|_| ()))?;
-    println!("ipt-base + AdaptIR, batch 1: f64 spectral {:.1} ms, f32 spectral {:.1} ms, ratio f32/f64 {r:.3}", a * 1e3, b * 1e3);
+    println!("ipt-base + AdaptIR, batch 1: f64 spectral {:.1} ms, f32 spectral {:.1} ms, ratio f32/f64 {r}", a * 1e3, b * 1e3);
     drop((s64, s32, base));
 
     // 1b. ipt-tiny + the shipped derain adapter.
@@ -98,7 +113,7 @@ fn main() -> adaptir::Result<()> {
     let mut s32 = session(&tiny, task, inlined(SpectralPrecision::F32), &run)?;
     let x = Tensor::rand(0f32, 1.0, (2, 3, 48, 48), &Device::Cpu)?;
     let (r, a, b) = pairs(n * 5, &mut || s64.run(&[("input", x.clone())]).map(|_| ()), &mut || s32.run(&[("input", x.clone())]).map(|_| ()))?;
-    println!("ipt-tiny + derain, batch 2: f64 spectral {:.2} ms, f32 spectral {:.2} ms, ratio f32/f64 {r:.3}", a * 1e3, b * 1e3);
+    println!("ipt-tiny + derain, batch 2: f64 spectral {:.2} ms, f32 spectral {:.2} ms, ratio f32/f64 {r}", a * 1e3, b * 1e3);
 
     // 2. Whole-image graph vs restore's tiling in Rust over the patch export (both the portable target).
     let portable = Target::Portable.lower_options(FftLowering::MatMul);
@@ -117,7 +132,7 @@ fn main() -> adaptir::Result<()> {
         &mut || whole.run(&[("image", nchw.clone())]).map(|_| ()),
     )?;
     println!(
-        "ipt-tiny + derain, {size}x{size} image: restore --engine onnx {:.1} ms, whole-image graph {:.1} ms, ratio whole/restore {r:.3}",
+        "ipt-tiny + derain, {size}x{size} image: restore --engine onnx {:.1} ms, whole-image graph {:.1} ms, ratio whole/restore {r}",
         a * 1e3,
         b * 1e3
     );
