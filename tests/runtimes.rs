@@ -81,12 +81,14 @@ fn runtime_names_parse_and_all_is_the_three() {
 fn shipped_adapters_default_export_passes_in_every_runtime() {
     let d = dir().join("shipped");
     std::fs::create_dir_all(&d).unwrap();
-    for adapter in shipped_adapters() {
-        let m = d.join(format!("{}.onnx", adapter.file_stem().unwrap().to_string_lossy()));
-        export(&adapter, &m, &[]);
+    // The default (patch-batch) export and the whole-image export of every shipped adapter.
+    for (adapter, extra) in shipped_adapters().into_iter().flat_map(|a| [(a.clone(), None), (a, Some("--whole-image"))]) {
+        let tag = if extra.is_some() { "-whole" } else { "" };
+        let m = d.join(format!("{}{tag}.onnx", adapter.file_stem().unwrap().to_string_lossy()));
+        export(&adapter, &m, extra.as_slice());
         let (code, text, err) =
             adaptir_cli(&["validate", s(&m), "--runtime", "all", "--threads", "1", "--latency-runs", "1", "--json"]);
-        assert_eq!(code, 0, "{}: {text}\n{err}", adapter.display());
+        assert_eq!(code, 0, "{}{tag}: {text}\n{err}", adapter.display());
         let v = json(&text);
         let rows = rows(&v);
         let names: Vec<&str> = rows.iter().map(|(n, _)| n.as_str()).collect();
@@ -100,7 +102,7 @@ fn shipped_adapters_default_export_passes_in_every_runtime() {
                 assert_eq!(o["within_bound"], true, "{name} needed the peer check: {o}");
             }
             eprintln!(
-                "{} {name}: max_abs {} nodes {} placement {} latency {} ms",
+                "{}{tag} {name}: max_abs {} nodes {} placement {} latency {} ms",
                 adapter.display(),
                 r["max_abs"],
                 r["nodes"],
