@@ -236,7 +236,8 @@ fn atan2_lowering_matches_the_platform_atan2() {
                 x.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap(),
             );
             // f64: Cephes' atan is within about one ulp; f32: one f32 rounding of the inputs, the ratio and the result.
-            let rel = if dtype == DType::F64 { 4.0 * f64::EPSILON } else { 4.0 * f32::EPSILON as f64 };
+            let eps = if dtype == DType::F64 { f64::EPSILON } else { f32::EPSILON as f64 };
+            let rel = adaptir::tolerance::ATAN2_EPS_UNITS * eps;
             let mut worst = 0f64;
             for i in 0..n {
                 let want = if dtype == DType::F64 { y[i].atan2(x[i]) } else { (y[i] as f32).atan2(x[i] as f32) as f64 };

@@ -98,6 +98,30 @@ fn an_fp16_export_is_held_to_the_f16_tolerance() {
     assert_eq!(v["tolerance"]["name"], "F16_REL");
     assert_eq!(v["precision"], "fp16");
     eprintln!("fp16: max_abs {} psnr {} dB", v["outputs"][0]["max_abs"], v["outputs"][0]["psnr_db"]);
+
+    // The negative case: the same fp16 file with its largest f16 weight matrix doubled (one layer converted with
+    // a wrong scale) is beyond F16_REL: exit 1. (Scaled by 1.1 it is not: that matrix feeds a residual branch.)
+    let mut graph = adaptir::compile::onnx::read(&m).unwrap();
+    let (name, c) = graph
+        .initializers
+        .iter_mut()
+        .filter(|(_, c)| matches!(c.data, Data::F16(_)))
+        .max_by_key(|(_, c)| c.data.len())
+        .unwrap();
+    let name = name.clone();
+    if let Data::F16(v) = &mut c.data {
+        for b in v.iter_mut() {
+            *b = half::f16::from_f32(half::f16::from_bits(*b).to_f32() * 2.0).to_bits();
+        }
+    }
+    let changed = dir().join("derain-fp16-changed.onnx");
+    adaptir::compile::onnx::write(&graph, &changed).unwrap();
+    let (code, text, err) = adaptir_cli(&["validate", s(&changed), "--backbone", s(&w), "--adapter", s(&a), "--json"]);
+    assert_eq!(code, 1, "`{name}` x 2 in the fp16 file: {text}\n{err}");
+    let v = json(&text);
+    assert_eq!(v["tolerance"]["name"], "F16_REL");
+    assert_eq!(v["outputs"][0]["within_bound"], false);
+    eprintln!("fp16 with `{name}` x 2: max_abs {} (bound {})", v["outputs"][0]["max_abs"], v["outputs"][0]["bound"]);
 }
 
 #[test]
@@ -171,6 +195,35 @@ fn a_deep_model_beyond_the_fixed_bound_passes_the_peer_check() {
     eprintln!(
         "ipt-base: ORT vs candle f32 {} (bound {}); vs f64: ORT {ort:.3e}, candle f32 {own:.3e}",
         out["max_abs"], out["bound"]
+    );
+
+    // A subtle bug in the same deep model: its largest weight matrix 3 % too large (a scale folded twice, a
+    // constant rounded). The output moves by a few 1e-3 (about one 8-bit level), a few times the model's own f32
+    // rounding (which varies between random initialisations, 1.7e-4 to 8.9e-4 seen): the fixed bound cannot tell
+    // it from rounding, the peer check does. Measured: 1 % was caught on a model of 1.7e-4 own error, 0.3 %
+    // was not (its effect is below f32 rounding); docs/validation.md.
+    let mut graph = adaptir::compile::onnx::read(&m).unwrap();
+    let (name, c) = graph
+        .initializers
+        .iter_mut()
+        .filter(|(_, c)| matches!(c.data, Data::F32(_)))
+        .max_by_key(|(_, c)| c.data.len())
+        .unwrap();
+    let name = name.clone();
+    let factor = 1.03f32;
+    if let Data::F32(v) = &mut c.data {
+        v.iter_mut().for_each(|x| *x *= factor);
+    }
+    let changed = d.join("base-changed.onnx");
+    adaptir::compile::onnx::write(&graph, &changed).unwrap();
+    let (code, text, err) = adaptir_cli(&["validate", s(&changed), "--backbone", s(&w), "--json"]);
+    assert_eq!(code, 1, "`{name}` x {factor}: {text}\n{err}");
+    let v = json(&text);
+    let peer = &v["outputs"][0]["peer_check"];
+    assert_eq!(peer["passed"], false, "{v}");
+    eprintln!(
+        "ipt-base with `{name}` x {factor}: ORT vs f64 {}, candle f32 vs f64 {}, ceiling {}",
+        peer["ort_vs_f64"], peer["candle_f32_vs_f64"], peer["ceiling"]
     );
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -51,6 +51,16 @@ pub struct OutputReport {
     pub peer: Option<PeerCheck>,
 }
 
+impl PeerCheck {
+    /// The verdict from the two distances to the f64 forward and the f64 output's max |value|.
+    pub fn judge(runtime_vs_f64: f64, candle_f32_vs_f64: f64, f64_max_abs: f64) -> PeerCheck {
+        use adaptir_ops::tolerance::{F32_PEER_CEILING_REL, F32_PEER_FACTOR};
+        let ceiling = F32_PEER_CEILING_REL * f64_max_abs;
+        let passed = runtime_vs_f64 <= F32_PEER_FACTOR * candle_f32_vs_f64 && runtime_vs_f64 <= ceiling;
+        PeerCheck { runtime_vs_f64, candle_f32_vs_f64, ceiling, passed }
+    }
+}
+
 impl OutputReport {
     pub fn passed(&self) -> bool {
         self.comparison.passed || self.peer.as_ref().is_some_and(|p| p.passed)
@@ -64,7 +74,9 @@ pub struct PeerCheck {
     pub runtime_vs_f64: f64,
     /// `max |candle f32 - f64|`.
     pub candle_f32_vs_f64: f64,
-    /// `runtime_vs_f64 <= F32_PEER_FACTOR * candle_f32_vs_f64` (false for NaN).
+    /// `F32_PEER_CEILING_REL * max |f64 forward|`: the most any runtime may be from the f64 forward.
+    pub ceiling: f64,
+    /// `runtime_vs_f64 <= F32_PEER_FACTOR * candle_f32_vs_f64` and `runtime_vs_f64 <= ceiling` (false for NaN).
     pub passed: bool,
 }
 
@@ -501,9 +513,8 @@ pub fn validate(args: &ValidateArgs) -> Result<ValidateReport> {
                         let diff = (a.to_dtype(DType::F64)? - exact)?.abs()?.flatten_all()?.max(0)?;
                         Ok(diff.to_scalar::<f64>()?)
                     };
-                    let (runtime_vs_f64, candle_f32_vs_f64) = (d(ours)?, d(f32_ref)?);
-                    let passed = runtime_vs_f64 <= adaptir_ops::tolerance::F32_PEER_FACTOR * candle_f32_vs_f64;
-                    o.peer = Some(PeerCheck { runtime_vs_f64, candle_f32_vs_f64, passed });
+                    let scale = exact.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()?;
+                    o.peer = Some(PeerCheck::judge(d(ours)?, d(f32_ref)?, scale));
                 }
             }
         }
@@ -553,6 +564,7 @@ fn output_json(o: &OutputReport, runtime: Runtime) -> serde_json::Value {
             "runtime_vs_f64": num(p.runtime_vs_f64),
             "candle_f32_vs_f64": num(p.candle_f32_vs_f64),
             "factor": adaptir_ops::tolerance::F32_PEER_FACTOR,
+            "ceiling": num(p.ceiling),
             "passed": p.passed,
         })),
         "passed": o.passed(),
@@ -656,12 +668,14 @@ impl ValidateReport {
                     let _ = writeln!(
                         s,
                         "  peer check against candle in f64: {} {:.3e}, candle f32 {:.3e}; {} within \
-                         F32_PEER_FACTOR ({}) x candle's own f32 error: {}",
+                         F32_PEER_FACTOR ({}) x candle's own f32 error and the ceiling {:.3e} \
+                         (F32_PEER_CEILING_REL): {}",
                         row.runtime,
                         p.runtime_vs_f64,
                         p.candle_f32_vs_f64,
                         row.runtime,
                         adaptir_ops::tolerance::F32_PEER_FACTOR,
+                        p.ceiling,
                         if p.passed { "PASS" } else { "FAIL" }
                     );
                 }
@@ -729,5 +743,24 @@ impl ValidateReport {
             s.push('\n');
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PeerCheck;
+    use adaptir_ops::tolerance::{F32_PEER_CEILING_REL, F32_PEER_FACTOR};
+
+    #[test]
+    fn the_peer_check_has_a_factor_and_a_ceiling() {
+        // Within the factor and under the ceiling: passes.
+        assert!(PeerCheck::judge(1.5e-4, 1e-4, 1.0).passed);
+        // Beyond the factor: fails.
+        assert!(!PeerCheck::judge(F32_PEER_FACTOR * 1e-4 * 1.01, 1e-4, 1.0).passed);
+        // Within the factor of a huge own error, but above the ceiling: fails.
+        let above = F32_PEER_CEILING_REL * 1.01;
+        assert!(!PeerCheck::judge(above, 10.0 * above, 1.0).passed);
+        // NaN never passes.
+        assert!(!PeerCheck::judge(f64::NAN, 1.0, 1.0).passed);
     }
 }
