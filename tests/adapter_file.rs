@@ -204,6 +204,12 @@ fn loading_onto_the_wrong_backbone_or_with_wrong_tensors_fails_clearly() {
     };
     let unknown = raw("unknown.safetensors", "method", "dora");
     expect_error(&unknown, &w, &["unknown.safetensors", "unknown method `dora`"]);
+    let backbone_format = raw("backbone-format.safetensors", "format", "adaptir-backbone");
+    expect_error(
+        &backbone_format,
+        &w,
+        &["backbone-format.safetensors", "format `adaptir-backbone` (a backbone file: pass it as --backbone)"],
+    );
     let newer = raw("newer.safetensors", "format_version", "2");
     expect_error(&newer, &w, &["newer.safetensors", "format version 2 is newer than this adaptir reads (up to 1)"]);
     let (code, _, err) = adaptir_cli(&["inspect", s(&newer)]);

@@ -89,18 +89,6 @@ pub fn is_adapter_file(path: &Path) -> Result<bool> {
     Ok(json.get("__metadata__").and_then(|m| m.get("format")).and_then(Value::as_str) == Some(FORMAT))
 }
 
-/// Where a backbone recorded by name lives: the name is its path under `models/` (`ipt-tiny/backbone.safetensors`,
-/// as `adaptir train` records it) or the name of its folder there (`ipt-tiny`). Paths are relative to the working
-/// directory; the first that exists wins, else the first candidate (for the error message).
-pub fn backbone_path(name: &str) -> PathBuf {
-    let candidates = if name.ends_with(".safetensors") {
-        vec![PathBuf::from("models").join(name), PathBuf::from(name)]
-    } else {
-        vec![PathBuf::from("models").join(name).join("backbone.safetensors")]
-    };
-    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| candidates[0].clone())
-}
-
 /// Hex sha256 of a file's bytes.
 pub fn sha256_file(path: &Path) -> Result<String> {
     use sha2::Digest;
@@ -171,8 +159,18 @@ impl AdapterFile {
         };
         match map.get("format").map(String::as_str) {
             Some(FORMAT) => {}
-            other => {
-                return Err(Error::file(path, format!("not an adapter file: format is {other:?}, expected `{FORMAT}`")))
+            Some(other) => {
+                let what = if other == "adaptir-backbone" { " (a backbone file: pass it as --backbone)" } else { "" };
+                return Err(Error::file(
+                    path,
+                    format!("not an adapter file: its metadata says format `{other}`{what}, expected `{FORMAT}`"),
+                ));
+            }
+            None => {
+                return Err(Error::file(
+                    path,
+                    format!("not an adapter file: its metadata has no `format` (expected `{FORMAT}`)"),
+                ))
             }
         }
         let version: u32 = map

@@ -22,6 +22,18 @@ pub fn decode_model(bytes: &[u8], path: &Path) -> Result<proto::ModelProto> {
     if bytes.is_empty() {
         return Err(Error::file(path, "expected an ONNX model (a protobuf ModelProto), found an empty file"));
     }
+    // Text (a JSON, a log, a Python file passed by mistake) decodes as garbage protobuf and would read as
+    // "truncated": say what it is.
+    if let Ok(text) = std::str::from_utf8(&bytes[..bytes.len().min(4096)]) {
+        let printable = text.chars().filter(|c| !c.is_control() || c.is_whitespace()).count();
+        if !text.contains('\0') && printable * 100 >= text.chars().count() * 98 {
+            let head: String = text.chars().take(40).collect();
+            return Err(Error::file(
+                path,
+                format!("not an ONNX model: expected a binary protobuf ModelProto, found a text file (starting {head:?})"),
+            ));
+        }
+    }
     let m = proto::ModelProto::decode(bytes).map_err(|e| {
         let what = e.to_string();
         if what.contains("buffer underflow") || what.contains("unexpected end") {
