@@ -156,8 +156,9 @@ fn builder(opts: &RunOptions, placements: &Placements, source: &Path) -> Result<
             #[cfg(not(feature = "cuda"))]
             {
                 return Err(Error::invalid(
-                    "--ep cuda: this adaptir was built without CUDA support; rebuild with `cargo build --release \
-                     --features cuda` and install the GPU runtime with `ADAPTIR_ORT_GPU=1 scripts/setup-ort.sh`",
+                    "--ep cuda: this adaptir was built without CUDA support; build the CUDA binary with \
+                     `scripts/build-cuda.sh` (target-cuda/release/adaptir; docs/gpu.md) and install the GPU runtime \
+                     with `ADAPTIR_ORT_GPU=1 scripts/setup-ort.sh`",
                 ));
             }
         }

@@ -20,9 +20,8 @@ use super::session::{Ep, RunOptions};
 use crate::backbone::{Ipt, IptConfig};
 use crate::compile::ir::{Dim, ElemType, Graph};
 use crate::error::{Error, Result};
-use crate::params::{StateDict, Strict};
+use crate::model::build_model;
 use crate::peft::file::{sha256_file, AdapterFile};
-use crate::peft::MethodModules;
 
 /// Seed of the inputs `validate` makes when it has no golden file.
 pub const INPUT_SEED: u64 = 0x5eed_0006;
@@ -131,32 +130,6 @@ pub struct ValidateReport {
     pub seconds: f64,
 }
 
-/// Build the candle model of `backbone` (+ `adapter`) with `config`, checked as `export` and `forward` check it.
-pub fn build_model(backbone: &Path, config: &IptConfig, adapter: Option<&AdapterFile>, device: &Device) -> Result<Ipt> {
-    build_model_in(backbone, config, adapter, DType::F32, device)
-}
-
-/// [`build_model`] computing in `dtype` (f64 for the peer check).
-pub fn build_model_in(
-    backbone: &Path,
-    config: &IptConfig,
-    adapter: Option<&AdapterFile>,
-    dtype: DType,
-    device: &Device,
-) -> Result<Ipt> {
-    let strict = Strict::new(StateDict::load(backbone)?);
-    let modules = match adapter {
-        Some(a) => {
-            a.check_backbone(backbone, config)?;
-            a.modules(dtype, device)?
-        }
-        None => MethodModules::none(&config.host_dims()),
-    };
-    let model = Ipt::new(strict.var_builder(dtype, device), config, modules);
-    strict.finish()?;
-    model.map_err(|e| Error::file(backbone, e.to_string()))
-}
-
 fn meta<'a>(g: &'a Graph, model: &Path, key: &str) -> Result<&'a str> {
     g.metadata.get(key).map(String::as_str).ok_or_else(|| {
         Error::file(
@@ -175,9 +148,10 @@ fn check_sha(path: &Path, expected: &str, what: &str, model: &Path) -> Result<()
         return Err(Error::file(
             path,
             format!(
-                "sha256 {found}, but {} was exported from a {what} with sha256 {expected}: pass the {what} it was \
+                "sha256 {found}, but {} was exported from {} {what} with sha256 {expected}: pass the {what} it was \
                  exported from (--{what} PATH)",
-                model.display()
+                model.display(),
+                if what.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
             ),
         ));
     }
@@ -203,7 +177,7 @@ struct F64Model {
 
 impl F64Model {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let model = build_model_in(&self.backbone, &self.config, self.adapter.as_ref(), DType::F64, &Device::Cpu)?;
+        let model = build_model(&self.backbone, &self.config, self.adapter.as_ref(), DType::F64, &Device::Cpu)?;
         Ok(model.forward(&x.to_dtype(DType::F64)?, self.task, false)?)
     }
 }
@@ -222,59 +196,63 @@ fn candle_reference(g: &Graph, args: &ValidateArgs) -> Result<Reference> {
     let method = meta(g, model_path, "method")?;
     let model_dir = model_path.parent().map(Path::to_path_buf).unwrap_or_default();
 
-    let default_backbone = crate::peft::file::backbone_path(name);
-    let backbone = match args.backbone {
-        Some(b) => b.to_path_buf(),
-        None => {
-            first_existing(&[default_backbone.clone(), model_dir.join("backbone.safetensors")]).ok_or_else(|| {
-                Error::file(
-                    &default_backbone,
-                    format!(
-                        "backbone `{name}` (sha256 {backbone_sha}) not found there nor beside the model: pass \
-                         --backbone PATH, or --golden G.safetensors to validate against stored outputs"
-                    ),
-                )
-            })?
-        }
-    };
-    if !backbone.is_file() {
-        return Err(Error::file(&backbone, "expected the backbone weights (.safetensors), found no such file"));
-    }
-    check_sha(&backbone, backbone_sha, "backbone", model_path)?;
-
-    let adapter = if method == "pretrain" {
+    // The adapter's path first (its folder is where the backbone is looked for first), then the backbone by
+    // `crate::model`'s rule, then each checked against the metadata's sha256.
+    let adapter_file = if method == crate::peft::PRETRAIN.name {
         None
     } else {
         let file = meta(g, model_path, "adapter")?;
         let sha = meta(g, model_path, "adapter_sha256")?;
-        let path = match args.adapter {
-            Some(a) => a.to_path_buf(),
+        let (path, looked) = match args.adapter {
+            Some(a) => (Some(a.to_path_buf()), Vec::new()),
             None => {
-                let candidates = [
-                    model_dir.join(file),
-                    PathBuf::from(format!("models/{name}/{file}")),
-                    backbone.parent().map(|p| p.join(file)).unwrap_or_default(),
-                    PathBuf::from(file),
-                ];
-                first_existing(&candidates).ok_or_else(|| {
-                    Error::file(
-                        model_path,
-                        format!(
-                            "adapter `{file}` (sha256 {sha}) not found beside the model, in models/{name}/, beside \
-                             the backbone or here: pass --adapter PATH, or --golden G.safetensors"
-                        ),
-                    )
-                })?
+                let mut candidates = vec![model_dir.join(file)];
+                candidates.extend(crate::model::models_candidates(name, file));
+                candidates.extend(args.backbone.and_then(Path::parent).map(|p| p.join(file)));
+                candidates.push(PathBuf::from(file));
+                (first_existing(&candidates), candidates)
             }
         };
-        if !path.is_file() {
-            return Err(Error::file(&path, "expected an adapter file (.safetensors), found no such file"));
+        Some((file, sha, path, looked))
+    };
+    let beside: Vec<&Path> = adapter_file
+        .as_ref()
+        .and_then(|(_, _, p, _)| p.as_deref())
+        .and_then(Path::parent)
+        .into_iter()
+        .chain([model_dir.as_path()])
+        .collect();
+    let backbone = crate::model::find_backbone(
+        args.backbone,
+        name,
+        &beside,
+        ", or --golden G.safetensors to validate against stored outputs",
+    )?;
+    check_sha(&backbone, backbone_sha, "backbone", model_path)?;
+
+    let adapter = match adapter_file {
+        None => None,
+        Some((file, sha, None, looked)) => {
+            let looked: Vec<String> = looked.iter().map(|p| p.display().to_string()).collect();
+            return Err(Error::file(
+                model_path,
+                format!(
+                    "adapter `{file}` (sha256 {sha}) not found; looked for {}: pass --adapter PATH, or --golden \
+                     G.safetensors",
+                    looked.join(", ")
+                ),
+            ));
         }
-        check_sha(&path, sha, "adapter", model_path)?;
-        Some(AdapterFile::load(&path)?)
+        Some((_, sha, Some(path), _)) => {
+            if !path.is_file() {
+                return Err(Error::file(&path, "expected an adapter file (.safetensors), found no such file"));
+            }
+            check_sha(&path, sha, "adapter", model_path)?;
+            Some(AdapterFile::load(&path)?)
+        }
     };
     let device = Device::Cpu;
-    let model = build_model(&backbone, &config, adapter.as_ref(), &device)?;
+    let model = build_model(&backbone, &config, adapter.as_ref(), DType::F32, &device)?;
 
     if g.metadata.get("whole_image").is_some_and(|v| v == "1") {
         return whole_image_reference(g, model_path, &model, task, backbone, adapter);
