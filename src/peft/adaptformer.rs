@@ -42,8 +42,8 @@ impl LayerHooks for AdaptFormerHooks {
 }
 
 impl Method for AdaptFormer {
-    fn name(&self) -> &'static str {
-        "adaptformer"
+    fn entry(&self) -> &'static super::MethodEntry {
+        &ENTRY
     }
     fn config(&self) -> serde_json::Value {
         serde_json::to_value(self.0).unwrap_or_default()
@@ -65,9 +65,9 @@ pub const ENTRY: MethodEntry = MethodEntry {
     name: "adaptformer",
     summary: "AdaptFormer: a scaled bottleneck beside every FFN (bottleneck 24, scale 0.1)",
     from_config: |c, _| {
-        let config: AdaptFormerConfig = super::parse_config("adaptformer", c)?;
+        let config: AdaptFormerConfig = super::parse_config(c)?;
         if config.bottleneck == 0 {
-            return Err("adaptformer bottleneck must be at least 1".into());
+            return Err("bottleneck must be at least 1".into());
         }
         Ok(Box::new(AdaptFormer(config)))
     },

@@ -445,8 +445,8 @@ impl crate::hooks::LayerHooks for AdaptIrHooks {
 }
 
 impl super::Method for AdaptIrMethod {
-    fn name(&self) -> &'static str {
-        "adaptir"
+    fn entry(&self) -> &'static super::MethodEntry {
+        &ENTRY
     }
     fn config(&self) -> serde_json::Value {
         serde_json::to_value(self.config).unwrap_or_default()
@@ -469,8 +469,8 @@ pub const ENTRY: super::MethodEntry = super::MethodEntry {
     name: "adaptir",
     summary: "AdaptIR: local, frequency and channel experts beside every FFN (official sizes: h = C/24)",
     from_config: |c, host| {
-        let config = super::parse_config("adaptir", c)?;
-        Ok(Box::new(AdaptIrMethod::new(config, host)?))
+        let config = super::parse_config(c)?;
+        Ok(Box::new(AdaptIrMethod::new(config, host).map_err(|m| format!("configuration: {m}"))?))
     },
 };
 

@@ -93,8 +93,8 @@ fn fact_sites(stack: Stack) -> Vec<Site> {
 }
 
 impl Method for Fact {
-    fn name(&self) -> &'static str {
-        "fact"
+    fn entry(&self) -> &'static super::MethodEntry {
+        &ENTRY
     }
     fn config(&self) -> serde_json::Value {
         serde_json::to_value(self.0).unwrap_or_default()
@@ -140,9 +140,9 @@ pub const ENTRY: MethodEntry = MethodEntry {
     name: "fact",
     summary: "FacT-TT: shared factors and per-slice cores on attention and FFN weights (rank 38)",
     from_config: |c, _| {
-        let config: FactConfig = super::parse_config("fact", c)?;
+        let config: FactConfig = super::parse_config(c)?;
         if config.rank == 0 {
-            return Err("fact rank must be at least 1".into());
+            return Err("rank must be at least 1".into());
         }
         Ok(Box::new(Fact(config)))
     },

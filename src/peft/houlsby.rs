@@ -61,8 +61,8 @@ impl LayerHooks for HoulsbyHooks {
 }
 
 impl Method for Houlsby {
-    fn name(&self) -> &'static str {
-        "adapter"
+    fn entry(&self) -> &'static super::MethodEntry {
+        &ENTRY
     }
     fn config(&self) -> serde_json::Value {
         serde_json::to_value(self.0).unwrap_or_default()
@@ -90,9 +90,9 @@ pub const ENTRY: MethodEntry = MethodEntry {
     name: "adapter",
     summary: "Houlsby adapters after the attention and the FFN of every layer (bottleneck 12)",
     from_config: |c, _| {
-        let config: HoulsbyConfig = super::parse_config("adapter", c)?;
+        let config: HoulsbyConfig = super::parse_config(c)?;
         if config.bottleneck == 0 {
-            return Err("adapter bottleneck must be at least 1".into());
+            return Err("bottleneck must be at least 1".into());
         }
         Ok(Box::new(Houlsby(config)))
     },

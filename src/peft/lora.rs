@@ -33,7 +33,7 @@ fn target(name: &str) -> std::result::Result<Proj, String> {
         "k" => Ok(Proj::K),
         "v" => Ok(Proj::V),
         "out" => Ok(Proj::Out),
-        other => Err(format!("lora target `{other}` matches no module: expected q, k, v or out")),
+        other => Err(format!("target `{other}` matches no module: expected q, k, v or out")),
     }
 }
 
@@ -86,8 +86,8 @@ impl LayerHooks for LoraHooks {
 }
 
 impl Method for Lora {
-    fn name(&self) -> &'static str {
-        "lora"
+    fn entry(&self) -> &'static super::MethodEntry {
+        &ENTRY
     }
     fn config(&self) -> serde_json::Value {
         serde_json::to_value(&self.config).unwrap_or_default()
@@ -125,12 +125,12 @@ pub const ENTRY: MethodEntry = MethodEntry {
     name: "lora",
     summary: "LoRA on the q and v projections of every attention (rank 12)",
     from_config: |c, _| {
-        let config: LoraConfig = super::parse_config("lora", c)?;
+        let config: LoraConfig = super::parse_config(c)?;
         if config.rank == 0 {
-            return Err("lora rank must be at least 1".into());
+            return Err("rank must be at least 1".into());
         }
         if config.targets.is_empty() {
-            return Err("lora needs at least one target".into());
+            return Err("needs at least one target".into());
         }
         let projs = config.targets.iter().map(|t| target(t)).collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(Box::new(Lora { config, projs }))

@@ -27,8 +27,12 @@ pub use adaptir::{AdaptIr, AdaptIrConfig, Layout};
 
 /// A PETL method with its configuration.
 pub trait Method: Send + Sync {
-    /// CLI name (`adaptir`, `lora`, ...).
-    fn name(&self) -> &'static str;
+    /// The method's entry in [`METHODS`] (`&ENTRY` of its file): its name is written there, once.
+    fn entry(&self) -> &'static MethodEntry;
+    /// CLI name (`adaptir`, `lora`, ...), from [`Method::entry`].
+    fn name(&self) -> &'static str {
+        self.entry().name
+    }
     /// The configuration, as stored in adapter files.
     fn config(&self) -> Value;
     /// Build the method's modules; `vb` is rooted at the model (tensors are named by their model path).
@@ -48,8 +52,17 @@ pub trait Method: Send + Sync {
 pub struct MethodEntry {
     pub name: &'static str,
     pub summary: &'static str,
-    /// The method from its JSON configuration; `Value::Null` gives the default configuration.
+    /// The method from its JSON configuration; `Value::Null` gives the default configuration. Its errors leave
+    /// out the method's name: call it through [`MethodEntry::build`], which puts the name in front.
     pub from_config: fn(&Value, &HostDims) -> std::result::Result<Box<dyn Method>, String>,
+}
+
+impl MethodEntry {
+    /// The method from its JSON configuration (`Value::Null`: defaults); an error starts with the method's name
+    /// (`lora rank must be at least 1`).
+    pub fn build(&self, config: &Value, host: &HostDims) -> std::result::Result<Box<dyn Method>, String> {
+        (self.from_config)(config, host).map_err(|e| format!("{} {e}", self.name))
+    }
 }
 
 /// The registry: adding a method is one file and one line here.
@@ -69,30 +82,38 @@ pub const METHODS: &[MethodEntry] = &[
 /// Look a method up by name and build it from its configuration (`Value::Null`: defaults).
 pub fn method(name: &str, config: &Value, host: &HostDims) -> std::result::Result<Box<dyn Method>, String> {
     match METHODS.iter().find(|m| m.name == name) {
-        Some(m) => (m.from_config)(config, host),
-        None => Err(format!(
-            "unknown method `{name}`: expected one of {}",
-            METHODS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
-        )),
+        Some(m) => m.build(config, host),
+        None => Err(format!("unknown method `{name}`: expected one of {}", method_names())),
     }
 }
 
+/// The names of the registered methods, `, `-separated (for help texts and messages).
+pub fn method_names() -> String {
+    METHODS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+}
+
 /// Parse a method's JSON configuration, refusing unknown fields; `null` gives the defaults.
-pub fn parse_config<T: serde::de::DeserializeOwned + Default>(
-    name: &str,
-    config: &Value,
-) -> std::result::Result<T, String> {
+pub fn parse_config<T: serde::de::DeserializeOwned + Default>(config: &Value) -> std::result::Result<T, String> {
     if config.is_null() {
         return Ok(T::default());
     }
-    serde_json::from_value(config.clone()).map_err(|e| format!("{name} configuration: {e}"))
+    serde_json::from_value(config.clone()).map_err(|e| format!("configuration: {e}"))
+}
+
+/// `from_config` of a method that takes no configuration: `null` or `{}` give `method`, anything else is refused.
+pub fn no_config(config: &Value, method: impl Method + 'static) -> std::result::Result<Box<dyn Method>, String> {
+    match config {
+        Value::Null => Ok(Box::new(method)),
+        Value::Object(m) if m.is_empty() => Ok(Box::new(method)),
+        other => Err(format!("takes no configuration, got {other}")),
+    }
 }
 
 /// Full fine-tuning: no extra modules; every backbone weight is trainable.
 struct Full;
 impl Method for Full {
-    fn name(&self) -> &'static str {
-        "full"
+    fn entry(&self) -> &'static MethodEntry {
+        &FULL
     }
     fn config(&self) -> Value {
         Value::Object(Default::default())
@@ -108,8 +129,8 @@ impl Method for Full {
 /// No adaptation: the pre-trained backbone as it is (the baseline row of the comparison).
 struct Pretrain;
 impl Method for Pretrain {
-    fn name(&self) -> &'static str {
-        "pretrain"
+    fn entry(&self) -> &'static MethodEntry {
+        &PRETRAIN
     }
     fn config(&self) -> Value {
         Value::Object(Default::default())
@@ -119,24 +140,17 @@ impl Method for Pretrain {
     }
 }
 
-fn no_config(name: &str, config: &Value) -> std::result::Result<(), String> {
-    match config {
-        Value::Null => Ok(()),
-        Value::Object(m) if m.is_empty() => Ok(()),
-        other => Err(format!("{name} takes no configuration, got {other}")),
-    }
-}
-
-const FULL: MethodEntry = MethodEntry {
+pub const FULL: MethodEntry = MethodEntry {
     name: "full",
     summary: "full fine-tuning of every backbone weight",
-    from_config: |c, _| no_config("full", c).map(|_| Box::new(Full) as Box<dyn Method>),
+    from_config: |c, _| no_config(c, Full),
 };
 
-const PRETRAIN: MethodEntry = MethodEntry {
+/// The backbone alone: `eval --method pretrain`, and what an export without adapter records as its method.
+pub const PRETRAIN: MethodEntry = MethodEntry {
     name: "pretrain",
     summary: "no adaptation (the frozen pre-trained backbone)",
-    from_config: |c, _| no_config("pretrain", c).map(|_| Box::new(Pretrain) as Box<dyn Method>),
+    from_config: |c, _| no_config(c, Pretrain),
 };
 
 /// A bottleneck `up(act(down(x)))` on the last dim, shared by the adapter-style methods.

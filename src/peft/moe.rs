@@ -54,8 +54,8 @@ impl LayerHooks for MoeHooks {
 }
 
 impl Method for Moe {
-    fn name(&self) -> &'static str {
-        "moe"
+    fn entry(&self) -> &'static super::MethodEntry {
+        &ENTRY
     }
     fn config(&self) -> serde_json::Value {
         serde_json::to_value(self.0).unwrap_or_default()
@@ -80,9 +80,9 @@ pub const ENTRY: MethodEntry = MethodEntry {
     name: "moe",
     summary: "classic MoE: identical bottleneck experts beside every FFN, summed (4 x bottleneck 6)",
     from_config: |c, _| {
-        let config: MoeConfig = super::parse_config("moe", c)?;
+        let config: MoeConfig = super::parse_config(c)?;
         if config.experts == 0 || config.bottleneck == 0 {
-            return Err("moe needs at least one expert of bottleneck at least 1".into());
+            return Err("needs at least one expert of bottleneck at least 1".into());
         }
         Ok(Box::new(Moe(config)))
     },

@@ -53,8 +53,8 @@ impl LayerHooks for SsfHooks {
 }
 
 impl Method for Ssf {
-    fn name(&self) -> &'static str {
-        "ssf"
+    fn entry(&self) -> &'static super::MethodEntry {
+        &ENTRY
     }
     fn config(&self) -> serde_json::Value {
         serde_json::Value::Object(Default::default())
@@ -87,9 +87,5 @@ impl Method for Ssf {
 pub const ENTRY: MethodEntry = MethodEntry {
     name: "ssf",
     summary: "SSF: scale and shift after every LayerNorm, attention projection and FFN linear",
-    from_config: |c, _| match c {
-        serde_json::Value::Null => Ok(Box::new(Ssf)),
-        serde_json::Value::Object(m) if m.is_empty() => Ok(Box::new(Ssf)),
-        other => Err(format!("ssf takes no configuration, got {other}")),
-    },
+    from_config: |c, _| super::no_config(c, Ssf),
 };

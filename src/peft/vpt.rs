@@ -35,8 +35,8 @@ impl LayerHooks for VptHooks {
 }
 
 impl Method for Vpt {
-    fn name(&self) -> &'static str {
-        "vpt"
+    fn entry(&self) -> &'static super::MethodEntry {
+        &ENTRY
     }
     fn config(&self) -> serde_json::Value {
         serde_json::to_value(self.0).unwrap_or_default()
@@ -64,9 +64,9 @@ pub const ENTRY: MethodEntry = MethodEntry {
     name: "vpt",
     summary: "VPT-deep: 64 prompt tokens prepended at every layer and dropped after it",
     from_config: |c, _| {
-        let config: VptConfig = super::parse_config("vpt", c)?;
+        let config: VptConfig = super::parse_config(c)?;
         if config.prompts == 0 {
-            return Err("vpt needs at least one prompt".into());
+            return Err("needs at least one prompt".into());
         }
         Ok(Box::new(Vpt(config)))
     },
