@@ -103,10 +103,11 @@ fn main() -> adaptir::Result<()> {
     let (threads, rounds) = (arg("--threads", 2), arg("--rounds", 7));
     println!("CPU, {threads} threads each, medians of {rounds} round-robin rounds (after one warm-up run each)");
     let adapter = AdapterFile::load(Path::new("models/ipt-tiny/derain.safetensors"))?;
-    let tiny = adaptir::runtime::validate::build_model(
+    let tiny = adaptir::model::build_model(
         Path::new("models/ipt-tiny/backbone.safetensors"),
         &adapter.meta.backbone_config,
         Some(&adapter),
+        DType::F32,
         &Device::Cpu,
     )?;
     let task = adaptir::backbone::config::task_index(&adapter.meta.task).unwrap_or(3);

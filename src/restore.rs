@@ -145,3 +145,19 @@ pub fn restore_with(
     }
     Ok(Image::new(w, h, 3, out)?)
 }
+
+/// Number of tiles `restore_with` cuts a `w x h` image into (the same grid: margin overlap/2, stride
+/// tile - overlap, last tile flush with the padded end); for the progress bar.
+pub fn tile_count(w: usize, h: usize, tile: usize, overlap: usize) -> usize {
+    let stride = tile.saturating_sub(overlap).max(1);
+    let axis = |n: usize| {
+        let inner = n + 2 * (overlap / 2);
+        if inner <= tile {
+            1
+        } else {
+            let padded = tile + (inner - tile).div_ceil(stride) * stride;
+            (padded - tile).div_ceil(stride) + 1
+        }
+    };
+    axis(w) * axis(h)
+}

@@ -1,12 +1,19 @@
-//! The library side of `adaptir degrade` and `adaptir metrics`.
+//! The commands `adaptir degrade` and `adaptir metrics`, called in process.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use adaptir::data::cli::degrade;
+use adaptir::commands::degrade::degrade;
+use adaptir::commands::{metrics, Report};
 use adaptir::data::load_image;
 
 fn fixture(rel: &str) -> PathBuf {
     PathBuf::from(format!("{}/fixtures/images/{rel}", env!("CARGO_MANIFEST_DIR")))
+}
+
+/// `adaptir metrics A B [--y] [--crop N] [--json]`: what it prints.
+fn metrics_cli(a: &Path, b: &Path, y: bool, crop: usize, json: bool) -> adaptir::Result<String> {
+    let args = metrics::Args { a: a.to_path_buf(), b: b.to_path_buf(), y, crop, json };
+    Ok(metrics::run(&args)?.render())
 }
 
 fn scratch(test: &str) -> PathBuf {
@@ -81,7 +88,7 @@ fn metrics_cli_on_files_and_folders() {
     }
     std::fs::copy(fixture("metrics/astronaut_noisy15.png"), b.join("astro.png")).unwrap();
     std::fs::copy(fixture("metrics/coffee_clean.png"), b.join("coffee.png")).unwrap();
-    let json = adaptir::metrics::cli(&a, &b, true, 4, true).unwrap();
+    let json = metrics_cli(&a, &b, true, 4, true).unwrap();
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     let images = v["images"].as_array().unwrap();
     assert_eq!(images.len(), 2);
@@ -91,14 +98,14 @@ fn metrics_cli_on_files_and_folders() {
     // Reference: tests/metrics.rs (scikit-image), astronaut Y crop 4.
     let p = images[0]["psnr"].as_f64().unwrap();
     assert!((p - 29.5934937923).abs() < adaptir::data::tolerances::PSNR_VS_REFERENCE_DB);
-    let text = adaptir::metrics::cli(&a.join("astro.png"), &b.join("astro.png"), false, 0, false).unwrap();
+    let text = metrics_cli(&a.join("astro.png"), &b.join("astro.png"), false, 0, false).unwrap();
     assert!(text.contains("PSNR 24.79"), "{text}");
 
     std::fs::remove_file(b.join("coffee.png")).unwrap();
-    let e = adaptir::metrics::cli(&a, &b, true, 4, true).unwrap_err().to_string();
+    let e = metrics_cli(&a, &b, true, 4, true).unwrap_err().to_string();
     assert!(e.contains("coffee.png") && e.contains("partner"), "{e}");
-    let e = adaptir::metrics::cli(&a.join("astro.png"), &a.join("coffee.png"), true, 0, true).unwrap_err().to_string();
+    let e = metrics_cli(&a.join("astro.png"), &a.join("coffee.png"), true, 0, true).unwrap_err().to_string();
     assert!(e.contains("astro.png") && e.contains("coffee.png") && e.contains("same size"), "{e}");
-    let e = adaptir::metrics::cli(&a, &a.join("astro.png"), true, 0, true).unwrap_err().to_string();
+    let e = metrics_cli(&a, &a.join("astro.png"), true, 0, true).unwrap_err().to_string();
     assert!(e.contains("two image files or two folders"), "{e}");
 }

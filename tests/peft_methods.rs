@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use adaptir::backbone::{Ipt, IptConfig};
-use adaptir::methods::table;
+use adaptir::commands::methods::table;
 use adaptir::params::{StateDict, Strict};
 use adaptir::peft::{method, Method, MethodModules};
 use adaptir::tolerance::{EXACT, F32_REASSOCIATION_REL};

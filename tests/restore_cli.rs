@@ -6,8 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use adaptir::data::Image;
-use adaptir::restore::Tiling;
-use adaptir::restore_cli::{tile_count, Engine, Restorer, RestorerArgs};
+use adaptir::restore::{tile_count, Tiling};
+use adaptir::runtime::restorer::{Engine, Restorer, RestorerArgs};
 use adaptir::runtime::{compare, RunOptions, Tolerance};
 use candle_core::{Device, Tensor};
 use common::*;

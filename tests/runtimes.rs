@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use adaptir::compile::ir::{Data, ElemType, Graph};
 use adaptir::restore::Tiling;
-use adaptir::restore_cli::{Engine, Restorer, RestorerArgs};
 use adaptir::runtime::engine::Runtime;
+use adaptir::runtime::restorer::{Engine, Restorer, RestorerArgs};
 use adaptir::runtime::{compare, RunOptions, Tolerance};
 use candle_core::{DType, Device, Tensor};
 use common::adaptir_cli;
@@ -297,7 +297,7 @@ fn restore_with_tract_equals_onnx_runtime() {
     let adapter = root.join("models/ipt-tiny/derain.safetensors");
     // 85 x 85: 9 tiles, run as batches of 4, 4 and 1 (tract optimises one model per batch size).
     let image = root.join("fixtures/images/set5/butterflyx3.png");
-    let img = adaptir::restore_cli::load(&image).unwrap().rgb;
+    let img = adaptir::commands::restore::load(&image).unwrap().rgb;
     let tiling = Tiling { overlap: 8, batch: 4 };
     let restore = |engine: Engine, onnx: Option<&Path>| {
         let args = RestorerArgs { adapter: &adapter, backbone: None, engine, onnx, run: RunOptions::default() };

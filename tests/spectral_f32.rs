@@ -26,7 +26,7 @@ fn run(g: &adaptir::compile::ir::Graph, inputs: &[(&str, Tensor)]) -> Vec<(Strin
 fn portable_export_keeps_the_official_ipt_fixture() {
     let config = adaptir::backbone::IptConfig::from_json_file(&fixture("ipt_small.json")).unwrap();
     let (model, _) =
-        adaptir::forward::load_ipt(&fixture("parity/ipt_small_adaptir/weights.safetensors"), &config, &Device::Cpu)
+        adaptir::model::load_ipt(&fixture("parity/ipt_small_adaptir/weights.safetensors"), &config, &Device::Cpu)
             .unwrap();
     let io = load("parity/ipt_small_adaptir/io.safetensors");
     for task in [2usize, 4] {

@@ -55,9 +55,14 @@ fn check_against_restore(adapter_name: &str, overlap: usize, sizes: &[(usize, us
     let a = AdapterFile::load(&adapter).unwrap();
     let config = a.meta.backbone_config.clone();
     let task = adaptir::backbone::config::task_index(&a.meta.task).unwrap();
-    let model =
-        adaptir::runtime::validate::build_model(&shipped("backbone.safetensors"), &config, Some(&a), &Device::Cpu)
-            .unwrap();
+    let model = adaptir::model::build_model(
+        &shipped("backbone.safetensors"),
+        &config,
+        Some(&a),
+        candle_core::DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
     let scale = config.scales[task];
     let mut session = Session::new(&onnx, &RunOptions { threads: Some(2), ..Default::default() }).unwrap();
     for (k, &(w, h)) in sizes.iter().enumerate() {

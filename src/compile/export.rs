@@ -15,15 +15,11 @@ use super::target::Target;
 use crate::backbone::config::task_index;
 use crate::backbone::{Ipt, IptConfig};
 use crate::error::{Error, Result};
-use crate::params::{StateDict, Strict};
 use crate::peft::file::{sha256_file, AdapterFile};
-use crate::peft::MethodModules;
-
-/// Where the shipped default backbone lives, relative to the working directory.
-pub const DEFAULT_BACKBONE: &str = "models/ipt-tiny/backbone.safetensors";
 
 pub struct ExportArgs<'a> {
     pub adapter: Option<&'a Path>,
+    /// Default: found by `crate::model`'s rule (beside the adapter, then under models/).
     pub backbone: Option<&'a Path>,
     /// Backbone config JSON; otherwise the adapter's record, the backbone file's metadata, or `config.json`
     /// beside it.
@@ -57,31 +53,6 @@ pub struct ExportReport {
     pub seconds: f64,
     pub passes: Vec<(&'static str, usize)>,
     pub golden: Option<PathBuf>,
-}
-
-/// The config of a backbone file: in its safetensors metadata (`ipt_config` or `config`) or in `config.json`
-/// beside it.
-pub fn backbone_config(backbone: &Path) -> Result<IptConfig> {
-    if let Ok(bytes) = std::fs::read(backbone) {
-        if let Ok((_, header)) = safetensors::SafeTensors::read_metadata(&bytes) {
-            // `ipt_config` is what `adaptir pretrain` writes; `config` is accepted too.
-            let md = header.metadata().as_ref();
-            if let Some(json) = md.and_then(|m| m.get("ipt_config").or_else(|| m.get("config"))) {
-                let cfg: IptConfig = serde_json::from_str(json)
-                    .map_err(|e| Error::file(backbone, format!("metadata `config` is not an IPT config: {e}")))?;
-                cfg.validate().map_err(|m| Error::file(backbone, m))?;
-                return Ok(cfg);
-            }
-        }
-    }
-    let beside = backbone.with_file_name("config.json");
-    if beside.exists() {
-        return IptConfig::from_json_file(&beside);
-    }
-    Err(Error::file(
-        backbone,
-        "no model config: expected an `ipt_config` entry in its metadata or a config.json beside it (or pass --config)",
-    ))
 }
 
 /// Seeded golden inputs (N = 2, uniform in [0, 1)).
@@ -149,23 +120,13 @@ pub fn image_to_nchw(img: &crate::data::Image) -> Result<Tensor> {
 pub fn export(args: &ExportArgs) -> Result<ExportReport> {
     let start = Instant::now();
     let adapter = args.adapter.map(AdapterFile::load).transpose()?;
-    let backbone: PathBuf = match (args.backbone, &adapter) {
-        (Some(b), _) => b.to_path_buf(),
-        (None, Some(a)) => crate::peft::file::backbone_path(&a.meta.backbone),
-        (None, None) => PathBuf::from(DEFAULT_BACKBONE),
-    };
-    if !backbone.exists() {
-        return Err(Error::file(&backbone, "backbone not found: pass --backbone PATH"));
-    }
-    let config = match (args.config, &adapter) {
-        (Some(c), _) => IptConfig::from_json_file(c)?,
-        (None, Some(a)) => a.meta.backbone_config.clone(),
-        (None, None) => backbone_config(&backbone)?,
-    };
+    // What the file is for, checked before the model is loaded.
     let task_name = match (args.task, &adapter) {
         (Some(t), _) => t.to_string(),
         (None, Some(a)) => a.meta.task.clone(),
-        (None, None) => return Err(Error::invalid("--task is required when exporting the backbone alone")),
+        (None, None) => {
+            return Err(Error::invalid("--task is required when exporting the backbone alone (without --adapter)"))
+        }
     };
     let task = match task_name.parse::<usize>() {
         Ok(i) => i,
@@ -173,12 +134,6 @@ pub fn export(args: &ExportArgs) -> Result<ExportReport> {
             Error::invalid(format!("unknown task `{task_name}`: expected a task index or one of sr2, sr3, sr4, lr4-noise30, lr4-jpeg30, derain, denoise30, realnoise, denoise50, lowlight"))
         })?,
     };
-    if task >= config.num_tasks {
-        return Err(Error::invalid(format!(
-            "task {task_name} (index {task}) has no head: the backbone has {} tasks",
-            config.num_tasks
-        )));
-    }
     let output = match (args.output, args.adapter) {
         (Some(o), _) => o.to_path_buf(),
         (None, Some(a)) => {
@@ -188,19 +143,18 @@ pub fn export(args: &ExportArgs) -> Result<ExportReport> {
         (None, None) => return Err(Error::invalid("-o OUT.onnx is required when exporting the backbone alone")),
     };
 
-    // The model, checked as `forward` checks it.
-    let device = Device::Cpu;
-    let strict = Strict::new(StateDict::load(&backbone)?);
-    let (modules, method) = match &adapter {
-        Some(a) => {
-            a.check_backbone(&backbone, &config)?;
-            (a.modules(DType::F32, &device)?, a.meta.method.clone())
-        }
-        None => (MethodModules::none(&config.host_dims()), "pretrain".to_string()),
-    };
-    let model = Ipt::new(strict.var_builder(DType::F32, &device), &config, modules);
-    strict.finish()?;
-    let model = model.map_err(|e| Error::file(&backbone, e.to_string()))?;
+    // The model (`crate::model`: the backbone found by its rule, checked against the adapter).
+    let config = args.config.map(IptConfig::from_json_file).transpose()?;
+    let loaded = crate::model::load_model_with(args.backbone, adapter, config, DType::F32, &Device::Cpu)?;
+    let method = loaded.method().to_string();
+    let crate::model::Model { ipt: model, backbone, adapter } = loaded;
+    let config = model.config.clone();
+    if task >= config.num_tasks {
+        return Err(Error::invalid(format!(
+            "task {task_name} (index {task}) has no head: the backbone has {} tasks",
+            config.num_tasks
+        )));
+    }
 
     let mut opts: LowerOptions = args.target.lower_options(args.fft);
     opts.inline_functions |= args.inline_functions;

@@ -80,16 +80,16 @@ impl From<crate::fsutil::WriteError> for DataError {
 }
 
 /// Data errors are user-input errors of the library (exit code 2): file errors keep their path.
-impl From<DataError> for crate::Error {
+impl From<DataError> for crate::error::Error {
     fn from(e: DataError) -> Self {
         let full = e.to_string();
         match e.path() {
             Some(path) => {
                 let prefix = format!("{}: ", path.display());
                 let msg = full.strip_prefix(&prefix).unwrap_or(&full).to_string();
-                crate::Error::File { path: path.to_path_buf(), msg }
+                crate::error::Error::File { path: path.to_path_buf(), msg }
             }
-            None => crate::Error::Invalid(full),
+            None => crate::error::Error::Invalid(full),
         }
     }
 }

@@ -2,7 +2,6 @@
 //!
 //! Free of candle: images are plain [`Image`] buffers (`f32` in `[0, 1]`, interleaved).
 
-pub mod cli;
 pub mod crops;
 pub mod degrade;
 pub mod error;

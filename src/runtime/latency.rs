@@ -1,6 +1,6 @@
-//! `adaptir ort-latency`: how long one ONNX Runtime run of an exported model takes on an execution provider
-//! (end to end: host input copied in, outputs copied back, as `validate` and `restore` run it). Used by
-//! scripts/gpu-check.sh for the CUDA vs CPU provider row.
+//! How long one ONNX Runtime run of an exported model takes on an execution provider
+//! (end to end: host input copied in, outputs copied back, as `validate` and `restore` run it). The command is
+//! `commands::ort_latency` (scripts/gpu-check.sh's CUDA vs CPU provider row).
 use std::path::Path;
 use std::time::Instant;
 
@@ -28,35 +28,6 @@ pub struct Latency {
 pub struct Profile {
     pub file: String,
     pub parts: Vec<super::profile::Part>,
-}
-
-impl Latency {
-    pub fn render(&self, json: bool) -> String {
-        if json {
-            return serde_json::to_string(self).unwrap_or_default();
-        }
-        let profile = match &self.profile {
-            Some(p) => format!(
-                "\nprofile {} (timings above include the profiler's cost):\n{}",
-                p.file,
-                super::profile::render(&p.parts)
-            ),
-            None => String::new(),
-        };
-        format!(
-            "{} on {}: median {:.3} ms, mean {:.3} ms, min {:.3} ms over {} runs (after {} warm-up), inputs {:?}, \
-             nodes {:?}{profile}",
-            self.model,
-            self.ep,
-            self.median_ms,
-            self.mean_ms,
-            self.min_ms,
-            self.iters,
-            self.warmup,
-            self.input_shapes,
-            self.nodes_by_ep
-        )
-    }
 }
 
 /// Time `iters` runs of `model` after `warmup` runs, with the inputs of `golden` (a safetensors file holding a

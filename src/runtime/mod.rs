@@ -2,7 +2,8 @@
 //! candle tensors ([`session`]), comparing outputs against a reference under a named tolerance ([`compare`]), and
 //! python's `onnx.checker` ([`checker`]), and per-part summaries of ONNX Runtime's profiles ([`profile`]). The other
 //! runtimes of `validate`'s matrix: tract ([`tract`], pure Rust) and OpenVINO ([`openvino`], loaded at run time),
-//! behind one interface with ONNX Runtime ([`engine`]).
+//! behind one interface with ONNX Runtime ([`engine`]). A backbone + adapter restoring images on candle, ONNX
+//! Runtime or tract: [`restorer`].
 pub mod candle_onnx;
 pub mod checker;
 pub mod compare;
@@ -11,6 +12,7 @@ pub mod latency;
 pub mod library;
 pub mod openvino;
 pub mod profile;
+pub mod restorer;
 pub mod session;
 pub mod tract;
 pub mod validate;

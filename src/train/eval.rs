@@ -5,27 +5,25 @@
 //! `adaptir degrade` does) or real pairs (`--pairs`). Metrics as the papers: Y channel with `scale` pixels
 //! cropped from each border for SR and the hybrids, Y without crop for deraining, RGB for denoising, low light
 //! and real noise.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::DType;
 use serde::Serialize;
 
-use crate::backbone::{Ipt, IptConfig};
+use crate::backbone::Ipt;
 use crate::data::degrade::imresize;
 use crate::data::pairs::{list_images, PairedFolder};
 use crate::data::seed::stem_seed;
 use crate::data::{load_image, save_png, BitDepth, Image};
 use crate::error::{Error, Result};
 use crate::metrics::{evaluate, MetricOptions};
-use crate::params::{StateDict, Strict};
 use crate::peft::file::AdapterFile;
-use crate::peft::MethodModules;
 use crate::restore::{restore, Tiling};
 
 #[derive(Clone, Debug, Default)]
 pub struct EvalArgs {
     pub adapter: Option<PathBuf>,
-    /// Backbone file; with an adapter, defaults to `backbone.safetensors` beside it.
+    /// Backbone file; with an adapter, found by `crate::model`'s rule (`backbone.safetensors` beside it first).
     pub backbone: Option<PathBuf>,
     /// `pretrain` (the backbone alone) when there is no adapter.
     pub method: Option<String>,
@@ -62,7 +60,8 @@ pub struct EvalReport {
     pub images: Vec<ImageScore>,
 }
 
-/// The model to evaluate, its head and a description.
+/// The model to evaluate (`crate::model`: the backbone found by its rule, checked against the adapter), its task
+/// and a description.
 fn load_model(a: &EvalArgs) -> Result<(Ipt, String, String)> {
     let dev = super::device();
     match (&a.adapter, &a.method) {
@@ -75,48 +74,22 @@ fn load_model(a: &EvalArgs) -> Result<(Ipt, String, String)> {
                     format!("was trained for task `{}`, --task says `{task}`", file.meta.task),
                 ));
             }
-            let bb = a.backbone.clone().unwrap_or_else(|| ad.with_file_name("backbone.safetensors"));
-            if !bb.exists() {
-                return Err(Error::file(&bb, "backbone not found: pass --backbone FILE (the adapter's backbone)"));
-            }
-            let config = file.meta.backbone_config.clone();
-            file.check_backbone(&bb, &config)?;
-            let modules = file.modules(DType::F32, &dev)?;
             let desc = format!("{} adapter {}", file.meta.method, ad.display());
-            Ok((backbone_model(&bb, &config, modules, file.method()?.trains_backbone(), Some(&file))?, task, desc))
+            let model = crate::model::load_model_with(a.backbone.as_deref(), Some(file), None, DType::F32, &dev)?;
+            Ok((model.ipt, task, desc))
         }
-        (None, Some(m)) if m == "pretrain" => {
+        (None, Some(m)) if m == crate::peft::PRETRAIN.name => {
             let bb = a.backbone.clone().ok_or_else(|| Error::invalid("--method pretrain needs --backbone FILE"))?;
             let task = a.task.clone().ok_or_else(|| Error::invalid("--method pretrain needs --task"))?;
             let config = super::backbone_config(&bb, a.preset.as_deref())?;
-            let model = backbone_model(&bb, &config, MethodModules::none(&config.host_dims()), false, None)?;
-            Ok((model, task, format!("backbone {} (no adapter)", bb.display())))
+            let model = crate::model::load_model_with(Some(&bb), None, Some(config), DType::F32, &dev)?;
+            Ok((model.ipt, task, format!("backbone {} (no adapter)", bb.display())))
         }
         (None, Some(m)) => Err(Error::invalid(format!(
             "--method {m} without --adapter: only `pretrain` (the backbone alone) needs no adapter file"
         ))),
         (None, None) => Err(Error::invalid("give --adapter FILE, or --backbone FILE --method pretrain")),
     }
-}
-
-fn backbone_model(
-    bb: &Path,
-    config: &IptConfig,
-    modules: MethodModules,
-    full: bool,
-    file: Option<&AdapterFile>,
-) -> Result<Ipt> {
-    let dev = super::device();
-    let mut sd = StateDict::load(bb)?;
-    if let (true, Some(f)) = (full, file) {
-        // Full fine-tuning: the adapter holds every weight.
-        sd.tensors = f.tensors.clone();
-    }
-    let strict = Strict::new(sd);
-    let model =
-        Ipt::new(strict.var_builder(DType::F32, &dev), config, modules).map_err(|e| Error::file(bb, e.to_string()))?;
-    strict.finish()?;
-    Ok(model)
 }
 
 /// (name, degraded input, clean target) of every evaluation image.
@@ -219,29 +192,4 @@ fn side_by_side(imgs: &[&Image]) -> Result<Image> {
         x0 += img.width;
     }
     Ok(out)
-}
-
-impl EvalReport {
-    pub fn render(&self, json: bool) -> String {
-        if json {
-            return serde_json::to_string_pretty(self).unwrap_or_default();
-        }
-        let mut s = format!("{} on {} ({}):\n", self.task, self.model, self.metric);
-        for r in &self.images {
-            s += &format!(
-                "  {:<24} {:>7.3} dB  SSIM {:.4}   ({} {:.3} dB, {:.4})\n",
-                r.name, r.psnr, r.ssim, self.baseline, r.baseline_psnr, r.baseline_ssim
-            );
-        }
-        s += &format!(
-            "mean: {:.3} dB  SSIM {:.4}   ({} {:.3} dB, {:.4}) over {} images",
-            self.psnr,
-            self.ssim,
-            self.baseline,
-            self.baseline_psnr,
-            self.baseline_ssim,
-            self.images.len()
-        );
-        s
-    }
 }

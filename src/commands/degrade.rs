@@ -1,13 +1,48 @@
-//! The library side of `adaptir degrade`. `main.rs` only parses arguments and prints.
+//! `adaptir degrade`: synthesise a degradation on clean images (`data::degrade`), one PNG per input.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::degrade::Task;
-use super::error::DataError;
-use super::io::{load_image, probe_image, save_png, BitDepth, LoadOptions};
-use super::pairs::{list_images, stem_of};
-use super::seed::stem_seed;
+use super::Report;
+use crate::data::degrade::Task;
+use crate::data::error::DataError;
+use crate::data::io::{load_image, probe_image, save_png, BitDepth, LoadOptions};
+use crate::data::pairs::{list_images, stem_of};
+use crate::data::seed::stem_seed;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// sr2, sr3, sr4, noise15, noise25, noise30, noise50, jpeg10, jpeg20, jpeg30, jpeg40, lr4-noise30,
+    /// lr4-jpeg30, rain-light, rain-heavy or lowlight.
+    #[arg(long)]
+    pub task: String,
+    /// Clean images, or folders of them.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Output folder (created if missing).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Seed of the random degradations (each file's seed also depends on its stem).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+pub struct DegradeReport {
+    pub task: String,
+    pub written: Vec<PathBuf>,
+    pub output: PathBuf,
+}
+
+pub fn run(a: &Args) -> crate::error::Result<DegradeReport> {
+    let written = degrade(&a.task, &a.inputs, &a.output, a.seed)?;
+    Ok(DegradeReport { task: a.task.clone(), written, output: a.output.clone() })
+}
+
+impl Report for DegradeReport {
+    fn render(&self) -> String {
+        format!("{}: wrote {} image(s) to {}\n", self.task, self.written.len(), self.output.display())
+    }
+}
 
 /// `adaptir degrade --task TASK IN... -o OUTDIR [--seed S]`.
 ///
@@ -17,12 +52,17 @@ use super::seed::stem_seed;
 /// checked (readable, supported format, pixel limit) before anything is written; two inputs with
 /// the same stem, or an output that would overwrite an input, are refused. Returns the written
 /// paths.
-pub fn degrade(task: &str, inputs: &[PathBuf], out_dir: &Path, seed: u64) -> crate::Result<Vec<PathBuf>> {
+pub fn degrade(task: &str, inputs: &[PathBuf], out_dir: &Path, seed: u64) -> crate::error::Result<Vec<PathBuf>> {
     Ok(degrade_files(task, inputs, out_dir, seed)?)
 }
 
 /// [`degrade`] with the data module's error type.
-pub fn degrade_files(task: &str, inputs: &[PathBuf], out_dir: &Path, seed: u64) -> super::error::Result<Vec<PathBuf>> {
+pub fn degrade_files(
+    task: &str,
+    inputs: &[PathBuf],
+    out_dir: &Path,
+    seed: u64,
+) -> crate::data::error::Result<Vec<PathBuf>> {
     let task = Task::parse(task)?;
     if inputs.is_empty() {
         return Err(DataError::invalid("inputs", "at least one image or folder", "none"));

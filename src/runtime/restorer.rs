@@ -1,5 +1,5 @@
-//! `adaptir restore`: one image of any size through backbone + adapter, tiled (`restore::restore_with`: mirror
-//! padding to the tile grid, overlapping tiles blended), on either engine:
+//! A backbone + adapter ready to restore images of any size, tiled (`restore::restore_with`: mirror padding to
+//! the tile grid, overlapping tiles blended), on one of three engines:
 //!
 //! * `candle`: the candle model (what training evaluates);
 //! * `onnx`: the same model compiled to ONNX in memory (the lowering and passes of `adaptir export`, default
@@ -7,31 +7,25 @@
 //!   Runtime on the chosen execution provider;
 //! * `tract`: the same ONNX (in memory or `--onnx`) run by tract, in process: no C++ library at all.
 //!
-//! Image policy (docs/validation.md, "Restore"): PNG 8/16-bit, JPEG, BMP, TIFF in (the `data::io` checks: format
-//! from the bytes, pixel limit); the output is a PNG of the input's bit depth (16-bit for 16-bit and float
-//! inputs), grayscale for a grayscale input (BT.601 luma of the restored RGB), with the input's alpha channel
-//! passed through unchanged (for SR tasks resized by the scale with Catmull-Rom). The file is written atomically
-//! after everything else has succeeded.
+//! A whole-image export (`export --whole-image`) takes the image whole: the tiling is in its graph. The command,
+//! with its image policy, is `commands::restore`.
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use adaptir_ops::graph::FftLowering;
-use candle_core::{Device, Tensor};
-use image::{DynamicImage, ImageReader, Limits};
+use candle_core::{DType, Device, Tensor};
 
+use super::tract::TractModel;
+use super::{RunOptions, Session};
 use crate::backbone::config::task_index;
 use crate::backbone::Ipt;
 use crate::compile::export::image_to_nchw;
 use crate::compile::lower::lower;
 use crate::compile::whole_image::WholeImage;
-use crate::data::io::{probe_image, LoadOptions};
 use crate::data::Image;
 use crate::error::{Error, Result};
+use crate::model::load_model_with;
 use crate::peft::file::{sha256_file, AdapterFile};
 use crate::restore::{restore_with, Tiling};
-use crate::runtime::tract::TractModel;
-use crate::runtime::validate::build_model;
-use crate::runtime::{RunOptions, Session};
 
 /// Which engine runs the tiles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,79 +55,6 @@ impl std::fmt::Display for Engine {
             Engine::Tract => "tract",
         })
     }
-}
-
-/// An input image with what the output must keep of it.
-#[derive(Clone, Debug)]
-pub struct LoadedImage {
-    /// RGB in [0, 1] (grayscale replicated), as the model sees it.
-    pub rgb: Image,
-    /// The alpha plane in [0, 1], row-major, if the input has one.
-    pub alpha: Option<Vec<f32>>,
-    pub gray: bool,
-    /// More than 8 bits per sample (16-bit PNG / TIFF, float TIFF): the output is 16-bit.
-    pub sixteen: bool,
-}
-
-/// Load an image for restoring (the `data::io` header and pixel-limit checks, then one decode).
-pub fn load(path: &Path) -> Result<LoadedImage> {
-    let opts = LoadOptions::default();
-    let (w, h) = probe_image(path, &opts)?;
-    let decode_err = |e: image::ImageError| Error::file(path, format!("cannot decode the image: {e}"));
-    let mut reader = ImageReader::open(path)
-        .map_err(|e| Error::file(path, format!("cannot open: {e}")))?
-        .with_guessed_format()
-        .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(w as u32);
-    limits.max_image_height = Some(h as u32);
-    limits.max_alloc = Some((w as u64 * h as u64).saturating_mul(16).max(1 << 20));
-    reader.limits(limits);
-    let img = reader.decode().map_err(decode_err)?;
-    Ok(from_dynamic(img))
-}
-
-fn from_dynamic(img: DynamicImage) -> LoadedImage {
-    use image::ColorType as C;
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let color = img.color();
-    let gray = matches!(color, C::L8 | C::La8 | C::L16 | C::La16);
-    let sixteen = !matches!(color, C::L8 | C::La8 | C::Rgb8 | C::Rgba8);
-    let has_alpha = color.has_alpha();
-    let (rgb, alpha): (Vec<f32>, Option<Vec<f32>>) = if sixteen {
-        let rgba: Vec<f32> = if matches!(color, C::Rgb32F | C::Rgba32F) {
-            img.to_rgba32f().into_raw().into_iter().map(|v| if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) }).collect()
-        } else {
-            img.to_rgba16().into_raw().into_iter().map(|v| v as f32 / 65535.0).collect()
-        };
-        split_rgba(&rgba, has_alpha)
-    } else {
-        let rgba: Vec<f32> = img.to_rgba8().into_raw().into_iter().map(|v| v as f32 / 255.0).collect();
-        split_rgba(&rgba, has_alpha)
-    };
-    LoadedImage { rgb: Image { width: w, height: h, channels: 3, data: rgb }, alpha, gray, sixteen }
-}
-
-fn split_rgba(rgba: &[f32], has_alpha: bool) -> (Vec<f32>, Option<Vec<f32>>) {
-    let rgb = rgba.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
-    let alpha = has_alpha.then(|| rgba.chunks_exact(4).map(|p| p[3]).collect());
-    (rgb, alpha)
-}
-
-/// Number of tiles `restore_with` cuts a `w x h` image into (the same grid: margin overlap/2, stride
-/// tile - overlap, last tile flush with the padded end); for the progress bar.
-pub fn tile_count(w: usize, h: usize, tile: usize, overlap: usize) -> usize {
-    let stride = tile.saturating_sub(overlap).max(1);
-    let axis = |n: usize| {
-        let inner = n + 2 * (overlap / 2);
-        if inner <= tile {
-            1
-        } else {
-            let padded = tile + (inner - tile).div_ceil(stride) * stride;
-            (padded - tile).div_ceil(stride) + 1
-        }
-    };
-    axis(w) * axis(h)
 }
 
 /// A model ready to restore images on one engine.
@@ -224,7 +145,7 @@ fn read_export(file: &Path, adapter: &Path) -> Result<(Vec<u8>, Option<(usize, u
 
 pub struct RestorerArgs<'a> {
     pub adapter: &'a Path,
-    /// Default: backbone.safetensors beside the adapter, else models/<adapter's backbone>/backbone.safetensors.
+    /// Default: found by `crate::model`'s rule (beside the adapter, then under models/).
     pub backbone: Option<&'a Path>,
     pub engine: Engine,
     /// With the onnx or tract engine: run this exported file instead of compiling in memory.
@@ -239,22 +160,6 @@ impl Restorer {
         }
         let adapter = AdapterFile::load(args.adapter)?;
         let config = adapter.meta.backbone_config.clone();
-        let beside = args.adapter.with_file_name("backbone.safetensors");
-        let default = crate::peft::file::backbone_path(&adapter.meta.backbone);
-        let backbone = match args.backbone {
-            Some(b) => b.to_path_buf(),
-            None if beside.is_file() => beside,
-            None => default,
-        };
-        if !backbone.is_file() {
-            return Err(Error::file(
-                &backbone,
-                format!(
-                    "backbone `{}` of the adapter not found (looked beside the adapter and here): pass --backbone PATH",
-                    adapter.meta.backbone
-                ),
-            ));
-        }
         let task_name = adapter.meta.task.clone();
         let task = task_index(&task_name).ok_or_else(|| {
             Error::file(args.adapter, format!("unknown task `{task_name}` in the adapter's metadata"))
@@ -262,7 +167,7 @@ impl Restorer {
         let scale = *config.scales.get(task).ok_or_else(|| {
             Error::file(args.adapter, format!("task `{task_name}` (index {task}) has no head in its backbone config"))
         })?;
-        let model = build_model(&backbone, &config, Some(&adapter), &Device::Cpu)?;
+        let model = load_model_with(args.backbone, Some(adapter), None, DType::F32, &Device::Cpu)?.ipt;
         if args.engine != Engine::Onnx && args.run.ep != crate::runtime::Ep::Cpu {
             return Err(Error::invalid(format!(
                 "--ep {}: the {} engine runs on the CPU here; use --engine onnx --ep {}",
@@ -286,7 +191,8 @@ impl Restorer {
                 Some(bytes)
             }
             (_, None) => {
-                let mut g = lower(&model, task, crate::compile::target::Target::default().lower_options(FftLowering::MatMul))?;
+                let mut g =
+                    lower(&model, task, crate::compile::target::Target::default().lower_options(FftLowering::MatMul))?;
                 crate::compile::passes::optimize(&mut g)?;
                 g.name = args.adapter.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
                 Some(crate::compile::onnx::to_bytes(&g, env!("CARGO_PKG_VERSION"))?)
@@ -404,170 +310,4 @@ impl Restorer {
         let data: Vec<f32> = y.squeeze(0)?.permute((1, 2, 0))?.flatten_all()?.to_vec1()?;
         Ok(Image::new(ow, oh, 3, data)?)
     }
-}
-
-pub struct RestoreArgs<'a> {
-    pub restorer: RestorerArgs<'a>,
-    pub input: &'a Path,
-    pub output: Option<&'a Path>,
-    pub tile: usize,
-    pub overlap: usize,
-    pub batch: usize,
-    /// Draw a progress bar on stderr (when it is a terminal).
-    pub progress: bool,
-}
-
-pub struct RestoreReport {
-    pub output: PathBuf,
-    pub engine: Engine,
-    pub task: String,
-    pub input_size: (usize, usize),
-    pub output_size: (usize, usize),
-    pub tiles: usize,
-    pub gray: bool,
-    pub alpha: bool,
-    pub sixteen: bool,
-    pub seconds: f64,
-}
-
-/// Default output: `<input folder>/<stem>_<task>.png`.
-pub fn default_output(input: &Path, task: &str) -> PathBuf {
-    let stem = input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
-    input.with_file_name(format!("{stem}_{task}.png"))
-}
-
-/// Restore one file (see the module docs). Arguments, input image and model are all checked before any output
-/// is written; the output is written atomically.
-pub fn restore_file(args: &RestoreArgs) -> Result<RestoreReport> {
-    let start = Instant::now();
-    if !args.overlap.is_multiple_of(2) {
-        return Err(Error::invalid(format!("--overlap: expected an even number of pixels, found {}", args.overlap)));
-    }
-    if args.batch == 0 {
-        return Err(Error::invalid("--batch: expected at least 1, found 0"));
-    }
-    if let Some(o) = args.output {
-        let ext = o.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
-        if ext.as_deref() != Some("png") {
-            return Err(Error::file(o, "-o: expected a .png output path (restore writes PNG, 8- or 16-bit)"));
-        }
-        if o.is_dir() {
-            return Err(Error::file(o, "-o: expected a file path, found a folder"));
-        }
-    }
-    let loaded = load(args.input)?;
-    let mut restorer = Restorer::new(&args.restorer)?;
-    if args.tile != restorer.tile() {
-        return Err(Error::invalid(format!(
-            "--tile {}: this model takes {p}x{p} tiles (its patch size); use --tile {p}",
-            args.tile,
-            p = restorer.tile()
-        )));
-    }
-    if args.overlap >= args.tile {
-        return Err(Error::invalid(format!(
-            "--overlap {}: expected fewer pixels than the tile side {}",
-            args.overlap, args.tile
-        )));
-    }
-    let output = match args.output {
-        Some(o) => o.to_path_buf(),
-        None => default_output(args.input, &restorer.task_name),
-    };
-    if let (Ok(a), Ok(b)) = (std::fs::canonicalize(&output), std::fs::canonicalize(args.input)) {
-        if a == b {
-            return Err(Error::file(&output, "-o: the output would overwrite the input image; choose another path"));
-        }
-    }
-    let (w, h) = (loaded.rgb.width, loaded.rgb.height);
-    let tiles = tile_count(w, h, args.tile, args.overlap);
-    let bar = if args.progress {
-        let b = indicatif::ProgressBar::new(tiles as u64);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} tiles, {elapsed_precise} elapsed, eta {eta}",
-        ) {
-            b.set_style(style.progress_chars("=> "));
-        }
-        b.set_prefix(format!("restore {} ({})", args.input.display(), restorer.engine));
-        Some(b)
-    } else {
-        None
-    };
-    let tiling = Tiling { overlap: args.overlap, batch: args.batch };
-    let restored = restorer.restore(&loaded.rgb, tiling, &mut |done| {
-        if let Some(b) = &bar {
-            b.set_position(done as u64);
-        }
-    });
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
-    let restored = restored?;
-    let s = restorer.scale;
-    let alpha = match &loaded.alpha {
-        Some(a) if s == 1 => Some(a.clone()),
-        Some(a) => Some(resize_plane(a, w, h, s)?),
-        None => None,
-    };
-    save(&output, &restored, alpha.as_deref(), loaded.gray, loaded.sixteen)?;
-    Ok(RestoreReport {
-        output,
-        engine: restorer.engine,
-        task: restorer.task_name.clone(),
-        input_size: (w, h),
-        output_size: (restored.width, restored.height),
-        tiles,
-        gray: loaded.gray,
-        alpha: loaded.alpha.is_some(),
-        sixteen: loaded.sixteen,
-        seconds: start.elapsed().as_secs_f64(),
-    })
-}
-
-/// An alpha plane resized by `s` with Catmull-Rom, clamped to [0, 1].
-fn resize_plane(a: &[f32], w: usize, h: usize, s: usize) -> Result<Vec<f32>> {
-    let buf: image::ImageBuffer<image::Luma<f32>, Vec<f32>> =
-        image::ImageBuffer::from_raw(w as u32, h as u32, a.to_vec())
-            .ok_or_else(|| Error::invalid("alpha plane: size mismatch"))?;
-    let out = image::imageops::resize(&buf, (w * s) as u32, (h * s) as u32, image::imageops::FilterType::CatmullRom);
-    Ok(out.into_raw().into_iter().map(|v| v.clamp(0.0, 1.0)).collect())
-}
-
-/// Write the restored image: gray (BT.601 luma) or RGB, plus alpha, 8- or 16-bit PNG, atomically.
-pub fn save(path: &Path, rgb: &Image, alpha: Option<&[f32]>, gray: bool, sixteen: bool) -> Result<()> {
-    use image::ExtendedColorType as T;
-    let n = rgb.width * rgb.height;
-    let mut samples: Vec<f32> = Vec::with_capacity(n * 4);
-    for (i, p) in rgb.data.chunks_exact(3).enumerate() {
-        if gray {
-            samples.push(0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]);
-        } else {
-            samples.extend_from_slice(p);
-        }
-        if let Some(a) = alpha {
-            samples.push(a.get(i).copied().unwrap_or(1.0));
-        }
-    }
-    let color = match (gray, alpha.is_some(), sixteen) {
-        (true, false, false) => T::L8,
-        (true, true, false) => T::La8,
-        (false, false, false) => T::Rgb8,
-        (false, true, false) => T::Rgba8,
-        (true, false, true) => T::L16,
-        (true, true, true) => T::La16,
-        (false, false, true) => T::Rgb16,
-        (false, true, true) => T::Rgba16,
-    };
-    let bytes: Vec<u8> = if sixteen {
-        samples.iter().flat_map(|&v| ((v.clamp(0.0, 1.0) * 65535.0).round() as u16).to_ne_bytes()).collect()
-    } else {
-        samples.iter().map(|&v| crate::data::image::to_u8_sample(v)).collect()
-    };
-    crate::fsutil::write_atomic_with(path, |w| {
-        use image::ImageEncoder;
-        image::codecs::png::PngEncoder::new(w)
-            .write_image(&bytes, rgb.width as u32, rgb.height as u32, color)
-            .map_err(|e| std::io::Error::other(e.to_string()))
-    })?;
-    Ok(())
 }

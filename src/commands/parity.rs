@@ -5,11 +5,12 @@
 //! Each row gives the error against the official output (`vs_torch`, under the same named tolerance as the
 //! test) and, on a device other than the CPU, against our own model run on the CPU (`vs_cpu`, under
 //! `F32_REASSOCIATION_REL` of the output's scale: another device may sum in another order).
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::{DeviceArgs, Report};
 use crate::backbone::IptConfig;
 use crate::error::{Error, Result, WithFile};
 use crate::params::{StateDict, Strict};
@@ -17,6 +18,30 @@ use crate::peft::{AdaptIr, AdaptIrConfig, Layout};
 use crate::tolerance::{
     BLOCK_PARITY_REL, EDT_BRANCH_CUT_ABS, F32_REASSOCIATION_REL, F32_REL, F64_REL, MODEL_PARITY_ABS,
 };
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// The repository's fixtures folder.
+    #[arg(long, default_value = "fixtures")]
+    pub fixtures: PathBuf,
+    /// Print JSON: {"device", "rows": [{"case", "vs_torch", "vs_cpu", "torch_bound", "cpu_bound", "tolerance",
+    /// "passed"}], "passed", "seconds"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub struct ParityOutput {
+    pub report: ParityReport,
+    pub json: bool,
+}
+
+/// Select `--device` and run every case on it.
+pub fn run(a: &Args) -> Result<ParityOutput> {
+    let dev = a.device.select()?;
+    Ok(ParityOutput { report: parity(&a.fixtures, &dev)?, json: a.json })
+}
 
 /// One case.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -39,33 +64,6 @@ pub struct ParityReport {
     pub rows: Vec<ParityRow>,
     pub passed: bool,
     pub seconds: f64,
-}
-
-impl ParityReport {
-    pub fn render(&self, json: bool) -> String {
-        if json {
-            return serde_json::to_string_pretty(self).unwrap_or_default();
-        }
-        let f = |v: Option<f64>| v.map(|v| format!("{v:.3e}")).unwrap_or_else(|| "-".into());
-        let mut s = format!(
-            "parity on {} ({:.1} s)\n{:<38} {:>10} {:>10} {:>10} {:>10}  {:<6} tolerance\n",
-            self.device, self.seconds, "case", "vs torch", "bound", "vs cpu", "bound", "result"
-        );
-        for r in &self.rows {
-            s += &format!(
-                "{:<38} {:>10} {:>10} {:>10} {:>10}  {:<6} {}\n",
-                r.case,
-                f(r.vs_torch),
-                f(r.torch_bound),
-                f(r.vs_cpu),
-                f(r.cpu_bound),
-                if r.passed { "ok" } else { "FAIL" },
-                r.tolerance
-            );
-        }
-        s += if self.passed { "parity: all cases pass\n" } else { "parity: FAILED\n" };
-        s
-    }
 }
 
 fn max_abs(t: &Tensor) -> Result<f64> {
@@ -223,8 +221,8 @@ pub fn parity(fixtures: &Path, dev: &Device) -> Result<ParityReport> {
     let weights = fixtures.join("parity/ipt_small_adaptir/weights.safetensors");
     let io_path = fixtures.join("parity/ipt_small_adaptir/io.safetensors");
     let io = load_io(&io_path)?;
-    let (model, _) = crate::forward::load_ipt(&weights, &config, dev)?;
-    let model_cpu = if on_cpu { None } else { Some(crate::forward::load_ipt(&weights, &config, &cpu)?.0) };
+    let (model, _) = crate::model::load_ipt(&weights, &config, dev)?;
+    let model_cpu = if on_cpu { None } else { Some(crate::model::load_ipt(&weights, &config, &cpu)?.0) };
     let x = get(&io, "x", &io_path)?;
     for task in [2usize, 4] {
         let want = get(&io, &format!("task{task}.y"), &io_path)?;
@@ -245,4 +243,37 @@ pub fn parity(fixtures: &Path, dev: &Device) -> Result<ParityReport> {
     crate::device::synchronize(dev)?;
     let passed = rows.iter().all(|r| r.passed);
     Ok(ParityReport { device: crate::device::describe(dev), rows, passed, seconds: start.elapsed().as_secs_f64() })
+}
+
+impl Report for ParityOutput {
+    fn render(&self) -> String {
+        let r = &self.report;
+        if self.json {
+            return serde_json::to_string_pretty(r).unwrap_or_default();
+        }
+        let f = |v: Option<f64>| v.map(|v| format!("{v:.3e}")).unwrap_or_else(|| "-".into());
+        let mut s = format!(
+            "parity on {} ({:.1} s)\n{:<38} {:>10} {:>10} {:>10} {:>10}  {:<6} tolerance\n",
+            r.device, r.seconds, "case", "vs torch", "bound", "vs cpu", "bound", "result"
+        );
+        for r in &r.rows {
+            s += &format!(
+                "{:<38} {:>10} {:>10} {:>10} {:>10}  {:<6} {}\n",
+                r.case,
+                f(r.vs_torch),
+                f(r.torch_bound),
+                f(r.vs_cpu),
+                f(r.cpu_bound),
+                if r.passed { "ok" } else { "FAIL" },
+                r.tolerance
+            );
+        }
+        s += if self.report.passed { "parity: all cases pass\n" } else { "parity: FAILED\n" };
+        s
+    }
+
+    /// 1 when a case fails.
+    fn exit_code(&self) -> u8 {
+        u8::from(!self.report.passed)
+    }
 }

@@ -1,10 +1,29 @@
 //! `adaptir inspect FILE`: what a checkpoint holds, grouped by module, with parameter counts.
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use super::{thousands, Report};
 use crate::error::Result;
 use crate::params::{is_buffer, StateDict};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A checkpoint: .safetensors (an adapter file, a backbone, any state dict) or PyTorch .pt.
+    pub file: PathBuf,
+    /// Also list every tensor with its dtype and shape.
+    #[arg(long)]
+    pub tensors: bool,
+}
+
+pub struct InspectOutput {
+    pub report: Inspection,
+    pub tensors: bool,
+}
+
+pub fn run(a: &Args) -> Result<InspectOutput> {
+    Ok(InspectOutput { report: inspect(&a.file)?, tensors: a.tensors })
+}
 
 /// One module pattern: `body.encoder.layers.*.adaptir` stands for the 12 adapters of the encoder.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -86,38 +105,26 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
     Ok(Inspection { adapter, tensors, groups, total_params: total, adapter_params })
 }
 
-/// Thousands separators, as the papers print parameter counts.
-pub fn thousands(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-impl Inspection {
-    pub fn render(&self, list_tensors: bool) -> String {
+impl Report for InspectOutput {
+    fn render(&self) -> String {
+        let (r, list_tensors) = (&self.report, self.tensors);
         let mut s = String::new();
-        if let Some(a) = &self.adapter {
+        if let Some(a) = &r.adapter {
             let _ = writeln!(s, "adapter file (format {} v{})", crate::peft::file::FORMAT, crate::peft::file::VERSION);
             let _ = writeln!(s, "  method:     {} {}", a.method, a.method_config);
             let _ = writeln!(s, "  task:       {}", a.task);
             let _ = writeln!(s, "  backbone:   {} (sha256 {})", a.backbone, a.backbone_sha256);
-            let _ = writeln!(s, "  parameters: {}", thousands(self.total_params));
+            let _ = writeln!(s, "  parameters: {}", thousands(r.total_params));
             let _ = writeln!(s, "  training:   {}\n", a.training);
         }
         if list_tensors {
-            for (name, shape, dtype) in &self.tensors {
+            for (name, shape, dtype) in &r.tensors {
                 let _ = writeln!(s, "{name:<64} {dtype:<5} {shape:?}");
             }
             s.push('\n');
         }
         let _ = writeln!(s, "{:<52} {:>5} {:>14} {:>8}", "module", "count", "parameters", "buffers");
-        for g in &self.groups {
+        for g in &r.groups {
             let _ = writeln!(
                 s,
                 "{:<52} {:>5} {:>14} {:>8}",
@@ -127,15 +134,15 @@ impl Inspection {
                 thousands(g.buffers)
             );
         }
-        let _ = writeln!(s, "\n{} tensors", self.tensors.len());
-        let _ = writeln!(s, "parameters: {}", thousands(self.total_params));
-        if self.adapter_params > 0 {
+        let _ = writeln!(s, "\n{} tensors", r.tensors.len());
+        let _ = writeln!(s, "parameters: {}", thousands(r.total_params));
+        if r.adapter_params > 0 {
             let _ = writeln!(
                 s,
                 "  AdaptIR: {} ({:.2}%), backbone: {}",
-                thousands(self.adapter_params),
-                100.0 * self.adapter_params as f64 / self.total_params as f64,
-                thousands(self.total_params - self.adapter_params)
+                thousands(r.adapter_params),
+                100.0 * r.adapter_params as f64 / r.total_params as f64,
+                thousands(r.total_params - r.adapter_params)
             );
         }
         s

@@ -1,0 +1,107 @@
+//! The subcommands of the `adaptir` binary, one file each: its clap arguments (`Args`), a `run` that checks them
+//! and calls the library, and a report that renders what the command prints ([`Report`]). `main.rs` only parses
+//! and dispatches. Nothing below this layer imports it.
+//!
+//! Adding a command: a file here with `Args`, `run` and its report, one line below, and one variant in
+//! `main.rs`'s `Command` (its doc comment is the command's help).
+pub mod degrade;
+pub mod eval;
+pub mod export;
+pub mod forward;
+pub mod inspect;
+pub mod methods;
+pub mod metrics;
+pub mod ort_latency;
+pub mod parity;
+pub mod pretrain;
+pub mod restore;
+pub mod train;
+pub mod validate;
+
+use crate::error::Result;
+use crate::runtime::RunOptions;
+
+/// What a command hands back to `main`: everything it prints on standard output (written once, at the end) and
+/// its exit code.
+pub trait Report {
+    /// The whole output: text, or JSON where the command was given `--json`.
+    fn render(&self) -> String;
+    /// 0; 1 for a command that ran but found a failure to report (`validate`, `parity`).
+    fn exit_code(&self) -> u8 {
+        0
+    }
+}
+
+/// `--device`: where candle computes (`forward`, `parity`, `train`, `eval`, `pretrain`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DeviceArgs {
+    /// Where candle computes: cpu, cuda or cuda:N (cuda needs the CUDA build, scripts/build-cuda.sh).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl DeviceArgs {
+    /// Select the device for the process (`crate::device`) and return it.
+    pub fn select(&self) -> Result<candle_core::Device> {
+        crate::device::select(&self.device)
+    }
+}
+
+/// How an ONNX file is run (`validate`, `restore`, `ort-latency`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct RuntimeArgs {
+    /// ONNX Runtime's execution provider: cpu or cuda (cuda needs the CUDA build, scripts/build-cuda.sh, and the
+    /// onnxruntime-gpu library).
+    #[arg(long, default_value = "cpu")]
+    pub ep: String,
+    /// No CPU fallback: every node must run on --ep.
+    #[arg(long)]
+    pub strict_ep: bool,
+    /// Threads: ONNX Runtime's intra-op threads, tract's matrix-product pool, OpenVINO's INFERENCE_NUM_THREADS.
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl RuntimeArgs {
+    /// The library's options (`--ep` checked), with ONNX Runtime's profile file prefix where asked.
+    pub fn options(&self, profile: Option<std::path::PathBuf>) -> Result<RunOptions> {
+        Ok(RunOptions { ep: self.ep.parse()?, strict_ep: self.strict_ep, threads: self.threads, profile })
+    }
+}
+
+/// What `train` and `pretrain` share: the seed, checkpoints and interruption, the device.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TrainRunArgs {
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Continue from the checkpoint beside --out (bit-identical to an uninterrupted run).
+    #[arg(long)]
+    pub resume: bool,
+    /// Steps between checkpoints.
+    #[arg(long, default_value_t = 50)]
+    pub checkpoint_every: usize,
+    /// Stop after this many steps (checkpointed), as an interruption would.
+    #[arg(long)]
+    pub stop_after: Option<usize>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// Thousands separators, as the papers print parameter counts.
+pub fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `line` plus `\n`: reports are built line by line.
+fn line(s: &mut String, l: impl AsRef<str>) {
+    s.push_str(l.as_ref());
+    s.push('\n');
+}

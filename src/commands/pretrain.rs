@@ -1,0 +1,101 @@
+//! `adaptir pretrain`: an IPT backbone from scratch on clean photos, all tasks (`train::pretrain`); or, with
+//! `--export-checkpoint`, the backbone of an unfinished run.
+use std::path::PathBuf;
+
+use super::{Report, TrainRunArgs};
+use crate::error::{Error, Result};
+use crate::train::pretrain::{backbone_from_checkpoint, pretrain, PretrainArgs, PretrainReport};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Backbone size preset (ipt-tiny is the shipped default).
+    #[arg(long, default_value = "ipt-tiny")]
+    pub preset: String,
+    /// Folder of clean training photos.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Training steps.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 2e-4)]
+    pub lr: f64,
+    /// Output backbone (.safetensors); the checkpoint is X.ckpt.safetensors beside it.
+    #[arg(long, default_value = "backbone.safetensors")]
+    pub out: PathBuf,
+    /// Steps between held-out evaluations.
+    #[arg(long, default_value_t = 100)]
+    pub eval_every: usize,
+    /// Instead of training: write the backbone of the checkpoint beside --out (an unfinished run) to --out.
+    #[arg(long)]
+    pub export_checkpoint: bool,
+    #[command(flatten)]
+    pub run: TrainRunArgs,
+}
+
+pub enum PretrainOutput {
+    Trained {
+        report: PretrainReport,
+        steps: usize,
+        out: PathBuf,
+    },
+    /// `--export-checkpoint`: the checkpoint read, its step, the backbone written.
+    Exported {
+        checkpoint: PathBuf,
+        step: usize,
+        out: PathBuf,
+    },
+}
+
+pub fn run(a: &Args) -> Result<PretrainOutput> {
+    a.run.device.select()?;
+    if a.export_checkpoint {
+        let checkpoint = crate::train::checkpoint_path(&a.out);
+        let step = backbone_from_checkpoint(&checkpoint, &a.out)?;
+        return Ok(PretrainOutput::Exported { checkpoint, step, out: a.out.clone() });
+    }
+    let (Some(data), Some(steps)) = (a.data.clone(), a.steps) else {
+        return Err(Error::invalid("pretrain needs --data DIR and --steps N"));
+    };
+    let report = pretrain(&PretrainArgs {
+        preset: a.preset.clone(),
+        data,
+        steps,
+        batch: a.batch,
+        lr: a.lr,
+        seed: a.run.seed,
+        out: a.out.clone(),
+        resume: a.run.resume,
+        checkpoint_every: a.run.checkpoint_every,
+        eval_every: a.eval_every,
+        stop_after: a.run.stop_after,
+        quiet: false,
+    })?;
+    Ok(PretrainOutput::Trained { report, steps, out: a.out.clone() })
+}
+
+impl Report for PretrainOutput {
+    fn render(&self) -> String {
+        match self {
+            PretrainOutput::Exported { checkpoint, step, out } => {
+                format!("wrote the backbone of {} (step {step}) to {}\n", checkpoint.display(), out.display())
+            }
+            PretrainOutput::Trained { report: r, steps, out } => {
+                let mut s = format!(
+                    "{} {} steps of {steps} in {:.1} s ({} parameters), held-out PSNR {}; checkpoint {}\n",
+                    if r.finished { "finished:" } else { "stopped:" },
+                    r.steps,
+                    r.seconds,
+                    r.params,
+                    r.final_psnr.map(|p| format!("{p:.2} dB")).unwrap_or_else(|| "-".into()),
+                    r.checkpoint.display()
+                );
+                if r.finished {
+                    s += &format!("wrote {}\n", out.display());
+                }
+                s
+            }
+        }
+    }
+}
