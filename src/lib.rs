@@ -23,7 +23,6 @@ pub mod compile;
 pub mod data;
 pub mod device;
 pub mod error;
-pub mod forward;
 pub mod fsutil;
 pub mod hooks;
 pub mod linear;

@@ -30,7 +30,7 @@ const LOWERINGS: &[LowerOptions] = &[
 fn official_ipt_adaptir_through_onnx_runtime() {
     let config = adaptir::backbone::IptConfig::from_json_file(&fixture("ipt_small.json")).unwrap();
     let (model, _) =
-        adaptir::forward::load_ipt(&fixture("parity/ipt_small_adaptir/weights.safetensors"), &config, &Device::Cpu)
+        adaptir::model::load_ipt(&fixture("parity/ipt_small_adaptir/weights.safetensors"), &config, &Device::Cpu)
             .unwrap();
     let io = load("parity/ipt_small_adaptir/io.safetensors");
     for opts in LOWERINGS {

@@ -2,7 +2,7 @@
 mod common;
 
 use adaptir::backbone::IptConfig;
-use adaptir::forward::load_ipt;
+use adaptir::model::load_ipt;
 use adaptir::tolerance::MODEL_PARITY_ABS;
 use candle_core::Device;
 use common::*;
