@@ -131,6 +131,7 @@ fn exports_are_deterministic_and_the_backbone_exports_alone() {
 fn bad_export_input() {
     let (w, c, a) = files();
     let out = dir().join("bad.onnx");
+    let txt = dir().join("out.txt");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["export", "--backbone", s(&w), "--config", s(&c), "--task", "deblur", "-o", s(&out)],
@@ -151,11 +152,20 @@ fn bad_export_input() {
             vec!["export", "--adapter", s(&a), "--backbone", s(&w), "--opset", "13", "-o", s(&out)],
             "opset 13 is not supported",
         ),
+        (vec!["export", "--adapter", s(&a), "--backbone", s(&w), "-o", s(&txt)], "expected a path ending in .onnx"),
+        (
+            vec!["export", "--adapter", s(&a), "--backbone", s(&w), "--target", "trt", "-o", s(&out)],
+            "--target: expected one of portable, ort, tensorrt",
+        ),
+        (
+            vec!["export", "--adapter", s(&a), "--backbone", s(&w), "--whole-image", "--overlap", "30", "-o", s(&out)],
+            "at most half the tile",
+        ),
     ];
     for (args, needle) in cases {
         let (code, _, err) = adaptir_cli(&args);
         assert_eq!(code, 2, "{args:?}: {err}");
         assert!(err.contains(needle), "`{needle}` not in {err}");
-        assert!(!out.exists());
+        assert!(!out.exists() && !txt.exists());
     }
 }

@@ -254,3 +254,18 @@ fn bad_method_configurations() {
     assert!(err("dora", "null").contains("unknown method `dora`"));
     assert!(err("ssf", r#"{"x": 1}"#).contains("ssf takes no configuration"));
 }
+
+/// docs/methods.md's table has one row per registered method and no other: a method added to `METHODS` without
+/// its documentation (or a row left for a removed one) fails here.
+#[test]
+fn the_methods_doc_table_is_the_registry() {
+    let doc = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/methods.md")).unwrap();
+    let rows: Vec<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_string)
+        .collect();
+    let registry: Vec<String> = adaptir::peft::METHODS.iter().map(|m| m.name.to_string()).collect();
+    assert_eq!(rows, registry, "docs/methods.md rows vs adaptir::peft::METHODS (same order)");
+}

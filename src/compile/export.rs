@@ -142,6 +142,12 @@ pub fn export(args: &ExportArgs) -> Result<ExportReport> {
         }
         (None, None) => return Err(Error::invalid("-o OUT.onnx is required when exporting the backbone alone")),
     };
+    if output.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() != Some("onnx") {
+        return Err(Error::file(&output, "-o: expected a path ending in .onnx (export writes an ONNX model)"));
+    }
+    if output.is_dir() {
+        return Err(Error::file(&output, "-o: expected a file path, found a folder"));
+    }
 
     // The model (`crate::model`: the backbone found by its rule, checked against the adapter).
     let config = args.config.map(IptConfig::from_json_file).transpose()?;
