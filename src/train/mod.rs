@@ -76,22 +76,18 @@ pub fn held_out(dir: &Path) -> Result<Vec<String>> {
     Ok(if files.len() >= 2 { files.keys().last().cloned().into_iter().collect() } else { vec![] })
 }
 
-/// The IPT config a backbone file records (written by `pretrain`), else the named preset.
+/// The named preset, else the IPT config a backbone file records: the one reader of `crate::model` (metadata
+/// `ipt_config` as `pretrain` writes it, or `config.json` beside the file).
 pub fn backbone_config(path: &Path, preset: Option<&str>) -> Result<IptConfig> {
-    if let Some(p) = preset {
-        return IptConfig::preset(p);
+    match preset {
+        Some(p) => IptConfig::preset(p),
+        None => crate::model::backbone_config(path).map_err(|e| match e {
+            Error::File { path, msg } => {
+                Error::File { path, msg: format!("{msg}; for training, --preset NAME gives a size") }
+            }
+            other => other,
+        }),
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read backbone: {e}")))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::file(path, format!("not a safetensors backbone: {e}")))?;
-    let meta = header.metadata().clone().unwrap_or_default();
-    let cfg = meta.get("ipt_config").ok_or_else(|| {
-        Error::file(path, "backbone records no `ipt_config` in its metadata: pass --preset NAME with its size")
-    })?;
-    let cfg: IptConfig =
-        serde_json::from_str(cfg).map_err(|e| Error::file(path, format!("backbone `ipt_config`: {e}")))?;
-    cfg.validate().map_err(|m| Error::file(path, m))?;
-    Ok(cfg)
 }
 
 /// Write a backbone: every tensor of the model by its official key, with the config and a summary in the
