@@ -34,7 +34,11 @@ fn session(model: &Ipt, task: usize, opts: LowerOptions, run: &RunOptions) -> ad
 }
 
 /// Median (with quartiles) of the per-pair ratios b / a and the medians of a and b, from `pairs` interleaved pairs.
-fn pairs(n: usize, a: &mut dyn FnMut() -> adaptir::Result<()>, b: &mut dyn FnMut() -> adaptir::Result<()>) -> adaptir::Result<(Ratio, f64, f64)> {
+fn pairs(
+    n: usize,
+    a: &mut dyn FnMut() -> adaptir::Result<()>,
+    b: &mut dyn FnMut() -> adaptir::Result<()>,
+) -> adaptir::Result<(Ratio, f64, f64)> {
     let time = |f: &mut dyn FnMut() -> adaptir::Result<()>| -> adaptir::Result<f64> {
         let t = Instant::now();
         f()?;
@@ -44,7 +48,12 @@ fn pairs(n: usize, a: &mut dyn FnMut() -> adaptir::Result<()>, b: &mut dyn FnMut
     time(b)?;
     let (mut ta, mut tb, mut r) = (vec![], vec![], vec![]);
     for i in 0..n {
-        let (x, y) = if i % 2 == 0 { (time(a)?, time(b)?) } else { let y = time(b)?; (time(a)?, y) };
+        let (x, y) = if i % 2 == 0 {
+            (time(a)?, time(b)?)
+        } else {
+            let y = time(b)?;
+            (time(a)?, y)
+        };
         ta.push(x);
         tb.push(y);
         r.push(y / x);
@@ -74,7 +83,8 @@ impl std::fmt::Display for Ratio {
 fn main() -> adaptir::Result<()> {
     let (threads, n, size) = (arg("--threads", 2), arg("--pairs", 9), arg("--size", 256));
     let run = RunOptions { threads: Some(threads), ..Default::default() };
-    let inlined = |spectral| LowerOptions { fft: FftLowering::MatMul, inline_functions: true, spectral, whole_image: None };
+    let inlined =
+        |spectral| LowerOptions { fft: FftLowering::MatMul, inline_functions: true, spectral, whole_image: None };
     println!("ONNX Runtime CPU EP, {threads} intra-op threads, medians of {n} interleaved pairs");
 
     // 1a. ipt-base + AdaptIR, random weights.
@@ -84,7 +94,11 @@ fn main() -> adaptir::Result<()> {
     Ipt::fresh(&vm, &config, MethodModules::none(&host), &Device::Cpu)?;
     let dict = |vm: &candle_nn::VarMap| StateDict {
         path: "random".into(),
-        tensors: vm.data().lock().map(|d| d.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect()).unwrap_or_default(),
+        tensors: vm
+            .data()
+            .lock()
+            .map(|d| d.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect())
+            .unwrap_or_default(),
     };
     let m = method("adaptir", &serde_json::Value::Null, &host).map_err(adaptir::Error::invalid)?;
     let mvm = candle_nn::VarMap::new();
@@ -100,8 +114,14 @@ fn main() -> adaptir::Result<()> {
     let mut s64 = session(&base, 3, inlined(SpectralPrecision::F64), &run)?;
     let mut s32 = session(&base, 3, inlined(SpectralPrecision::F32), &run)?;
     let x = Tensor::rand(0f32, 1.0, (1, 3, 48, 48), &Device::Cpu)?;
-    let (r, a, b) = pairs(n, &mut || s64.run(&[("input", x.clone())]).map(|_| ()), &mut || s32.run(&[("input", x.clone())]).map(|_| ()))?;
-    println!("ipt-base + AdaptIR, batch 1: f64 spectral {:.1} ms, f32 spectral {:.1} ms, ratio f32/f64 {r}", a * 1e3, b * 1e3);
+    let (r, a, b) = pairs(n, &mut || s64.run(&[("input", x.clone())]).map(|_| ()), &mut || {
+        s32.run(&[("input", x.clone())]).map(|_| ())
+    })?;
+    println!(
+        "ipt-base + AdaptIR, batch 1: f64 spectral {:.1} ms, f32 spectral {:.1} ms, ratio f32/f64 {r}",
+        a * 1e3,
+        b * 1e3
+    );
     drop((s64, s32, base));
 
     // 1b. ipt-tiny + the shipped derain adapter.
@@ -113,14 +133,21 @@ fn main() -> adaptir::Result<()> {
     let mut s64 = session(&tiny, task, inlined(SpectralPrecision::F64), &run)?;
     let mut s32 = session(&tiny, task, inlined(SpectralPrecision::F32), &run)?;
     let x = Tensor::rand(0f32, 1.0, (2, 3, 48, 48), &Device::Cpu)?;
-    let (r, a, b) = pairs(n * 5, &mut || s64.run(&[("input", x.clone())]).map(|_| ()), &mut || s32.run(&[("input", x.clone())]).map(|_| ()))?;
-    println!("ipt-tiny + derain, batch 2: f64 spectral {:.2} ms, f32 spectral {:.2} ms, ratio f32/f64 {r}", a * 1e3, b * 1e3);
+    let (r, a, b) = pairs(n * 5, &mut || s64.run(&[("input", x.clone())]).map(|_| ()), &mut || {
+        s32.run(&[("input", x.clone())]).map(|_| ())
+    })?;
+    println!(
+        "ipt-tiny + derain, batch 2: f64 spectral {:.2} ms, f32 spectral {:.2} ms, ratio f32/f64 {r}",
+        a * 1e3,
+        b * 1e3
+    );
 
     // 2. Whole-image graph vs restore's tiling in Rust over the patch export (both the portable target).
     let portable = Target::Portable.lower_options(FftLowering::MatMul);
     let mut patches = session(&tiny, task, portable, &run)?;
     let tiling = Tiling::default();
-    let mut whole = session(&tiny, task, LowerOptions { whole_image: Some(Tiling { batch: 4096, ..tiling }), ..portable }, &run)?;
+    let mut whole =
+        session(&tiny, task, LowerOptions { whole_image: Some(Tiling { batch: 4096, ..tiling }), ..portable }, &run)?;
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let img = Image::new(size, size, 3, (0..size * size * 3).map(|_| rng.random::<f32>()).collect())?;
@@ -128,7 +155,10 @@ fn main() -> adaptir::Result<()> {
     let (r, a, b) = pairs(
         n,
         &mut || {
-            restore_with(48, 1, &img, tiling, &Device::Cpu, &mut |t| Ok(patches.run(&[("input", t.clone())])?.remove(0).1)).map(|_| ())
+            restore_with(48, 1, &img, tiling, &Device::Cpu, &mut |t| {
+                Ok(patches.run(&[("input", t.clone())])?.remove(0).1)
+            })
+            .map(|_| ())
         },
         &mut || whole.run(&[("image", nchw.clone())]).map(|_| ()),
     )?;

@@ -56,7 +56,8 @@ fn the_quick_start_commands_work_from_another_folder() {
     let cwd = std::env::temp_dir().join(format!("adaptir-readme-{}", std::process::id()));
     std::fs::create_dir_all(&cwd).unwrap();
     for args in &commands {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_adaptir")).args(args).current_dir(&cwd).output().unwrap();
+        let out =
+            std::process::Command::new(env!("CARGO_BIN_EXE_adaptir")).args(args).current_dir(&cwd).output().unwrap();
         let (o, e) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(!e.contains("panicked"), "{args:?}: {e}");
         assert_eq!(out.status.code(), Some(0), "adaptir {}\n{o}\n{e}", args.join(" "));

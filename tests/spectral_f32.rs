@@ -96,7 +96,9 @@ fn fft_edges_channel_by_channel_f32_against_f64() {
         let f32_path = frequency_branch_in_ort(&m, x0, SpectralPrecision::F32);
         let f64_path = frequency_branch_in_ort(&m, x0, SpectralPrecision::F64);
         let scale = max_abs(torch);
-        eprintln!("{case} (max |torch| {scale:.3}): channel | pattern | portable | f32 path vs torch | f64 path vs torch");
+        eprintln!(
+            "{case} (max |torch| {scale:.3}): channel | pattern | portable | f32 path vs torch | f64 path vs torch"
+        );
         for ch in channels(case) {
             let (s, c) = (ch.sample, ch.channel);
             let t = torch.i((s, c)).unwrap();
@@ -110,7 +112,11 @@ fn fft_edges_channel_by_channel_f32_against_f64() {
             } else {
                 // Torch's own rounding at the branch cut (-0.0 imaginary parts, residues where the exact value
                 // is 0): the f32 path follows the same clean convention as the f64 path, or lands closer to torch.
-                assert!(d32 <= d64 + FFT_EDGES_PORTABLE_ABS, "{case} [{s},{c}] {}: f32 {d32:e}, f64 {d64:e}", ch.pattern);
+                assert!(
+                    d32 <= d64 + FFT_EDGES_PORTABLE_ABS,
+                    "{case} [{s},{c}] {}: f32 {d32:e}, f64 {d64:e}",
+                    ch.pattern
+                );
             }
         }
     }

@@ -9,13 +9,17 @@ use std::path::PathBuf;
 use adaptir::compile::ir::{Attr, Node};
 use adaptir::compile::tensorrt::{check, matrix};
 
-
 fn shipped(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/ipt-tiny").join(name)
 }
 
-const ADAPTERS: &[&str] =
-    &["derain.safetensors", "lowlight.safetensors", "lr4-jpeg30.safetensors", "lr4-noise30.safetensors", "realnoise.safetensors"];
+const ADAPTERS: &[&str] = &[
+    "derain.safetensors",
+    "lowlight.safetensors",
+    "lr4-jpeg30.safetensors",
+    "lr4-noise30.safetensors",
+    "realnoise.safetensors",
+];
 
 fn tempdir() -> PathBuf {
     let d = std::env::temp_dir().join(format!("adaptir-tensorrt-{}", std::process::id()));
@@ -40,7 +44,8 @@ fn every_shipped_adapter_exports_within_the_tensorrt_matrix() {
         for extra in [&[][..], &["--fp16"][..], &["--whole-image"][..]] {
             let out = dir.join(format!("{adapter}{}.onnx", extra.join("")));
             let a = shipped(adapter);
-            let mut args = vec!["export", "--adapter", a.to_str().unwrap(), "--target", "tensorrt", "-o", out.to_str().unwrap()];
+            let mut args =
+                vec!["export", "--adapter", a.to_str().unwrap(), "--target", "tensorrt", "-o", out.to_str().unwrap()];
             args.extend_from_slice(extra);
             let (code, o, e) = adaptir_cli(&args);
             assert_eq!(code, 0, "{adapter} {extra:?}: {o}{e}");
@@ -59,7 +64,8 @@ fn the_onnx_runtime_target_and_unknown_ops_are_refused() {
     let dir = tempdir();
     let a = shipped("derain.safetensors");
     let out = dir.join("derain-ort.onnx");
-    let (code, o, e) = adaptir_cli(&["export", "--adapter", a.to_str().unwrap(), "--target", "ort", "-o", out.to_str().unwrap()]);
+    let (code, o, e) =
+        adaptir_cli(&["export", "--adapter", a.to_str().unwrap(), "--target", "ort", "-o", out.to_str().unwrap()]);
     assert_eq!(code, 0, "{o}{e}");
     let mut g = adaptir::compile::onnx::read(&out).unwrap();
     let r = check(&g);
@@ -69,7 +75,14 @@ fn the_onnx_runtime_target_and_unknown_ops_are_refused() {
     // The same file with its functions inlined still has f64: refused for that alone.
     let out = dir.join("derain-ort-inline.onnx");
     let (code, o, e) = adaptir_cli(&[
-        "export", "--adapter", a.to_str().unwrap(), "--target", "ort", "--inline-functions", "-o", out.to_str().unwrap(),
+        "export",
+        "--adapter",
+        a.to_str().unwrap(),
+        "--target",
+        "ort",
+        "--inline-functions",
+        "-o",
+        out.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{o}{e}");
     let r = check(&adaptir::compile::onnx::read(&out).unwrap());

@@ -72,7 +72,9 @@ fn check_against_restore(adapter_name: &str, overlap: usize, sizes: &[(usize, us
         let got = &out[0].1;
         assert_eq!(got.dims(), &[1, 3, h * scale, w * scale], "{adapter_name} {w}x{h}");
         let err = max_abs_diff(got, &image_to_nchw(&want).unwrap());
-        eprintln!("{adapter_name} {w}x{h} (x{scale}, overlap {overlap}): whole-image graph in ORT vs restore {err:.3e}");
+        eprintln!(
+            "{adapter_name} {w}x{h} (x{scale}, overlap {overlap}): whole-image graph in ORT vs restore {err:.3e}"
+        );
         assert!(err <= WHOLE_IMAGE_ABS, "{adapter_name} {w}x{h}: {err:e}");
     }
 }
@@ -87,7 +89,11 @@ fn tempdir(tag: &str) -> PathBuf {
 fn derain_whole_image_equals_restore_for_any_size() {
     // One pixel, thinner than a tile, exactly a tile, odd sizes, several tiles each way.
     for overlap in [8, 16] {
-        check_against_restore("derain.safetensors", overlap, &[(1, 1), (70, 5), (48, 48), (71, 45), (33, 97), (130, 64)]);
+        check_against_restore(
+            "derain.safetensors",
+            overlap,
+            &[(1, 1), (70, 5), (48, 48), (71, 45), (33, 97), (130, 64)],
+        );
     }
 }
 
@@ -136,13 +142,23 @@ fn restore_runs_whole_image_exports_and_refuses_images_beyond_their_bound() {
         assert_eq!(code, 0, "{o}{e}");
     }
     let candle = dir.join("candle.png");
-    let (code, o, e) = adaptir_cli(&["restore", "--adapter", a, img, "-o", candle.to_str().unwrap(), "--engine", "candle"]);
+    let (code, o, e) =
+        adaptir_cli(&["restore", "--adapter", a, img, "-o", candle.to_str().unwrap(), "--engine", "candle"]);
     assert_eq!(code, 0, "{o}{e}");
     let reference = image::open(&candle).unwrap().to_rgb8();
     for engine in ["onnx", "tract"] {
         let out = dir.join(format!("{engine}.png"));
         let (code, o, e) = adaptir_cli(&[
-            "restore", "--adapter", a, img, "-o", out.to_str().unwrap(), "--engine", engine, "--onnx", whole.to_str().unwrap(),
+            "restore",
+            "--adapter",
+            a,
+            img,
+            "-o",
+            out.to_str().unwrap(),
+            "--engine",
+            engine,
+            "--onnx",
+            whole.to_str().unwrap(),
         ]);
         assert_eq!(code, 0, "{engine}: {o}{e}");
         let got = image::open(&out).unwrap().to_rgb8();
@@ -152,13 +168,32 @@ fn restore_runs_whole_image_exports_and_refuses_images_beyond_their_bound() {
     }
     let refused = dir.join("refused.png");
     let (code, o, e) = adaptir_cli(&[
-        "restore", "--adapter", a, img, "-o", refused.to_str().unwrap(), "--engine", "onnx", "--onnx", small.to_str().unwrap(),
+        "restore",
+        "--adapter",
+        a,
+        img,
+        "-o",
+        refused.to_str().unwrap(),
+        "--engine",
+        "onnx",
+        "--onnx",
+        small.to_str().unwrap(),
     ]);
     assert_eq!(code, 2, "{o}{e}");
     assert!(e.contains("4 tiles") && e.contains("at most 1") && e.contains("--max-tiles"), "{e}");
     let (code, _, e) = adaptir_cli(&[
-        "restore", "--adapter", a, img, "-o", refused.to_str().unwrap(), "--engine", "onnx", "--onnx", whole.to_str().unwrap(),
-        "--overlap", "16",
+        "restore",
+        "--adapter",
+        a,
+        img,
+        "-o",
+        refused.to_str().unwrap(),
+        "--engine",
+        "onnx",
+        "--onnx",
+        whole.to_str().unwrap(),
+        "--overlap",
+        "16",
     ]);
     assert_eq!(code, 2, "{e}");
     assert!(e.contains("overlap 8"), "{e}");

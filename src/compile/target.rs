@@ -34,12 +34,9 @@ impl Target {
     /// The lowering for this target.
     pub fn lower_options(self, fft: FftLowering) -> LowerOptions {
         match self {
-            Target::Portable | Target::TensorRt => LowerOptions {
-                fft,
-                inline_functions: true,
-                spectral: SpectralPrecision::F32,
-                whole_image: None,
-            },
+            Target::Portable | Target::TensorRt => {
+                LowerOptions { fft, inline_functions: true, spectral: SpectralPrecision::F32, whole_image: None }
+            }
             Target::Ort => {
                 LowerOptions { fft, inline_functions: false, spectral: SpectralPrecision::F64, whole_image: None }
             }

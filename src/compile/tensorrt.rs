@@ -18,7 +18,8 @@ use super::ir::{Attr, Data, ElemType, Graph, Node};
 /// The vendored support matrix.
 pub const OPERATORS_MD: &str = include_str!("tensorrt-operators-10.1.md");
 /// Which release of the matrix, for reports.
-pub const MATRIX: &str = "ONNX-TensorRT 10.1 GA operator support matrix (onnx/onnx-tensorrt@96e7811, docs/operators.md)";
+pub const MATRIX: &str =
+    "ONNX-TensorRT 10.1 GA operator support matrix (onnx/onnx-tensorrt@96e7811, docs/operators.md)";
 
 /// One row of the matrix.
 #[derive(Clone, Debug)]
@@ -37,7 +38,8 @@ pub fn matrix() -> BTreeMap<String, Support> {
         if *op == "Operator" || op.starts_with('-') {
             continue;
         }
-        let types = cells.get(2).map(|t| t.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
+        let types =
+            cells.get(2).map(|t| t.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
         m.insert(
             op.to_string(),
             Support {
@@ -102,8 +104,8 @@ fn infer_types(g: &Graph) -> HashMap<String, &'static str> {
                 _ => "OTHER",
             },
             "CastLike" => input(1),
-            "Less" | "LessOrEqual" | "Greater" | "GreaterOrEqual" | "Equal" | "Not" | "And" | "Or" | "Xor" | "IsInf"
-            | "IsNaN" => "BOOL",
+            "Less" | "LessOrEqual" | "Greater" | "GreaterOrEqual" | "Equal" | "Not" | "And" | "Or" | "Xor"
+            | "IsInf" | "IsNaN" => "BOOL",
             "Where" => input(1),
             "Constant" => match n.attrs.get("value") {
                 Some(Attr::Tensor(c)) => elem_name(c.data.elem()),
@@ -175,7 +177,8 @@ pub fn check(g: &Graph) -> TensorRtReport {
         if let Some(k) = axes_input {
             let given = n.inputs.get(k).is_some_and(|a| !a.is_empty());
             if given && !is_initializer(n.inputs.get(k)) {
-                r.violations.push(format!("node {}: {} `axes` must be an initializer ({})", n.name, n.op, s.restrictions));
+                r.violations
+                    .push(format!("node {}: {} `axes` must be an initializer ({})", n.name, n.op, s.restrictions));
             }
         }
         if n.op == "LayerNormalization" && n.outputs.len() > 1 {

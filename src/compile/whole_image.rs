@@ -53,7 +53,10 @@ impl WholeImage {
 
 /// A one-element i64 vector of the length of axis `axis` of `x`.
 fn dim(b: &mut dyn GraphBuilder, shape: &str, axis: i64) -> Result<String> {
-    let (s, e) = (b.constant_i64(&format!("wi.axis{axis}"), &[axis])?, b.constant_i64(&format!("wi.axis{axis}_end"), &[axis + 1])?);
+    let (s, e) = (
+        b.constant_i64(&format!("wi.axis{axis}"), &[axis])?,
+        b.constant_i64(&format!("wi.axis{axis}_end"), &[axis + 1])?,
+    );
     b.op("Slice", &[shape, &s, &e], vec![])
 }
 
@@ -198,7 +201,7 @@ pub fn lower(
     let y = overlap_add(b, &y, 5, (q, stride_out), margin_out, &h_out)?; // (3, nw, q, sH)
     let y = b.op("Transpose", &[&y], vec![("perm", Attr::Ints(vec![0, 3, 1, 2]))])?;
     let y = overlap_add(b, &y, 4, (q, stride_out), margin_out, &w_out)?; // (3, sH, sW)
-    // The weight sums: the same overlap-add of the 1-D ramps, then their outer product.
+                                                                         // The weight sums: the same overlap-add of the 1-D ramps, then their outer product.
     let w1 = b.constant_f32("wi.ramp", &[1, q], &w1)?;
     let q_c = int(b, q as i64)?;
     let sums = |b: &mut dyn GraphBuilder, nt: &str, len: &str| -> Result<String> {
