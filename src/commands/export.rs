@@ -87,7 +87,7 @@ pub fn run(a: &Args) -> Result<ExportReport> {
         )));
     }
     let spectral = a.spectral.as_deref().map(crate::compile::target::parse_spectral).transpose();
-    export(&crate::compile::export::ExportArgs {
+    let report = export(&crate::compile::export::ExportArgs {
         adapter: a.adapter.as_deref(),
         backbone: a.backbone.as_deref(),
         config: a.config.as_deref(),
@@ -101,7 +101,13 @@ pub fn run(a: &Args) -> Result<ExportReport> {
         fp16: a.fp16,
         no_passes: a.no_passes,
         golden: a.golden.as_deref(),
-    })
+    })?;
+    // What killed writers of these paths left behind (the paths are known only now: -o has a default).
+    super::remove_stale_temps(&report.output);
+    if let Some(g) = &report.golden {
+        super::remove_stale_temps(g);
+    }
+    Ok(report)
 }
 
 impl Report for ExportReport {

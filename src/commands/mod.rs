@@ -105,3 +105,62 @@ fn line(s: &mut String, l: impl AsRef<str>) {
     s.push_str(l.as_ref());
     s.push('\n');
 }
+
+/// Remove the temporary files `.NAME.PID.N.tmp` (the names `fsutil::write_atomic` gives them) that writers killed
+/// mid-write (SIGKILL, OOM killer, a power cut) left beside `path`, but only those of processes that no longer run
+/// on this machine: a live writer's file, ours included, is never touched. Called by the commands that write
+/// outputs (`train`, `pretrain`, `export`, `restore`), so a killed run's debris goes with the next run. Errors are
+/// ignored: a stale temporary file is clutter, not damage.
+///
+/// On a folder shared between machines (NFS), a writer on another machine with the same process id as a dead
+/// one here looks dead; its rename then fails with an error and nothing is half-written.
+pub fn remove_stale_temps(path: &std::path::Path) {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let file = file.to_string_lossy();
+        let Some(rest) = file.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".tmp")) else {
+            continue;
+        };
+        let Some((pid, n)) = rest.split_once('.') else {
+            continue;
+        };
+        let (Ok(pid), Ok(_)) = (pid.parse::<u32>(), n.parse::<u64>()) else {
+            continue;
+        };
+        if pid != std::process::id() && !process_alive(pid) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Whether process `pid` exists on this machine (when unsure: yes).
+fn process_alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        let Ok(p) = i32::try_from(pid) else {
+            return true;
+        };
+        if p <= 0 {
+            return true;
+        }
+        // SAFETY: signal 0 sends nothing; kill only checks that the process exists and may be signalled.
+        let r = unsafe { libc::kill(p, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}

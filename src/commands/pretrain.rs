@@ -50,6 +50,9 @@ pub enum PretrainOutput {
 
 pub fn run(a: &Args) -> Result<PretrainOutput> {
     a.run.device.select()?;
+    for p in [a.out.clone(), crate::train::checkpoint_path(&a.out), crate::train::curve_path(&a.out)] {
+        super::remove_stale_temps(&p);
+    }
     if a.export_checkpoint {
         let checkpoint = crate::train::checkpoint_path(&a.out);
         let step = backbone_from_checkpoint(&checkpoint, &a.out)?;

@@ -70,8 +70,12 @@ pub struct LoadedImage {
 
 /// Load an image for restoring (the `data::io` header and pixel-limit checks, then one decode).
 pub fn load(path: &Path) -> Result<LoadedImage> {
-    let opts = LoadOptions::default();
-    let (w, h) = probe_image(path, &opts)?;
+    load_with(path, &LoadOptions::default())
+}
+
+/// [`load`] under another pixel limit.
+pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<LoadedImage> {
+    let (w, h) = probe_image(path, opts)?;
     let decode_err = |e: image::ImageError| Error::file(path, format!("cannot decode the image: {e}"));
     let mut reader = ImageReader::open(path)
         .map_err(|e| Error::file(path, format!("cannot open: {e}")))?
@@ -219,6 +223,8 @@ pub fn run(args: &Args) -> Result<RestoreReport> {
         None => None,
     };
     save(&output, &restored, alpha.as_deref(), loaded.gray, loaded.sixteen)?;
+    // What killed writers of this path left behind.
+    super::remove_stale_temps(&output);
     Ok(RestoreReport {
         input: args.input.clone(),
         output,

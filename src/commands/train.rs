@@ -66,6 +66,9 @@ pub struct TrainOutput {
 
 pub fn run(a: &Args) -> Result<TrainOutput> {
     a.run.device.select()?;
+    for p in [a.out.clone(), crate::train::checkpoint_path(&a.out), crate::train::curve_path(&a.out)] {
+        super::remove_stale_temps(&p);
+    }
     let method_config = match &a.method_config {
         Some(s) => {
             Some(serde_json::from_str(s).map_err(|e| Error::invalid(format!("--method-config is not JSON: {e}")))?)

@@ -105,7 +105,38 @@ pub fn save_backbone(
     let data: Vec<(String, Tensor)> = tensors.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let bytes = safetensors::tensor::serialize(data, Some(meta))
         .map_err(|e| Error::file(path, format!("cannot serialise: {e}")))?;
+    let bytes = sorted_header(&bytes).map_err(|e| Error::file(path, format!("cannot serialise: {e}")))?;
     Ok(crate::fsutil::write_atomic(path, &bytes)?)
+}
+
+/// A safetensors buffer with its JSON header's keys sorted at every level, so the same tensors and metadata give
+/// the same bytes in every process (safetensors writes `__metadata__` in `HashMap` order, which is random per
+/// process; without this a resumed `pretrain` ended with the same tensors but different bytes). The data
+/// section and its offsets are unchanged; the header stays padded to 8 bytes with spaces. The adapter file does
+/// the same (`peft::file`).
+fn sorted_header(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    fn sort(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let sorted: BTreeMap<String, serde_json::Value> = m.into_iter().map(|(k, v)| (k, sort(v))).collect();
+                serde_json::Value::Object(sorted.into_iter().collect())
+            }
+            other => other,
+        }
+    }
+    let len: [u8; 8] = bytes.get(..8).and_then(|b| b.try_into().ok()).ok_or("short buffer")?;
+    let n = usize::try_from(u64::from_le_bytes(len)).map_err(|_| "header too long")?;
+    let header = bytes.get(8..8usize.saturating_add(n)).ok_or("short header")?;
+    let header: serde_json::Value = serde_json::from_slice(header).map_err(|e| e.to_string())?;
+    let mut text = serde_json::to_vec(&sort(header)).map_err(|e| e.to_string())?;
+    while !text.len().is_multiple_of(8) {
+        text.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
 }
 
 /// Clamp a model output (N, 3, H, W) and turn it into images.
