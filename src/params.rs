@@ -63,9 +63,16 @@ impl StateDict {
         Ok(out)
     }
 
+    /// candle's pickle reader trusts the file: a length field allocates what it says, a tensor's shape
+    /// allocates its size before reading, and a malformed argument tuple panics. So the archive is checked
+    /// first ([`check_pytorch`]: every pickle length fits in the pickle, every tensor's bytes are in the
+    /// archive), and a panic left in candle's reader becomes an error.
     fn read_pytorch(path: &Path) -> Result<BTreeMap<String, Tensor>> {
-        let all = candle_core::pickle::read_all(path)
-            .map_err(|e| Error::file(path, format!("a zip file, but not a readable PyTorch state dict: {e}")))?;
+        let bad = |e: String| Error::file(path, format!("a zip file, but not a readable PyTorch state dict: {e}"));
+        check_pytorch(path)?;
+        let all = std::panic::catch_unwind(|| candle_core::pickle::read_all(path))
+            .map_err(|_| bad("its pickle is malformed (the reader stopped on an inconsistent object)".into()))?
+            .map_err(|e| bad(e.to_string()))?;
         if all.is_empty() {
             return Err(Error::file(
                 path,
@@ -88,6 +95,123 @@ impl StateDict {
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.tensors.get(name)
     }
+}
+
+/// A PyTorch zip checkpoint's pickle(s) may hold at most this many bytes (a state dict's pickle is ~100
+/// bytes a tensor: this is a million tensors).
+const MAX_PICKLE_BYTES: u64 = 256 << 20;
+
+/// Check a PyTorch zip checkpoint before candle reads it: the pickle is at most [`MAX_PICKLE_BYTES`] and
+/// every length-prefixed argument in it fits in what is left of it; then every tensor's shape, dtype and
+/// offset need no more bytes than its storage entry in the archive holds.
+fn check_pytorch(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let bad = |e: String| Error::file(path, format!("a zip file, but not a readable PyTorch state dict: {e}"));
+    let file = std::fs::File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| bad(e.to_string()))?;
+    let mut sizes = BTreeMap::new();
+    let mut pickles = Vec::new();
+    for i in 0..zip.len() {
+        let f = zip.by_index(i).map_err(|e| bad(e.to_string()))?;
+        let name = String::from_utf8_lossy(f.name_raw()).into_owned();
+        if name.ends_with("data.pkl") {
+            pickles.push(name.clone());
+        }
+        sizes.insert(name, f.size());
+    }
+    for name in &pickles {
+        let f = zip.by_name(name).map_err(|e| bad(format!("`{name}`: {e}")))?;
+        let mut pkl = Vec::new();
+        f.take(MAX_PICKLE_BYTES + 1).read_to_end(&mut pkl).map_err(|e| bad(format!("`{name}`: {e}")))?;
+        if pkl.len() as u64 > MAX_PICKLE_BYTES {
+            return Err(bad(format!(
+                "`{name}` is larger than {MAX_PICKLE_BYTES} bytes, expected a state dict's pickle"
+            )));
+        }
+        check_pickle(&pkl).map_err(|e| bad(format!("`{name}`: {e}")))?;
+    }
+    let infos = std::panic::catch_unwind(|| candle_core::pickle::read_pth_tensor_info(path, false, None))
+        .map_err(|_| bad("its pickle is malformed (the reader stopped on an inconsistent object)".into()))?
+        .map_err(|e| bad(e.to_string()))?;
+    for t in infos {
+        let dims = t.layout.dims();
+        let need = dims
+            .iter()
+            .try_fold(t.dtype.size_in_bytes(), |a, &d| a.checked_mul(d))
+            .and_then(|n| n.checked_add(t.layout.start_offset()));
+        let have = sizes.get(&t.path).copied();
+        match (need, have) {
+            (Some(n), Some(h)) if n as u64 <= h => {}
+            (_, None) => {
+                return Err(bad(format!("tensor `{}`: its storage `{}` is not in the archive", t.name, t.path)))
+            }
+            (n, Some(h)) => {
+                let n = n.map_or("more than 2^64".to_string(), |n| n.to_string());
+                return Err(bad(format!(
+                    "tensor `{}`: shape {dims:?} of {:?} at byte offset {} needs {n} bytes of `{}`, which holds {h}",
+                    t.name,
+                    t.dtype,
+                    t.layout.start_offset(),
+                    t.path
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Walk a pickle's opcodes (those candle's reader knows): every argument, length-prefixed ones included, must
+/// fit in the bytes left. Stops at STOP or at an opcode candle does not know (its reader then refuses it).
+fn check_pickle(p: &[u8]) -> std::result::Result<(), String> {
+    let mut i = 0usize;
+    let need = |i: usize, n: usize, op: u8| {
+        if p.len().saturating_sub(i) < n {
+            Err(format!("opcode {op:#04x} at byte {} needs {n} more bytes, the pickle has {}", i - 1, p.len() - i))
+        } else {
+            Ok(())
+        }
+    };
+    while i < p.len() {
+        let op = p[i];
+        i += 1;
+        let n = match op {
+            b'.' => return Ok(()),
+            0x80 | b'q' | b'K' | b'h' => 1,
+            b'M' => 2,
+            b'r' | b'J' | b'j' => 4,
+            b'G' => 8,
+            b'X' => {
+                need(i, 4, op)?;
+                let len = u32::from_le_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]]) as usize;
+                i += 4;
+                len
+            }
+            0x8a => {
+                need(i, 1, op)?;
+                let len = p[i] as usize;
+                i += 1;
+                if len > 8 {
+                    return Err(format!("LONG1 at byte {} has {len} bytes, expected at most 8", i - 2));
+                }
+                len
+            }
+            b'c' => {
+                for _ in 0..2 {
+                    let nl = p[i..].iter().position(|&b| b == b'\n').ok_or_else(|| {
+                        format!("GLOBAL at byte {}: expected a newline-terminated name, found the end", i - 1)
+                    })?;
+                    i += nl + 1;
+                }
+                0
+            }
+            b')' | b'R' | b'(' | b't' | b'Q' | b'N' | 0x85 | 0x86 | 0x87 | 0x88 | 0x89 | b's' | b'u' | b'}' | b'd'
+            | b'b' | 0x81 | b']' | b'a' | b'e' => 0,
+            _ => return Ok(()),
+        };
+        need(i, n, op)?;
+        i += n;
+    }
+    Ok(())
 }
 
 /// Write tensors to a safetensors file atomically ([`crate::fsutil::write_atomic`]).

@@ -93,6 +93,10 @@ fn check_file_header(path: &Path, opts: &LoadOptions) -> Result<(ImageFormat, u3
     (&mut reader).take(64).read_to_end(&mut head).map_err(read_err)?;
     reader.seek(SeekFrom::Start(0)).map_err(read_err)?;
     let format = check_format(path, &head, meta.len())?;
+    if format == ImageFormat::Tiff {
+        check_tiff_counts(&mut reader, meta.len()).map_err(|reason| decode_error_msg(path, format, reason))?;
+        reader.seek(SeekFrom::Start(0)).map_err(read_err)?;
+    }
     let dims = ImageReader::with_format(reader, format).into_dimensions();
     check_dimensions(path, format, dims, opts)
 }
@@ -109,6 +113,10 @@ fn check_header(path: &Path, bytes: &[u8], opts: &LoadOptions) -> Result<(ImageF
         return Err(DataError::Empty { path: path.to_path_buf() });
     }
     let format = check_format(path, bytes, bytes.len() as u64)?;
+    if format == ImageFormat::Tiff {
+        check_tiff_counts(&mut Cursor::new(bytes), bytes.len() as u64)
+            .map_err(|reason| decode_error_msg(path, format, reason))?;
+    }
     let dims = ImageReader::with_format(Cursor::new(bytes), format).into_dimensions();
     check_dimensions(path, format, dims, opts)
 }
@@ -146,6 +154,79 @@ fn check_dimensions(
         });
     }
     Ok((format, w, h))
+}
+
+/// The TIFF decoder sizes a tag's value list by the count the tag claims (up to 256 MiB) before reading
+/// it, even in its header read: refuse a first directory whose counts need more bytes than the file has.
+fn check_tiff_counts<R: Read + Seek>(r: &mut R, len: u64) -> std::result::Result<(), String> {
+    let io = |e: std::io::Error| format!("cannot read the TIFF header: {e}");
+    let mut h = [0u8; 8];
+    r.read_exact(&mut h).map_err(io)?;
+    let le = &h[..2] == b"II";
+    let u16_ = |b: &[u8]| if le { u16::from_le_bytes([b[0], b[1]]) } else { u16::from_be_bytes([b[0], b[1]]) };
+    let u32_ = |b: &[u8]| {
+        let a = [b[0], b[1], b[2], b[3]];
+        if le {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        }
+    };
+    let u64_ = |b: &[u8]| {
+        let a = [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]];
+        if le {
+            u64::from_le_bytes(a)
+        } else {
+            u64::from_be_bytes(a)
+        }
+    };
+    let big = u16_(&h[2..4]) == 43;
+    let ifd = if big {
+        let mut o = [0u8; 8];
+        r.read_exact(&mut o).map_err(io)?;
+        u64_(&o)
+    } else {
+        u32_(&h[4..8]) as u64
+    };
+    if ifd >= len {
+        return Err(format!("expected the first directory inside the file ({len} bytes), found offset {ifd}"));
+    }
+    r.seek(SeekFrom::Start(ifd)).map_err(io)?;
+    let entries = if big {
+        let mut n = [0u8; 8];
+        r.read_exact(&mut n).map_err(io)?;
+        u64_(&n)
+    } else {
+        let mut n = [0u8; 2];
+        r.read_exact(&mut n).map_err(io)?;
+        u16_(&n) as u64
+    };
+    let entry_len: u64 = if big { 20 } else { 12 };
+    if entries.saturating_mul(entry_len) > len {
+        return Err(format!("the first directory claims {entries} entries, more than a {len}-byte file holds"));
+    }
+    let mut e = vec![0u8; entry_len as usize];
+    for _ in 0..entries {
+        r.read_exact(&mut e).map_err(io)?;
+        let (tag, ty) = (u16_(&e[0..2]), u16_(&e[2..4]));
+        let count = if big { u64_(&e[4..12]) } else { u32_(&e[4..8]) as u64 };
+        let width: u64 = match ty {
+            3 | 8 => 2,
+            4 | 9 | 11 | 13 => 4,
+            5 | 10 | 12 | 16 | 17 | 18 => 8,
+            _ => 1,
+        };
+        if count.saturating_mul(width) > len {
+            return Err(format!(
+                "tag {tag} claims {count} values of {width} bytes, more than the file's {len} bytes hold"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn decode_error_msg(path: &Path, format: ImageFormat, reason: String) -> DataError {
+    DataError::Decode { path: path.to_path_buf(), format: format_name(format), reason }
 }
 
 fn describe_magic(head: &[u8], len: u64) -> String {
