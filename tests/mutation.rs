@@ -804,3 +804,72 @@ fn mutated_bmp() {
 fn mutated_images_for_restore() {
     fuzz("restore-image");
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Decompression bombs and huge claims: refused before allocating (the counter shows the peak).
+
+/// Less than this is allocated while a bomb is refused (the file's bytes, the header, the message).
+const BOMB_BOUND: usize = 1 << 20;
+
+#[test]
+fn image_bomb_is_refused_before_decoding() {
+    let bomb = fixture("images/io/bomb_100000x100000.png");
+    let (r, peak, _) = measured("image bomb", || adaptir::data::io::load_image(&bomb));
+    let msg = r.err().expect("a 100,000 x 100,000 image must be refused").to_string();
+    assert!(msg.contains("100000x100000") && msg.contains("67108864"), "{msg}");
+    assert!(msg.contains("ADAPTIR_MAX_PIXELS="), "the message says how to raise the limit: {msg}");
+    assert!(peak < BOMB_BOUND, "refusing the bomb allocated {peak} bytes: {msg}");
+    let (r, peak, _) = measured("image bomb (restore)", || adaptir::commands::restore::load(&bomb));
+    let msg = r.err().expect("restore must refuse the bomb too").to_string();
+    assert!(msg.contains("ADAPTIR_MAX_PIXELS="), "{msg}");
+    assert!(peak < BOMB_BOUND, "restore's refusal allocated {peak} bytes");
+}
+
+/// A safetensors file whose header claims terabytes: through its length prefix, a shape, or offsets.
+#[test]
+fn safetensors_claiming_terabytes_is_refused_before_allocating() {
+    let dir = temp_dir("terabytes");
+    let seed = tiny_safetensors(false);
+    let (header, data) = split_safetensors(&seed).expect("seed parses");
+    let name = header.as_object().and_then(|m| m.keys().find(|k| *k != "__metadata__").cloned()).expect("tensor");
+    let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+    let mut prefix = seed.clone();
+    prefix[..8].copy_from_slice(&(1u64 << 42).to_le_bytes());
+    cases.push(("a 4 TiB header length", prefix));
+    let mut h = header.clone();
+    h[&name]["shape"] = serde_json::json!([1u64 << 20, 1u64 << 20, 1u64 << 20]);
+    h[&name]["data_offsets"] = serde_json::json!([0u64, 1u64 << 62]);
+    cases.push(("a 2^60-element shape with matching offsets", join_safetensors(&h, &data)));
+    let mut h = header.clone();
+    h[&name]["data_offsets"] = serde_json::json!([0u64, 1u64 << 42]);
+    cases.push(("offsets ending at 4 TiB", join_safetensors(&h, &data)));
+    let mut h = header.clone();
+    h[&name]["shape"] = serde_json::json!([u64::MAX, u64::MAX]);
+    cases.push(("a shape whose size overflows", join_safetensors(&h, &data)));
+    for (what, bytes) in cases {
+        let p = dir.join("huge.safetensors");
+        std::fs::write(&p, &bytes).expect("write");
+        let readers: [(&str, Box<dyn Fn() -> Result<(), String>>); 3] = [
+            ("StateDict::load", Box::new(|| ok(adaptir::params::StateDict::load(&p)))),
+            ("AdapterFile::load", Box::new(|| ok(adaptir::peft::file::AdapterFile::load(&p)))),
+            // As validate's golden_reference reads it (which adds the file's name to candle's message).
+            (
+                "golden",
+                Box::new(|| {
+                    candle_core::safetensors::load(&p, &Device::Cpu)
+                        .map(|_| ())
+                        .map_err(|e| format!("{}: not a readable safetensors file: {e}", p.display()))
+                }),
+            ),
+        ];
+        for (reader, f) in readers {
+            let (r, peak, _) = measured(what, || catch_unwind(AssertUnwindSafe(&f)));
+            let r = r.unwrap_or_else(|_| panic!("{reader} panicked on {what}"));
+            let msg = r.err().unwrap_or_else(|| panic!("{reader} accepted {what}"));
+            assert!(msg.contains("huge.safetensors"), "{reader}, {what}: the message names the file: {msg}");
+            let bound = BOMB_BOUND + 4 * bytes.len();
+            assert!(peak < bound, "{reader} allocated {peak} bytes refusing {what} (bound {bound}): {msg}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

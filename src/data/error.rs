@@ -27,7 +27,8 @@ pub enum DataError {
     /// The header announces more pixels than the limit; nothing was decoded.
     #[error(
         "{path}: image is {width}x{height} = {pixels} pixels, expected at most {limit} pixels \
-         (decompression-bomb limit, checked from the header before decoding)"
+         (decompression-bomb limit, checked from the header before decoding; raise it with the environment \
+         variable ADAPTIR_MAX_PIXELS={pixels})"
     )]
     TooLarge { path: PathBuf, width: u64, height: u64, pixels: u64, limit: u64 },
     /// An output file or folder could not be written.

@@ -31,9 +31,17 @@ pub struct LoadOptions {
     pub max_pixels: u64,
 }
 
+/// The environment variable that raises (or lowers) the default pixel limit.
+pub const MAX_PIXELS_ENV: &str = "ADAPTIR_MAX_PIXELS";
+
 impl Default for LoadOptions {
+    /// [`DEFAULT_MAX_PIXELS`], or `ADAPTIR_MAX_PIXELS` when it is set to a whole number.
     fn default() -> Self {
-        LoadOptions { max_pixels: DEFAULT_MAX_PIXELS }
+        let max_pixels = std::env::var(MAX_PIXELS_ENV)
+            .ok()
+            .and_then(|v| v.trim().replace('_', "").parse().ok())
+            .unwrap_or(DEFAULT_MAX_PIXELS);
+        LoadOptions { max_pixels }
     }
 }
 
