@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Converts into [`crate::error::Error`] (and into the data module's error) with `?`; its text reads
 /// `PATH: cannot write: STEP: REASON`.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: cannot write: {step}: {source}", path.display())]
+#[error("{}: cannot write: {step}: {source}{}", path.display(), hint(source))]
 pub struct WriteError {
     /// The target file (not the temporary one).
     pub path: PathBuf,
@@ -28,7 +28,17 @@ pub struct WriteError {
 
 impl From<WriteError> for crate::error::Error {
     fn from(e: WriteError) -> Self {
-        crate::error::Error::file(&e.path, format!("cannot write: {}: {}", e.step, e.source))
+        crate::error::Error::file(&e.path, format!("cannot write: {}: {}{}", e.step, e.source, hint(&e.source)))
+    }
+}
+
+/// What to do about a full disk or quota, said in words after the system's reason.
+fn hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+            " (the disk is full: free some space or write elsewhere; the earlier file, if any, is kept)"
+        }
+        _ => "",
     }
 }
 

@@ -351,14 +351,14 @@ fn resume_kill_loop(
     let dir = out.parent().unwrap().to_path_buf();
     let mut r = rng(salt);
     let mut f = Figures { kills: 0, mid_write: 0, ended_first: 0 };
-    let (mut killed, mut resumed_to_end, mut i) = (vec![], 0, 0);
+    let (mut killed, mut resumed_to_end, mut i, mut aim) = (vec![], 0, 0, 0.7f64);
     while f.kills < kills() && i < 4 * kills() {
         i += 1;
         let resuming = ckpt.exists();
         let placed: Vec<bool> = outputs.iter().map(|o| o.path.exists()).collect();
         let before = temps(&dir).len();
-        // A resumed run has only the rest of the steps to do: aim earlier.
-        let at = moment(&mut r, d * 7 / 10);
+        // A resumed run has only the rest of the steps to do: aim earlier, the more so the more runs end first.
+        let at = moment(&mut r, d.mul_f64(aim));
         let (pid, code) = kill_after(&args, at);
         killed.push(pid);
         let what = format!("{name}: kill {i} at {} ms", at.as_millis());
@@ -370,12 +370,16 @@ fn resume_kill_loop(
             Some(c) => {
                 assert_eq!(c, 0, "{what}: exited {c} before the kill");
                 f.ended_first += 1;
+                aim = (aim * 0.8).max(0.1);
                 assert!(std::fs::read(out).unwrap() == good, "{what}: the finished output differs");
                 resumed_to_end += usize::from(resuming);
                 // Start over (the finished output stays: it is the earlier output of the next runs).
                 std::fs::remove_file(&ckpt).unwrap();
             }
-            None => f.kills += 1,
+            None => {
+                f.kills += 1;
+                aim = (aim * 1.05).min(1.0);
+            }
         }
     }
     // Resume whatever the last kill left to the end.
@@ -436,4 +440,176 @@ fn pretrain_killed_at_random_moments_resumes_bit_identical() {
     let out_dir = root.join("out");
     std::fs::create_dir_all(&out_dir).unwrap();
     resume_kill_loop("pretrain", base, &out_dir.join("b.safetensors"), &root.join("ref.safetensors"), read_tensors, 4);
+}
+
+/// A tmpfs of 256 KiB mounted for one test (unmounted on drop), or None where mounting is refused.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path) -> Option<Self> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount").args(["-t", "tmpfs", "-o", "size=256k", "tmpfs", s(dir)]).output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs(dir.to_path_buf())),
+            Ok(o) => {
+                eprintln!(
+                    "SKIPPED disk-full test: `mount -t tmpfs` refused ({}); run as root to check it",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("SKIPPED disk-full test: no `mount` ({e})");
+                None
+            }
+        }
+    }
+
+    /// Fill the filesystem but for one 4 KiB page.
+    fn fill(&self) {
+        use std::io::Write;
+        let p = self.0.join("filler");
+        let mut f = std::fs::File::create(&p).unwrap();
+        let page = [0u8; 4096];
+        while f.write_all(&page).and_then(|_| f.sync_all()).is_ok() {}
+        let len = f.metadata().unwrap().len();
+        f.set_len(len.saturating_sub(4096)).unwrap();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Every writer on a full disk: exit 2 naming the file and the full disk, the earlier output intact, no
+/// temporary file left.
+#[test]
+fn a_full_disk_fails_cleanly_and_keeps_the_earlier_output() {
+    let st = setup("diskfull");
+    let big = photos(&st.root.join("big"), 2, 200, 196);
+    let mnt = st.root.join("mnt");
+    let Some(fs) = Tmpfs::mount(&mnt) else {
+        return;
+    };
+    let earlier = b"the earlier complete output".to_vec();
+    let cases: Vec<(&str, Vec<String>, PathBuf, PathBuf)> = vec![
+        (
+            "export",
+            export_args(&st, true, &mnt.join("m.onnx"), &mnt.join("g.safetensors")),
+            mnt.join("m.onnx"),
+            mnt.join("m.onnx"),
+        ),
+        ("restore", restore_args(&st, &big.join("img0.png"), &mnt.join("r.png")), mnt.join("r.png"), mnt.join("r.png")),
+        (
+            "train",
+            argv(&[
+                "train",
+                "--method",
+                "adaptir",
+                "--task",
+                "denoise30",
+                "--backbone",
+                s(&st.backbone),
+                "--data",
+                s(&st.photos),
+                "--steps",
+                "2",
+                "--batch",
+                "1",
+                "--eval-every",
+                "1000",
+                "--out",
+                s(&mnt.join("k.safetensors")),
+            ]),
+            mnt.join("k.safetensors"),
+            mnt.join("k.ckpt.safetensors"),
+        ),
+        (
+            "pretrain",
+            argv(&[
+                "pretrain",
+                "--data",
+                s(&big),
+                "--steps",
+                "1",
+                "--batch",
+                "1",
+                "--out",
+                s(&mnt.join("b.safetensors")),
+            ]),
+            mnt.join("b.safetensors"),
+            mnt.join("b.ckpt.safetensors"),
+        ),
+    ];
+    for (_, _, out, _) in &cases {
+        std::fs::write(out, &earlier).unwrap();
+    }
+    fs.fill();
+    for (name, args, out, failing) in &cases {
+        let o = Command::new(BIN).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{name} on a full disk: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        let file = failing.file_name().unwrap().to_string_lossy();
+        assert!(
+            err.contains(&*file) && err.contains("cannot write") && err.contains("the disk is full"),
+            "{name}: unclear message: {err}"
+        );
+        assert_eq!(std::fs::read(out).unwrap(), earlier, "{name}: the earlier output changed");
+        assert_eq!(temps(&mnt), vec![], "{name}: temporary file left on a full disk");
+        eprintln!("disk full, {name}: {}", err.trim());
+    }
+}
+
+/// Two processes writing one output path at once: both finish, and the file is one of the two complete outputs.
+#[test]
+fn two_runs_on_one_output_leave_one_complete_file() {
+    let t = Instant::now();
+    let st = setup("race");
+    let (ref_dir, out_dir) = (st.root.join("ref"), st.root.join("out"));
+    std::fs::create_dir_all(&ref_dir).unwrap();
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let big = photos(&st.root.join("big"), 1, 160, 120).join("img0.png");
+    let single = |a: Vec<String>, b: Vec<String>| {
+        run_ok(&a);
+        run_ok(&b);
+    };
+    let (ra, rb) = (ref_dir.join("a.onnx"), ref_dir.join("b.onnx"));
+    let (ga, gb) = (ref_dir.join("a.g.safetensors"), ref_dir.join("b.g.safetensors"));
+    single(export_args(&st, true, &ra, &ga), export_args(&st, false, &rb, &gb));
+    let (pa, pb) = (ref_dir.join("a.png"), ref_dir.join("b.png"));
+    single(restore_args(&st, &st.photos.join("img0.png"), &pa), restore_args(&st, &big, &pb));
+    let bytes = |p: &Path| std::fs::read(p).unwrap();
+    let (o, g, r) = (out_dir.join("m.onnx"), out_dir.join("m.g.safetensors"), out_dir.join("r.png"));
+    let rounds = 4;
+    for round in 0..rounds {
+        let pairs: [(Vec<String>, Vec<String>, Vec<(&Path, Vec<u8>, Vec<u8>)>); 2] = [
+            (
+                export_args(&st, true, &o, &g),
+                export_args(&st, false, &o, &g),
+                vec![(&o, bytes(&ra), bytes(&rb)), (&g, bytes(&ga), bytes(&gb))],
+            ),
+            (
+                restore_args(&st, &st.photos.join("img0.png"), &r),
+                restore_args(&st, &big, &r),
+                vec![(&r, bytes(&pa), bytes(&pb))],
+            ),
+        ];
+        for (a, b, files) in pairs {
+            let (ca, cb) = (spawn(&a), spawn(&b));
+            for c in [ca, cb] {
+                let out = c.wait_with_output().unwrap();
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(out.status.success(), "round {round}: {err}");
+            }
+            for (p, x, y) in files {
+                let got = bytes(p);
+                assert!(got == x || got == y, "round {round}: {} is a mix of the two runs", p.display());
+            }
+        }
+        assert_eq!(temps(&out_dir), vec![], "round {round}: temporary files left");
+    }
+    eprintln!("race: {rounds} rounds of two exports and two restores on one path, {:.1} s", t.elapsed().as_secs_f64());
 }

@@ -249,6 +249,21 @@ fn resize_plane(a: &[f32], w: usize, h: usize, s: usize) -> Result<Vec<f32>> {
     Ok(out.into_raw().into_iter().map(|v| v.clamp(0.0, 1.0)).collect())
 }
 
+/// A writer that remembers the kind of the last error of the one it wraps.
+struct KeepKind<'a> {
+    w: &'a mut dyn std::io::Write,
+    kind: Option<std::io::ErrorKind>,
+}
+
+impl std::io::Write for KeepKind<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.w.write(buf).inspect_err(|e| self.kind = Some(e.kind()))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.w.flush().inspect_err(|e| self.kind = Some(e.kind()))
+    }
+}
+
 /// Write the restored image: gray (BT.601 luma) or RGB, plus alpha, 8- or 16-bit PNG, atomically.
 pub fn save(path: &Path, rgb: &Image, alpha: Option<&[f32]>, gray: bool, sixteen: bool) -> Result<()> {
     use image::ExtendedColorType as T;
@@ -281,9 +296,15 @@ pub fn save(path: &Path, rgb: &Image, alpha: Option<&[f32]>, gray: bool, sixteen
     };
     crate::fsutil::write_atomic_with(path, |w| {
         use image::ImageEncoder;
-        image::codecs::png::PngEncoder::new(w)
-            .write_image(&bytes, rgb.width as u32, rgb.height as u32, color)
-            .map_err(|e| std::io::Error::other(e.to_string()))
+        // The encoder turns the system's error into text; keep its kind (a full disk stays `StorageFull`, so the
+        // message says the disk is full).
+        let mut w = KeepKind { w, kind: None };
+        let written =
+            image::codecs::png::PngEncoder::new(&mut w).write_image(&bytes, rgb.width as u32, rgb.height as u32, color);
+        written.map_err(|e| match w.kind {
+            Some(kind) => std::io::Error::new(kind, e.to_string()),
+            None => std::io::Error::other(e.to_string()),
+        })
     })?;
     Ok(())
 }
