@@ -563,6 +563,9 @@ fn a_full_disk_fails_cleanly_and_keeps_the_earlier_output() {
     }
 }
 
+/// Two commands, and per output path the two single-run contents it may end with.
+type Race<'a> = (Vec<String>, Vec<String>, Vec<(&'a Path, Vec<u8>, Vec<u8>)>);
+
 /// Two processes writing one output path at once: both finish, and the file is one of the two complete outputs.
 #[test]
 fn two_runs_on_one_output_leave_one_complete_file() {
@@ -585,7 +588,7 @@ fn two_runs_on_one_output_leave_one_complete_file() {
     let (o, g, r) = (out_dir.join("m.onnx"), out_dir.join("m.g.safetensors"), out_dir.join("r.png"));
     let rounds = 4;
     for round in 0..rounds {
-        let pairs: [(Vec<String>, Vec<String>, Vec<(&Path, Vec<u8>, Vec<u8>)>); 2] = [
+        let pairs: [Race; 2] = [
             (
                 export_args(&st, true, &o, &g),
                 export_args(&st, false, &o, &g),
