@@ -12,9 +12,7 @@ use common::fixture;
 
 fn model() -> adaptir::backbone::Ipt {
     let config = adaptir::backbone::IptConfig::from_json_file(&fixture("ipt_small.json")).unwrap();
-    adaptir::model::load_ipt(&fixture("parity/ipt_small_adaptir/weights.safetensors"), &config, &Device::Cpu)
-        .unwrap()
-        .0
+    adaptir::model::load_ipt(&fixture("parity/ipt_small_adaptir/weights.safetensors"), &config, &Device::Cpu).unwrap().0
 }
 
 #[test]

@@ -84,7 +84,11 @@ fn export_runs_in_onnx_runtime_and_matches_the_candle_model() {
         let f64_constants = g.initializers.values().filter(|c| c.data.elem() == ElemType::F64).count();
         let f64_casts = g.nodes.iter().filter(|n| n.op == "Cast" && n.attrs.get("to") == Some(&Attr::Int(11))).count();
         let target = g.metadata["target"].as_str();
-        assert_eq!(target != "ort", f64_constants + f64_casts == 0, "{name}: {f64_constants} f64 constants, {f64_casts} casts");
+        assert_eq!(
+            target != "ort",
+            f64_constants + f64_casts == 0,
+            "{name}: {f64_constants} f64 constants, {f64_casts} casts"
+        );
         let all_nodes: Vec<_> = g.functions.iter().flat_map(|f| &f.nodes).chain(&g.nodes).collect();
         let dft_nodes = all_nodes.iter().filter(|n| n.op == "DFT").count();
         assert_eq!(dft_nodes > 0, name.ends_with("dft"), "{name}: {dft_nodes} DFT nodes");

@@ -259,7 +259,8 @@ fn bad_method_configurations() {
 /// its documentation (or a row left for a removed one) fails here.
 #[test]
 fn the_methods_doc_table_is_the_registry() {
-    let doc = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/methods.md")).unwrap();
+    let doc =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/methods.md")).unwrap();
     let rows: Vec<String> = doc
         .lines()
         .filter_map(|l| l.strip_prefix("| `"))

@@ -82,7 +82,8 @@ fn shipped_adapters_default_export_passes_in_every_runtime() {
     let d = dir().join("shipped");
     std::fs::create_dir_all(&d).unwrap();
     // The default (patch-batch) export and the whole-image export of every shipped adapter.
-    for (adapter, extra) in shipped_adapters().into_iter().flat_map(|a| [(a.clone(), None), (a, Some("--whole-image"))]) {
+    for (adapter, extra) in shipped_adapters().into_iter().flat_map(|a| [(a.clone(), None), (a, Some("--whole-image"))])
+    {
         let tag = if extra.is_some() { "-whole" } else { "" };
         let m = d.join(format!("{}{tag}.onnx", adapter.file_stem().unwrap().to_string_lossy()));
         export(&adapter, &m, extra.as_slice());

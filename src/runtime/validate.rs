@@ -299,7 +299,10 @@ fn whole_image_reference(
     adapter: Option<AdapterFile>,
 ) -> Result<Reference> {
     let overlap: usize = meta(g, model_path, "tile_overlap")?.parse().map_err(|_| {
-        Error::file(model_path, format!("metadata `tile_overlap` is `{}`, expected an integer", g.metadata["tile_overlap"]))
+        Error::file(
+            model_path,
+            format!("metadata `tile_overlap` is `{}`, expected an integer", g.metadata["tile_overlap"]),
+        )
     })?;
     let tiling = crate::restore::Tiling { overlap, ..Default::default() };
     let (x, y) = crate::compile::export::whole_image_golden(model, task, tiling)?;

@@ -30,7 +30,9 @@ pub fn decode_model(bytes: &[u8], path: &Path) -> Result<proto::ModelProto> {
             let head: String = text.chars().take(40).collect();
             return Err(Error::file(
                 path,
-                format!("not an ONNX model: expected a binary protobuf ModelProto, found a text file (starting {head:?})"),
+                format!(
+                    "not an ONNX model: expected a binary protobuf ModelProto, found a text file (starting {head:?})"
+                ),
             ));
         }
     }
