@@ -142,6 +142,7 @@ fn bad_export_input() {
             "unknown task `deblur`",
         ),
         (vec!["export", "--backbone", s(&w), "--config", s(&c), "-o", s(&out)], "--task is required"),
+        (vec!["export"], "nothing to export: give --adapter"),
         (
             vec!["export", "--adapter", s(&a), "--backbone", "/nonexistent/backbone.safetensors", "-o", s(&out)],
             "backbone not found",

@@ -124,6 +124,12 @@ pub fn export(args: &ExportArgs) -> Result<ExportReport> {
     let task_name = match (args.task, &adapter) {
         (Some(t), _) => t.to_string(),
         (None, Some(a)) => a.meta.task.clone(),
+        (None, None) if args.backbone.is_none() => {
+            return Err(Error::invalid(
+                "nothing to export: give --adapter A.safetensors (the canonical call: `adaptir export --adapter \
+                 derain.safetensors`), or --backbone B --task T -o OUT.onnx for a backbone alone",
+            ))
+        }
         (None, None) => {
             return Err(Error::invalid("--task is required when exporting the backbone alone (without --adapter)"))
         }
