@@ -50,17 +50,8 @@ fn official_ipt_adaptir_through_onnx_runtime() {
 #[test]
 fn fft_edges_through_onnx_runtime() {
     let io = load("parity/adaptir_fft_edges/io.safetensors");
-    for (weights, dim, layout, case) in [
-        ("weights.safetensors", 192, adaptir::peft::Layout::Ipt, "ipt_x0_injected_n2"),
-        ("weights_edt.safetensors", 180, adaptir::peft::Layout::Edt, "edt_x0_injected_h24w48_n1"),
-    ] {
-        let sd = adaptir::params::StateDict::load(&fixture(&format!("parity/adaptir_fft_edges/{weights}"))).unwrap();
-        let strict = adaptir::params::Strict::new(sd);
-        let m = adaptir::peft::AdaptIr::new(
-            strict.var_builder(DType::F32, &Device::Cpu),
-            adaptir::peft::AdaptIrConfig::official(dim, layout),
-        )
-        .unwrap();
+    for (weights, dim, layout, case) in FFT_EDGES_CASES {
+        let m = fft_edges_adapter(weights, dim, layout);
         let x0 = &io[&format!("{case}.inter.x0")];
         let (n, h, hh, ww) = x0.dims4().unwrap();
         let ours_candle = m.frequency_branch(x0).unwrap();
@@ -84,25 +75,12 @@ fn fft_edges_through_onnx_runtime() {
             eprintln!("{case} {opts:?}: ORT vs candle {d:.3e}");
             assert!(d <= FFT_EDGES_PORTABLE_ABS, "{case} {opts:?}: ORT vs candle {d:e}");
             let torch = &io[&format!("{case}.inter.global")];
-            for (s, c) in portable_channels(case) {
+            for (s, c) in fft_edges_channels(case).iter().filter(|c| c.portable).map(|c| (c.sample, c.channel)) {
                 let e = max_abs_diff(&ort.i((s, c)).unwrap(), &torch.i((s, c)).unwrap());
                 assert!(e <= FFT_EDGES_PORTABLE_ABS, "{case} {opts:?} [{s},{c}]: {e:e}");
             }
         }
     }
-}
-
-fn portable_channels(case: &str) -> Vec<(usize, usize)> {
-    let text = std::fs::read_to_string(fixture("parity/adaptir_fft_edges/config.json")).unwrap();
-    let cfg: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let case = cfg["cases"].as_array().unwrap().iter().find(|c| c["name"] == case).unwrap();
-    case["portability_vs_clean_convention"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["portable"].as_bool().unwrap())
-        .map(|c| (c["sample"].as_u64().unwrap() as usize, c["channel"].as_u64().unwrap() as usize))
-        .collect()
 }
 
 /// Every method of the zoo, perturbed so that it acts, lowered and run by ORT against candle.

@@ -9,50 +9,15 @@
 //! the fixture's recorded distance between torch and the clean convention, within the same tolerance.
 mod common;
 
-use adaptir::params::{StateDict, Strict};
-use adaptir::peft::{AdaptIr, AdaptIrConfig, Layout};
+use adaptir::peft::Layout;
 use adaptir::tolerance::FFT_EDGES_PORTABLE_ABS;
-use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_core::{IndexOp, Tensor};
 use common::*;
-
-fn adapter(weights: &str, dim: usize, layout: Layout) -> AdaptIr {
-    let sd = StateDict::load(&fixture(&format!("parity/adaptir_fft_edges/{weights}"))).unwrap();
-    let strict = Strict::new(sd);
-    let m = AdaptIr::new(strict.var_builder(DType::F32, &Device::Cpu), AdaptIrConfig::official(dim, layout)).unwrap();
-    strict.finish().unwrap();
-    m
-}
-
-struct Channel {
-    sample: usize,
-    channel: usize,
-    pattern: String,
-    portable: bool,
-    torch_vs_clean: f64,
-}
-
-fn portability(case: &str) -> Vec<Channel> {
-    let text = std::fs::read_to_string(fixture("parity/adaptir_fft_edges/config.json")).unwrap();
-    let cfg: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let case = cfg["cases"].as_array().unwrap().iter().find(|c| c["name"] == case).unwrap();
-    case["portability_vs_clean_convention"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| Channel {
-            sample: c["sample"].as_u64().unwrap() as usize,
-            channel: c["channel"].as_u64().unwrap() as usize,
-            pattern: c["pattern"].as_str().unwrap().to_string(),
-            portable: c["portable"].as_bool().unwrap(),
-            torch_vs_clean: c["max_abs_diff_global_torch_f32_vs_clean_convention_f64"].as_f64().unwrap(),
-        })
-        .collect()
-}
 
 /// Returns the number of (portable, pinned) channels checked.
 fn check_channels(case: &str, ours: &Tensor, torch: &Tensor) -> (usize, usize) {
     let (mut portable, mut pinned) = (0, 0);
-    for ch in portability(case) {
+    for ch in fft_edges_channels(case) {
         let d = max_abs_diff(&ours.i((ch.sample, ch.channel)).unwrap(), &torch.i((ch.sample, ch.channel)).unwrap());
         let (s, c, p) = (ch.sample, ch.channel, &ch.pattern);
         if ch.portable {
@@ -73,7 +38,7 @@ fn check_channels(case: &str, ours: &Tensor, torch: &Tensor) -> (usize, usize) {
 #[test]
 fn constant_tokens_through_the_whole_adapter() {
     let io = load("parity/adaptir_fft_edges/io.safetensors");
-    let m = adapter("weights.safetensors", 192, Layout::Ipt);
+    let m = fft_edges_adapter("weights.safetensors", 192, Layout::Ipt);
     let x = io["ipt_tokens_const_n1.x_token"].reshape((1, 1, 192)).unwrap().broadcast_as((256, 1, 192)).unwrap();
     let mut trace = adaptir::peft::adaptir::Trace::default();
     let y = m.forward_traced(&x.contiguous().unwrap(), false, Some(&mut trace)).unwrap();
@@ -88,7 +53,7 @@ fn constant_tokens_through_the_whole_adapter() {
 #[test]
 fn crafted_x0_ipt_16x16() {
     let io = load("parity/adaptir_fft_edges/io.safetensors");
-    let m = adapter("weights.safetensors", 192, Layout::Ipt);
+    let m = fft_edges_adapter("weights.safetensors", 192, Layout::Ipt);
     let ours = m.frequency_branch(&io["ipt_x0_injected_n2.inter.x0"]).unwrap();
     assert_eq!(check_channels("ipt_x0_injected_n2", &ours, &io["ipt_x0_injected_n2.inter.global"]), (13, 3));
 }
@@ -96,7 +61,7 @@ fn crafted_x0_ipt_16x16() {
 #[test]
 fn crafted_x0_edt_24x48() {
     let io = load("parity/adaptir_fft_edges/io.safetensors");
-    let m = adapter("weights_edt.safetensors", 180, Layout::Edt);
+    let m = fft_edges_adapter("weights_edt.safetensors", 180, Layout::Edt);
     let ours = m.frequency_branch(&io["edt_x0_injected_h24w48_n1.inter.x0"]).unwrap();
     assert_eq!(
         check_channels("edt_x0_injected_h24w48_n1", &ours, &io["edt_x0_injected_h24w48_n1.inter.global"]),

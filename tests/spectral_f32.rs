@@ -13,7 +13,7 @@ use adaptir::compile::target::Target;
 use adaptir::runtime::{RunOptions, Session};
 use adaptir::tolerance::{F32_SPECTRAL_REL, FFT_EDGES_PORTABLE_ABS, MODEL_PARITY_ABS};
 use adaptir_ops::graph::{FftLowering, GraphBuilder, SpectralPrecision};
-use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_core::{Device, IndexOp, Tensor};
 use common::*;
 
 fn run(g: &adaptir::compile::ir::Graph, inputs: &[(&str, Tensor)]) -> Vec<(String, Tensor)> {
@@ -39,30 +39,6 @@ fn portable_export_keeps_the_official_ipt_fixture() {
     }
 }
 
-struct Channel {
-    sample: usize,
-    channel: usize,
-    pattern: String,
-    portable: bool,
-}
-
-fn channels(case: &str) -> Vec<Channel> {
-    let text = std::fs::read_to_string(fixture("parity/adaptir_fft_edges/config.json")).unwrap();
-    let cfg: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let case = cfg["cases"].as_array().unwrap().iter().find(|c| c["name"] == case).unwrap();
-    case["portability_vs_clean_convention"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| Channel {
-            sample: c["sample"].as_u64().unwrap() as usize,
-            channel: c["channel"].as_u64().unwrap() as usize,
-            pattern: c["pattern"].as_str().unwrap().to_string(),
-            portable: c["portable"].as_bool().unwrap(),
-        })
-        .collect()
-}
-
 /// The frequency branch of the fixture's adapter lowered with `spectral`, run by ONNX Runtime on `x0`.
 fn frequency_branch_in_ort(m: &adaptir::peft::AdaptIr, x0: &Tensor, spectral: SpectralPrecision) -> Tensor {
     let (n, h, hh, ww) = x0.dims4().unwrap();
@@ -80,17 +56,8 @@ fn frequency_branch_in_ort(m: &adaptir::peft::AdaptIr, x0: &Tensor, spectral: Sp
 fn fft_edges_channel_by_channel_f32_against_f64() {
     let io = load("parity/adaptir_fft_edges/io.safetensors");
     let mut portable_checked = 0;
-    for (weights, dim, layout, case) in [
-        ("weights.safetensors", 192, adaptir::peft::Layout::Ipt, "ipt_x0_injected_n2"),
-        ("weights_edt.safetensors", 180, adaptir::peft::Layout::Edt, "edt_x0_injected_h24w48_n1"),
-    ] {
-        let sd = adaptir::params::StateDict::load(&fixture(&format!("parity/adaptir_fft_edges/{weights}"))).unwrap();
-        let strict = adaptir::params::Strict::new(sd);
-        let m = adaptir::peft::AdaptIr::new(
-            strict.var_builder(DType::F32, &Device::Cpu),
-            adaptir::peft::AdaptIrConfig::official(dim, layout),
-        )
-        .unwrap();
+    for (weights, dim, layout, case) in FFT_EDGES_CASES {
+        let m = fft_edges_adapter(weights, dim, layout);
         let x0 = &io[&format!("{case}.inter.x0")];
         let torch = &io[&format!("{case}.inter.global")];
         let f32_path = frequency_branch_in_ort(&m, x0, SpectralPrecision::F32);
@@ -99,7 +66,7 @@ fn fft_edges_channel_by_channel_f32_against_f64() {
         eprintln!(
             "{case} (max |torch| {scale:.3}): channel | pattern | portable | f32 path vs torch | f64 path vs torch"
         );
-        for ch in channels(case) {
+        for ch in fft_edges_channels(case) {
             let (s, c) = (ch.sample, ch.channel);
             let t = torch.i((s, c)).unwrap();
             let d32 = max_abs_diff(&f32_path.i((s, c)).unwrap(), &t);

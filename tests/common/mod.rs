@@ -79,3 +79,53 @@ pub fn adaptir_cli(args: &[&str]) -> (i32, String, String) {
     assert!(!e.contains("panicked"), "{e}");
     (out.status.code().unwrap_or(-1), o, e)
 }
+
+/// One channel of an `adaptir_fft_edges` case, as its config.json describes it.
+pub struct FftEdgesChannel {
+    pub sample: usize,
+    pub channel: usize,
+    pub pattern: String,
+    /// The fixture's verdict: a clean implementation reproduces torch here (else torch's pocketfft rounding shows).
+    pub portable: bool,
+    /// Max |torch - the clean convention| on this channel, as the fixture recorded it.
+    pub torch_vs_clean: f64,
+}
+
+/// The frequency-branch cases of `adaptir_fft_edges`: (weights file, width, layout, case name).
+pub const FFT_EDGES_CASES: [(&str, usize, adaptir::peft::Layout, &str); 2] = [
+    ("weights.safetensors", 192, adaptir::peft::Layout::Ipt, "ipt_x0_injected_n2"),
+    ("weights_edt.safetensors", 180, adaptir::peft::Layout::Edt, "edt_x0_injected_h24w48_n1"),
+];
+
+/// The channels of an `adaptir_fft_edges` case.
+pub fn fft_edges_channels(case: &str) -> Vec<FftEdgesChannel> {
+    let text = std::fs::read_to_string(fixture("parity/adaptir_fft_edges/config.json")).unwrap();
+    let cfg: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let case = cfg["cases"].as_array().unwrap().iter().find(|c| c["name"] == case).unwrap();
+    case["portability_vs_clean_convention"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| FftEdgesChannel {
+            sample: c["sample"].as_u64().unwrap() as usize,
+            channel: c["channel"].as_u64().unwrap() as usize,
+            pattern: c["pattern"].as_str().unwrap().to_string(),
+            portable: c["portable"].as_bool().unwrap(),
+            torch_vs_clean: c["max_abs_diff_global_torch_f32_vs_clean_convention_f64"].as_f64().unwrap(),
+        })
+        .collect()
+}
+
+/// The official AdaptIR of an `adaptir_fft_edges` weights file, strictly loaded.
+pub fn fft_edges_adapter(weights: &str, dim: usize, layout: adaptir::peft::Layout) -> adaptir::peft::AdaptIr {
+    use adaptir::params::{StateDict, Strict};
+    let sd = StateDict::load(&fixture(&format!("parity/adaptir_fft_edges/{weights}"))).unwrap();
+    let strict = Strict::new(sd);
+    let m = adaptir::peft::AdaptIr::new(
+        strict.var_builder(DType::F32, &Device::Cpu),
+        adaptir::peft::AdaptIrConfig::official(dim, layout),
+    )
+    .unwrap();
+    strict.finish().unwrap();
+    m
+}
