@@ -6,26 +6,23 @@
 //!    16 tiles through the patch export) on one image, with the shipped derain adapter.
 //!
 //!     cargo run --release --example bench_portable [-- --threads 2 --pairs 9 --size 256]
+mod common;
+
 use std::path::Path;
 use std::time::Instant;
 
-use adaptir::backbone::{Ipt, IptConfig};
+use adaptir::backbone::Ipt;
 use adaptir::compile::lower::{lower, LowerOptions};
 use adaptir::compile::onnx::to_bytes;
 use adaptir::compile::passes::optimize;
 use adaptir::compile::target::Target;
 use adaptir::data::Image;
-use adaptir::params::{StateDict, Strict};
 use adaptir::peft::file::AdapterFile;
-use adaptir::peft::{method, MethodModules};
 use adaptir::restore::{restore_with, Tiling};
 use adaptir::runtime::{RunOptions, Session};
 use adaptir_ops::graph::{FftLowering, SpectralPrecision};
 use candle_core::{DType, Device, Tensor};
-
-fn arg(name: &str, default: usize) -> usize {
-    std::env::args().skip_while(|a| a != name).nth(1).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+use common::{arg, random_ipt_with_adaptir};
 
 fn session(model: &Ipt, task: usize, opts: LowerOptions, run: &RunOptions) -> adaptir::Result<Session> {
     let mut g = lower(model, task, opts)?;
@@ -88,29 +85,7 @@ fn main() -> adaptir::Result<()> {
     println!("ONNX Runtime CPU EP, {threads} intra-op threads, medians of {n} interleaved pairs");
 
     // 1a. ipt-base + AdaptIR, random weights.
-    let config = IptConfig::preset("ipt-base")?;
-    let host = config.host_dims();
-    let vm = candle_nn::VarMap::new();
-    Ipt::fresh(&vm, &config, MethodModules::none(&host), &Device::Cpu)?;
-    let dict = |vm: &candle_nn::VarMap| StateDict {
-        path: "random".into(),
-        tensors: vm
-            .data()
-            .lock()
-            .map(|d| d.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect())
-            .unwrap_or_default(),
-    };
-    let m = method("adaptir", &serde_json::Value::Null, &host).map_err(adaptir::Error::invalid)?;
-    let mvm = candle_nn::VarMap::new();
-    m.build(candle_nn::VarBuilder::from_varmap(&mvm, DType::F32, &Device::Cpu), &host)?;
-    for var in mvm.all_vars().into_iter().filter(|v| v.dtype().is_float()) {
-        var.set(&(var.as_tensor() + var.as_tensor().randn_like(0.0, 0.05)?)?)?;
-    }
-    let base = Ipt::new(
-        Strict::new(dict(&vm)).var_builder(DType::F32, &Device::Cpu),
-        &config,
-        m.build(Strict::new(dict(&mvm)).var_builder(DType::F32, &Device::Cpu), &host)?,
-    )?;
+    let base = random_ipt_with_adaptir("ipt-base")?;
     let mut s64 = session(&base, 3, inlined(SpectralPrecision::F64), &run)?;
     let mut s32 = session(&base, 3, inlined(SpectralPrecision::F32), &run)?;
     let x = Tensor::rand(0f32, 1.0, (1, 3, 48, 48), &Device::Cpu)?;

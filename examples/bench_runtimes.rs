@@ -5,51 +5,22 @@
 //! runtime's max abs difference from ONNX Runtime's output.
 //!
 //!     cargo run --release --example bench_runtimes [-- --threads 2 --rounds 7]
+mod common;
+
 use std::path::Path;
 use std::time::Instant;
 
-use adaptir::backbone::{Ipt, IptConfig};
+use adaptir::backbone::Ipt;
 use adaptir::compile::lower::lower;
 use adaptir::compile::onnx::to_bytes;
 use adaptir::compile::passes::optimize;
 use adaptir::compile::target::Target;
-use adaptir::params::{StateDict, Strict};
 use adaptir::peft::file::AdapterFile;
-use adaptir::peft::{method, MethodModules};
 use adaptir::runtime::engine::{Engine, Runtime};
 use adaptir::runtime::RunOptions;
 use adaptir_ops::graph::FftLowering;
 use candle_core::{DType, Device, Tensor};
-
-fn arg(name: &str, default: usize) -> usize {
-    std::env::args().skip_while(|a| a != name).nth(1).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn random_ipt_base() -> adaptir::Result<Ipt> {
-    let config = IptConfig::preset("ipt-base")?;
-    let host = config.host_dims();
-    let dict = |vm: &candle_nn::VarMap| StateDict {
-        path: "random".into(),
-        tensors: vm
-            .data()
-            .lock()
-            .map(|d| d.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect())
-            .unwrap_or_default(),
-    };
-    let vm = candle_nn::VarMap::new();
-    Ipt::fresh(&vm, &config, MethodModules::none(&host), &Device::Cpu)?;
-    let m = method("adaptir", &serde_json::Value::Null, &host).map_err(adaptir::Error::invalid)?;
-    let mvm = candle_nn::VarMap::new();
-    m.build(candle_nn::VarBuilder::from_varmap(&mvm, DType::F32, &Device::Cpu), &host)?;
-    for var in mvm.all_vars().into_iter().filter(|v| v.dtype().is_float()) {
-        var.set(&(var.as_tensor() + var.as_tensor().randn_like(0.0, 0.05)?)?)?;
-    }
-    Ok(Ipt::new(
-        Strict::new(dict(&vm)).var_builder(DType::F32, &Device::Cpu),
-        &config,
-        m.build(Strict::new(dict(&mvm)).var_builder(DType::F32, &Device::Cpu), &host)?,
-    )?)
-}
+use common::{arg, random_ipt_with_adaptir};
 
 fn bench(name: &str, model: &Ipt, task: usize, batch: usize, threads: usize, rounds: usize) -> adaptir::Result<()> {
     let mut g = lower(model, task, Target::Portable.lower_options(FftLowering::MatMul))?;
@@ -112,6 +83,6 @@ fn main() -> adaptir::Result<()> {
     )?;
     let task = adaptir::backbone::config::task_index(&adapter.meta.task).unwrap_or(3);
     bench("ipt-tiny + derain", &tiny, task, 2, threads, rounds * 5)?;
-    bench("ipt-base + AdaptIR (random)", &random_ipt_base()?, 3, 1, threads, rounds)?;
+    bench("ipt-base + AdaptIR (random)", &random_ipt_with_adaptir("ipt-base")?, 3, 1, threads, rounds)?;
     Ok(())
 }
