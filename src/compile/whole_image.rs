@@ -22,7 +22,8 @@ use candle_core::Result;
 use crate::restore::{ramp, Tiling};
 
 /// The most tiles a whole-image graph takes by default (`--max-tiles`): all tiles run as one batch, so this
-/// bounds the memory a runtime needs (1024 tiles of 48 px with overlap 16: about a 1,000 x 1,000 image).
+/// bounds the memory a runtime needs (1024 tiles of 48 px at the default overlap of 8: a 32 x 32 grid, an image
+/// of up to 1,280 x 1,280).
 pub const DEFAULT_MAX_TILES: usize = 1024;
 
 /// The tiling of a whole-image graph: tile size `p` (the model's patch), output scale `s`.
@@ -51,7 +52,7 @@ impl WholeImage {
     }
 }
 
-/// A one-element i64 vector of the length of axis `axis` of `x`.
+/// A one-element i64 vector: the length of axis `axis`, read from a `Shape` output.
 fn dim(b: &mut dyn GraphBuilder, shape: &str, axis: i64) -> Result<String> {
     let (s, e) = (
         b.constant_i64(&format!("wi.axis{axis}"), &[axis])?,
