@@ -88,8 +88,8 @@ impl Engine {
     ) -> Result<Engine> {
         Ok(match runtime {
             Runtime::Ort => Engine::Ort(Box::new(Session::new(path, opts)?)),
-            Runtime::Tract => Engine::Tract(TractModel::load_with_threads(path, input_shapes, opts.threads)?),
-            Runtime::OpenVino => Engine::OpenVino(OpenVinoModel::load_with_threads(path, input_shapes, opts.threads)?),
+            Runtime::Tract => Engine::Tract(TractModel::load(path, input_shapes, opts.threads)?),
+            Runtime::OpenVino => Engine::OpenVino(OpenVinoModel::load(path, input_shapes, opts.threads)?),
         })
     }
 

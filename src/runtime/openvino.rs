@@ -151,22 +151,10 @@ fn ov(e: openvino::InferenceError) -> String {
 }
 
 impl OpenVinoModel {
-    /// Load an ONNX file with every graph input fixed to its shape in `input_shapes` (by name).
-    pub fn load(path: &Path, input_shapes: &[(String, Vec<usize>)]) -> Result<Self> {
-        Self::load_with_threads(path, input_shapes, None)
-    }
-
-    /// [`OpenVinoModel::load`] with `INFERENCE_NUM_THREADS` (None: OpenVINO's default, every core).
-    pub fn load_with_threads(
-        path: &Path,
-        input_shapes: &[(String, Vec<usize>)],
-        threads: Option<usize>,
-    ) -> Result<Self> {
-        if !path.is_file() {
-            return Err(Error::file(path, "expected an ONNX model file, found no such file"));
-        }
-        let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
-        Self::from_memory(&bytes, path, input_shapes, threads)
+    /// Load an ONNX file with every graph input fixed to its shape in `input_shapes` (by name), with
+    /// `INFERENCE_NUM_THREADS` = `threads` (None: OpenVINO's default, every core).
+    pub fn load(path: &Path, input_shapes: &[(String, Vec<usize>)], threads: Option<usize>) -> Result<Self> {
+        Self::from_memory(&crate::compile::onnx::read_bytes(path)?, path, input_shapes, threads)
     }
 
     /// Load a model from its ONNX bytes; `name` names it in errors.

@@ -71,11 +71,11 @@ pub struct Restorer {
 }
 
 /// What `restore` needs to know of a whole-image export (`export --whole-image`): its tiling and tile bound, and
-/// its bytes for tract (whose optimised model is fixed to one image size).
+/// its name (tract, which fixes the image size when it optimises, builds one model per image from the bytes it
+/// keeps in `TractBatches`).
 struct WholeImageFile {
     overlap: usize,
     max_tiles: usize,
-    bytes: Vec<u8>,
     name: PathBuf,
 }
 
@@ -123,7 +123,8 @@ impl TractBatches {
 /// Read an exported file for `adapter`, refusing an export of another adapter (by sha256); with its whole-image
 /// tiling, if it is one.
 fn read_export(file: &Path, adapter: &Path) -> Result<(Vec<u8>, Option<(usize, usize)>)> {
-    let g = crate::compile::onnx::read(file)?;
+    let bytes = crate::compile::onnx::read_bytes(file)?;
+    let g = crate::compile::onnx::from_bytes(&bytes, file)?;
     let whole = whole_image_meta(&g, file)?;
     let sha = sha256_file(adapter)?;
     match g.metadata.get("adapter_sha256") {
@@ -139,7 +140,6 @@ fn read_export(file: &Path, adapter: &Path) -> Result<(Vec<u8>, Option<(usize, u
             ))
         }
     }
-    let bytes = std::fs::read(file).map_err(|e| Error::file(file, format!("cannot read: {e}")))?;
     Ok((bytes, whole))
 }
 
@@ -200,9 +200,7 @@ impl Restorer {
         };
         let (mut session, mut tract) = (None, None);
         let whole_image = match (whole, &bytes) {
-            (Some((overlap, max_tiles)), Some(b)) => {
-                Some(WholeImageFile { overlap, max_tiles, bytes: b.clone(), name: name.clone() })
-            }
+            (Some((overlap, max_tiles)), Some(_)) => Some(WholeImageFile { overlap, max_tiles, name: name.clone() }),
             _ => None,
         };
         match (args.engine, bytes) {
@@ -214,9 +212,6 @@ impl Restorer {
                 tract = Some(TractBatches { bytes, name, threads: args.run.threads, models: Vec::new() });
             }
             _ => {}
-        }
-        if whole_image.is_some() {
-            tract = None; // tract gets one model per image size (below)
         }
         Ok(Restorer { model, task, task_name, scale, engine: args.engine, session, tract, whole_image })
     }
@@ -290,11 +285,11 @@ impl Restorer {
             ));
         }
         let x = image_to_nchw(img)?;
-        let mut out = match (self.session.as_mut(), self.engine) {
+        let mut out = match (self.session.as_mut(), self.tract.as_ref()) {
             (Some(sess), _) => sess.run(&[("image", x)])?,
-            (None, Engine::Tract) => {
+            (None, Some(t)) => {
                 let shapes = [("image".to_string(), x.dims().to_vec())];
-                TractModel::from_memory(&w.bytes, &w.name, &shapes, None)?.run(&[("image", x)])?
+                TractModel::from_memory(&t.bytes, &t.name, &shapes, t.threads)?.run(&[("image", x)])?
             }
             _ => return Err(Error::invalid("a whole-image export runs with --engine onnx or --engine tract")),
         };

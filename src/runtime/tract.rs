@@ -57,23 +57,11 @@ fn guarded<T>(f: impl FnOnce() -> TractResult<T>) -> std::result::Result<T, Stri
 }
 
 impl TractModel {
-    /// Load an ONNX file with every graph input fixed to its shape in `input_shapes` (by name; each must be given).
-    pub fn load(path: &Path, input_shapes: &[(String, Vec<usize>)]) -> Result<Self> {
-        Self::load_with_threads(path, input_shapes, None)
-    }
-
-    /// [`TractModel::load`] with tract's matrix products on a pool of `threads` threads (None: one thread, tract's
-    /// default; tract splits only large products, so small models stay about single-threaded).
-    pub fn load_with_threads(
-        path: &Path,
-        input_shapes: &[(String, Vec<usize>)],
-        threads: Option<usize>,
-    ) -> Result<Self> {
-        if !path.is_file() {
-            return Err(Error::file(path, "expected an ONNX model file, found no such file"));
-        }
-        let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
-        Self::from_memory(&bytes, path, input_shapes, threads)
+    /// Load an ONNX file with every graph input fixed to its shape in `input_shapes` (by name; each must be given),
+    /// tract's matrix products on a pool of `threads` threads (None: one thread, tract's default; tract splits only
+    /// large products, so small models stay about single-threaded).
+    pub fn load(path: &Path, input_shapes: &[(String, Vec<usize>)], threads: Option<usize>) -> Result<Self> {
+        Self::from_memory(&crate::compile::onnx::read_bytes(path)?, path, input_shapes, threads)
     }
 
     /// Load a model from its bytes; `name` names it in errors.

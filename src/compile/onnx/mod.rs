@@ -10,5 +10,5 @@ pub mod proto;
 mod read;
 mod write;
 
-pub use read::{constant, decode_model, from_bytes, from_model, read, read_model};
+pub use read::{constant, decode_model, from_bytes, from_model, read, read_bytes, read_model};
 pub use write::{tensor, to_bytes, to_model, write, write_with_version, CUSTOM_DOMAIN_VERSION, PRODUCER};

@@ -17,6 +17,15 @@ pub fn read_model(path: &Path) -> Result<proto::ModelProto> {
     decode_model(&bytes, path)
 }
 
+/// The bytes of an ONNX file, for runtimes that parse it themselves (tract, OpenVINO): a missing path or an
+/// unreadable file is an error naming it.
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    if !path.is_file() {
+        return Err(Error::file(path, "expected an ONNX model file, found no such file"));
+    }
+    std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))
+}
+
 /// Decode the bytes of an ONNX file (`path` only names it in errors).
 pub fn decode_model(bytes: &[u8], path: &Path) -> Result<proto::ModelProto> {
     if bytes.is_empty() {
