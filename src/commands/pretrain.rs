@@ -11,9 +11,17 @@ pub struct Args {
     /// Backbone size preset (ipt-tiny is the shipped default).
     #[arg(long, default_value = "ipt-tiny")]
     pub preset: String,
-    /// Folder of clean training photos.
+    /// Folder of clean training photos (not recursive); repeat for several folders. The last image by name of
+    /// each folder is held out for validation.
     #[arg(long)]
-    pub data: Option<PathBuf>,
+    pub data: Vec<PathBuf>,
+    /// A file stem never to train on (e.g. a photo that is also a benchmark image); repeatable.
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Start from this backbone's weights (same preset) instead of the seeded initialisation; the optimizer
+    /// starts afresh. Recorded (sha256) in the checkpoint and the backbone's metadata.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
     /// Training steps.
     #[arg(long)]
     pub steps: Option<usize>,
@@ -58,12 +66,15 @@ pub fn run(a: &Args) -> Result<PretrainOutput> {
         let step = backbone_from_checkpoint(&checkpoint, &a.out)?;
         return Ok(PretrainOutput::Exported { checkpoint, step, out: a.out.clone() });
     }
-    let (Some(data), Some(steps)) = (a.data.clone(), a.steps) else {
+    let (false, Some(steps)) = (a.data.is_empty(), a.steps) else {
         return Err(Error::invalid("pretrain needs --data DIR and --steps N"));
     };
+    let data = a.data.clone();
     let report = pretrain(&PretrainArgs {
         preset: a.preset.clone(),
         data,
+        exclude: a.exclude.clone(),
+        init: a.init.clone(),
         steps,
         batch: a.batch,
         lr: a.lr,

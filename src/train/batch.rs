@@ -30,7 +30,31 @@ pub enum Source {
 impl Source {
     /// Clean images of `dir` (not recursive), cut as described above; `keep` selects files by stem.
     pub fn clean(dir: &Path, min_side: usize, keep: &dyn Fn(&str) -> bool) -> Result<Self> {
-        let files = list_images(dir)?;
+        Self::clean_dirs(&[dir], min_side, keep)
+    }
+
+    /// Clean images of several folders (each not recursive), in the order given, each folder's files by name.
+    /// A stem names one image across all folders (it seeds the image's crops and names it in held-out lists),
+    /// so a stem found in two folders is an error naming both files.
+    pub fn clean_dirs(dirs: &[&Path], min_side: usize, keep: &dyn Fn(&str) -> bool) -> Result<Self> {
+        let mut files: Vec<(String, std::path::PathBuf)> = vec![];
+        let mut seen: std::collections::HashMap<String, std::path::PathBuf> = Default::default();
+        for dir in dirs {
+            for (stem, path) in list_images(dir)? {
+                if let Some(first) = seen.insert(stem.clone(), path.clone()) {
+                    return Err(Error::file(
+                        &path,
+                        format!(
+                            "its name `{stem}` is also the name of {}: a training image is named by its file \
+                             stem across all --data folders; rename one",
+                            first.display()
+                        ),
+                    ));
+                }
+                files.push((stem, path));
+            }
+        }
+        let dir = dirs.first().copied().unwrap_or(Path::new("."));
         let mut out = vec![];
         for (stem, path) in files.iter().filter(|(s, _)| keep(s)) {
             let img = load_image(path)?;
@@ -48,6 +72,14 @@ impl Source {
             } else {
                 out.push((stem.clone(), img));
             }
+        }
+        if out.is_empty() && dirs.len() > 1 {
+            let names: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+            return Err(Error::invalid(format!(
+                "no usable training image in {}: expected PNG/JPEG/BMP/TIFF files of at least {min_side}x{min_side} \
+                 pixels",
+                names.join(", ")
+            )));
         }
         if out.is_empty() {
             return Err(Error::file(

@@ -76,6 +76,15 @@ pub fn held_out(dir: &Path) -> Result<Vec<String>> {
     Ok(if files.len() >= 2 { files.keys().last().cloned().into_iter().collect() } else { vec![] })
 }
 
+/// The stems held out of several training folders: [`held_out`] of each, in order.
+pub fn held_out_dirs(dirs: &[&Path]) -> Result<Vec<String>> {
+    let mut out = vec![];
+    for d in dirs {
+        out.extend(held_out(d)?);
+    }
+    Ok(out)
+}
+
 /// The named preset, else the IPT config a backbone file records: the one reader of `crate::model` (metadata
 /// `ipt_config` as `pretrain` writes it, or `config.json` beside the file).
 pub fn backbone_config(path: &Path, preset: Option<&str>) -> Result<IptConfig> {

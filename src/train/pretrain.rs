@@ -32,7 +32,12 @@ pub const VAL_PATCHES: usize = 4;
 
 pub struct PretrainArgs {
     pub preset: String,
-    pub data: PathBuf,
+    /// Folders of clean photos (each not recursive); the last image by name of each is held out.
+    pub data: Vec<PathBuf>,
+    /// File stems never trained on (e.g. photos that are also benchmark images).
+    pub exclude: Vec<String>,
+    /// Start from this backbone's weights (same config) instead of the seeded initialisation.
+    pub init: Option<PathBuf>,
     pub steps: usize,
     pub batch: usize,
     pub lr: f64,
@@ -68,18 +73,36 @@ pub fn pretrain(a: &PretrainArgs) -> Result<PretrainReport> {
     let patch = config.patch_size;
     let dev = super::device();
     let ckpt_path = super::checkpoint_path(&a.out);
-    let fingerprint = json!({
+    if a.data.is_empty() {
+        return Err(Error::invalid("pretrain needs at least one --data DIR"));
+    }
+    let init_sha = match &a.init {
+        Some(p) => Some(crate::peft::file::sha256_file(p)?),
+        None => None,
+    };
+    let data = data_record(&a.data);
+    let mut fingerprint = json!({
         "command": "pretrain", "config": config, "steps": a.steps, "batch": a.batch, "lr": a.lr, "seed": a.seed,
-        "data": a.data.display().to_string(),
+        "data": data,
     });
+    // Only runs that use them record these, so the checkpoints of earlier runs still resume.
+    if !a.exclude.is_empty() {
+        fingerprint["exclude"] = json!(a.exclude);
+    }
+    if let Some(sha) = &init_sha {
+        fingerprint["init_sha256"] = json!(sha);
+    }
     let ckpt = if a.resume && ckpt_path.exists() { Some(Checkpoint::load(&ckpt_path, &fingerprint)?) } else { None };
 
-    let hold = super::held_out(&a.data)?;
-    let train = Source::clean(&a.data, patch * 4, &|s: &str| !hold.iter().any(|h| h == s))?;
+    let dirs: Vec<&Path> = a.data.iter().map(|d| d.as_path()).collect();
+    let hold: Vec<String> =
+        super::held_out_dirs(&dirs)?.into_iter().filter(|h| !a.exclude.iter().any(|x| x == h)).collect();
+    let excluded = |s: &str| a.exclude.iter().any(|x| x == s);
+    let train = Source::clean_dirs(&dirs, patch * 4, &|s: &str| !hold.iter().any(|h| h == s) && !excluded(s))?;
     let val_src = if hold.is_empty() {
         None
     } else {
-        Source::clean(&a.data, patch * 4, &|s: &str| hold.iter().any(|h| h == s)).ok()
+        Source::clean_dirs(&dirs, patch * 4, &|s: &str| hold.iter().any(|h| h == s)).ok()
     };
     let val_src = val_src.as_ref().unwrap_or(&train);
     let val: Vec<(usize, Tensor, Vec<Image>)> = TASKS
@@ -94,6 +117,8 @@ pub fn pretrain(a: &PretrainArgs) -> Result<PretrainReport> {
     let vm = VarMap::new();
     if let Some(c) = &ckpt {
         restore_vars(&vm, c, &dev)?;
+    } else if let Some(init) = &a.init {
+        init_vars(&vm, init, &config, &dev)?;
     }
     // Seeded initial values first (candle's own are unseeded); `Ipt::fresh` then sets the fixed MeanShift and
     // picks up every other variable from the map.
@@ -136,7 +161,8 @@ pub fn pretrain(a: &PretrainArgs) -> Result<PretrainReport> {
             &config,
             &json!({
                 "steps": out.step, "batch": a.batch, "lr": a.lr, "seed": a.seed, "tasks": TASKS.map(|t| t.1),
-                "data": a.data.display().to_string(), "held_out": hold, "final_val_psnr": final_psnr,
+                "data": data, "exclude": a.exclude, "init_sha256": init_sha, "held_out": hold,
+                "final_val_psnr": final_psnr,
             }),
         )?;
         super::progress::write_curve(&super::curve_path(&a.out), &out.history.losses(), &out.history.psnrs())?;
@@ -149,6 +175,36 @@ pub fn pretrain(a: &PretrainArgs) -> Result<PretrainReport> {
         final_psnr,
         checkpoint: ckpt_path,
     })
+}
+
+/// `--data` as the metadata records it: the folder for one (as before), the list for several.
+fn data_record(dirs: &[PathBuf]) -> serde_json::Value {
+    match dirs {
+        [one] => json!(one.display().to_string()),
+        many => json!(many.iter().map(|d| d.display().to_string()).collect::<Vec<_>>()),
+    }
+}
+
+/// Fill `vm` with the weights of the backbone file `init`, which must have `config` (`--init`: continue an
+/// earlier pre-training on other data or with another schedule; the optimizer starts afresh).
+fn init_vars(vm: &VarMap, init: &Path, config: &IptConfig, dev: &candle_core::Device) -> Result<()> {
+    let theirs = crate::model::backbone_config(init)?;
+    if &theirs != config {
+        return Err(Error::file(
+            init,
+            format!(
+                "--init: its config is {}, but the preset is {}",
+                serde_json::to_string(&theirs).unwrap_or_default(),
+                serde_json::to_string(config).unwrap_or_default()
+            ),
+        ));
+    }
+    let sd = crate::params::StateDict::load(init)?;
+    let mut data = vm.data().lock().map_err(|_| Error::invalid("VarMap lock poisoned"))?;
+    for (k, t) in &sd.tensors {
+        data.insert(k.clone(), candle_core::Var::from_tensor(&t.to_device(dev)?)?);
+    }
+    Ok(())
 }
 
 fn vm_tensors(vm: &VarMap) -> Result<BTreeMap<String, Tensor>> {

@@ -1,0 +1,117 @@
+//! `pretrain` over several `--data` folders, `--exclude` and `--init` (issue 14's long run uses all three).
+mod train_util;
+use train_util::{cli, dir, photos, s};
+
+use adaptir::params::StateDict;
+
+const SHIPPED: &str = "models/ipt-tiny/backbone.safetensors";
+
+fn training_meta(path: &std::path::Path) -> serde_json::Value {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    serde_json::from_str(&header.metadata().as_ref().unwrap()["training"]).unwrap()
+}
+
+#[test]
+fn two_folders_with_the_same_stem_are_refused_naming_both_files() {
+    let root = dir("pretrain-collide");
+    photos(&root.join("a"), 2, 200, 200);
+    photos(&root.join("b"), 2, 200, 200);
+    let out = root.join("bb.safetensors");
+    let (code, _, err) = cli(&[
+        "pretrain",
+        "--data",
+        s(&root.join("a")),
+        "--data",
+        s(&root.join("b")),
+        "--steps",
+        "1",
+        "--batch",
+        "1",
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("img0") && err.contains("rename one"), "{err}");
+    assert!(err.contains(s(&root.join("a"))) && err.contains(s(&root.join("b"))), "{err}");
+    assert!(!out.exists());
+}
+
+/// With `--lr 0` one AdamW step changes nothing (the decoupled decay is `lr * wd`), so the written backbone is
+/// the `--init` one, tensor for tensor: the weights were loaded, not the seeded initialisation.
+#[test]
+fn init_starts_from_the_given_backbone_and_folders_exclusions_are_recorded() {
+    let root = dir("pretrain-init");
+    photos(&root.join("a"), 2, 200, 200);
+    std::fs::create_dir_all(root.join("b")).unwrap();
+    for k in 0..3 {
+        adaptir::data::save_png(
+            root.join("b").join(format!("other{k}.png")),
+            &train_util::photo(200, 200, 10 + k),
+            adaptir::data::BitDepth::Eight,
+        )
+        .unwrap();
+    }
+    let out = root.join("bb.safetensors");
+    let (code, _, err) = cli(&[
+        "pretrain",
+        "--data",
+        s(&root.join("a")),
+        "--data",
+        s(&root.join("b")),
+        "--exclude",
+        "other0",
+        "--init",
+        SHIPPED,
+        "--steps",
+        "1",
+        "--batch",
+        "1",
+        "--lr",
+        "0",
+        "--eval-every",
+        "1",
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let ours = StateDict::load(&out).unwrap();
+    let init = StateDict::load(std::path::Path::new(SHIPPED)).unwrap();
+    assert_eq!(ours.tensors.keys().collect::<Vec<_>>(), init.tensors.keys().collect::<Vec<_>>());
+    for (k, t) in &init.tensors {
+        let a = t.flatten_all().unwrap().to_dtype(candle_core::DType::F64).unwrap().to_vec1::<f64>().unwrap();
+        let b = ours.tensors[k].flatten_all().unwrap().to_dtype(candle_core::DType::F64).unwrap();
+        assert_eq!(a, b.to_vec1::<f64>().unwrap(), "{k}");
+    }
+    let meta = training_meta(&out);
+    // The last image by name of each folder is held out; excluded stems are neither trained on nor held out.
+    assert_eq!(meta["held_out"], serde_json::json!(["img1", "other2"]));
+    assert_eq!(meta["exclude"], serde_json::json!(["other0"]));
+    assert_eq!(meta["data"], serde_json::json!([s(&root.join("a")), s(&root.join("b"))]));
+    assert_eq!(meta["init_sha256"].as_str().unwrap(), adaptir::peft::file::sha256_file(SHIPPED.as_ref()).unwrap());
+}
+
+#[test]
+fn init_with_another_size_is_refused() {
+    let root = dir("pretrain-init-size");
+    photos(&root.join("a"), 2, 200, 200);
+    let other = root.join("other.safetensors");
+    train_util::backbone(&other); // n_feats 24, 4 heads: not the ipt-tiny preset
+    let out = root.join("bb.safetensors");
+    let (code, _, err) = cli(&[
+        "pretrain",
+        "--data",
+        s(&root.join("a")),
+        "--init",
+        s(&other),
+        "--steps",
+        "1",
+        "--batch",
+        "1",
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("other.safetensors") && err.contains("--init"), "{err}");
+    assert!(!out.exists());
+}
