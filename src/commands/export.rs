@@ -6,13 +6,15 @@ use adaptir_ops::graph::FftLowering;
 
 use super::{line, Report};
 use crate::compile::export::{export, ExportReport};
+use crate::compile::shared::{export_shared, SharedArgs, SharedReport};
 use crate::error::{Error, Result};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Adapter file; the output defaults to its stem with `.onnx`.
+    /// Adapter file; the output defaults to its stem with `.onnx`. Repeat it with --out-dir: one task file per
+    /// adapter, all sharing one backbone weight file.
     #[arg(long)]
-    pub adapter: Option<PathBuf>,
+    pub adapter: Vec<PathBuf>,
     /// Backbone weights (default: backbone.safetensors beside the adapter, else models/<its backbone>/ in the working
     /// folder, else in the repository of this executable; without --adapter: ipt-tiny).
     #[arg(long)]
@@ -26,6 +28,10 @@ pub struct Args {
     /// The ONNX file to write (default: the adapter's stem with `.onnx`, in the working folder).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Write DIR/<task>.onnx for every --adapter and one weight file they share through ONNX external data
+    /// (DIR/backbone.weights; backbone.fp16.weights with --fp16). All adapters must be for the same backbone.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
     /// FFT lowering: `matmul` (constant DFT bases, every execution provider) or `dft` (the ONNX DFT op).
     #[arg(long, default_value = "matmul")]
     pub fft: String,
@@ -78,7 +84,13 @@ fn parse_fft(s: &str) -> Result<FftLowering> {
     }
 }
 
-pub fn run(a: &Args) -> Result<ExportReport> {
+/// What `export` wrote: one file, or task files around a shared weight file (`--out-dir`).
+pub enum ExportOutput {
+    One(ExportReport),
+    Shared(SharedReport),
+}
+
+pub fn run(a: &Args) -> Result<ExportOutput> {
     use crate::compile::ir::{IR_VERSION, OPSET};
     if a.opset != OPSET {
         return Err(Error::invalid(format!(
@@ -87,8 +99,8 @@ pub fn run(a: &Args) -> Result<ExportReport> {
         )));
     }
     let spectral = a.spectral.as_deref().map(crate::compile::target::parse_spectral).transpose();
-    let report = export(&crate::compile::export::ExportArgs {
-        adapter: a.adapter.as_deref(),
+    let mut args = crate::compile::export::ExportArgs {
+        adapter: None,
         backbone: a.backbone.as_deref(),
         config: a.config.as_deref(),
         task: a.task.as_deref(),
@@ -101,13 +113,111 @@ pub fn run(a: &Args) -> Result<ExportReport> {
         fp16: a.fp16,
         no_passes: a.no_passes,
         golden: a.golden.as_deref(),
-    })?;
+    };
+    if let Some(dir) = &a.out_dir {
+        // What a shared export cannot honour is refused, not ignored (docs/compiler.md, "Many tasks, one weight file").
+        if a.output.is_some() {
+            return Err(Error::invalid("-o cannot be used with --out-dir: the task files are named DIR/<task>.onnx"));
+        }
+        if a.task.is_some() {
+            return Err(Error::invalid("--task cannot be used with --out-dir: each adapter names its task"));
+        }
+        if a.golden.is_some() {
+            return Err(Error::invalid(
+                "--golden cannot be used with --out-dir: write each task's golden file with a one-file export \
+                 (`adaptir export --adapter A -o A.onnx --golden G`); the outputs do not depend on where the weights \
+                 are stored",
+            ));
+        }
+        if a.adapter.is_empty() {
+            return Err(Error::invalid(
+                "--out-dir needs at least one --adapter (the backbone alone has no tasks to share it)",
+            ));
+        }
+        (args.task, args.output, args.golden) = (None, None, None);
+        let report = export_shared(&SharedArgs { adapters: &a.adapter, out_dir: dir, base: args })?;
+        super::remove_stale_temps(&report.weights);
+        for t in &report.tasks {
+            super::remove_stale_temps(&t.path);
+        }
+        return Ok(ExportOutput::Shared(report));
+    }
+    if a.adapter.len() > 1 {
+        return Err(Error::invalid(format!(
+            "{} --adapter files: several tasks need --out-dir DIR (one file per task around one shared weight file)",
+            a.adapter.len()
+        )));
+    }
+    args.adapter = a.adapter.first().map(PathBuf::as_path);
+    let report = export(&args)?;
     // What killed writers of these paths left behind (the paths are known only now: -o has a default).
     super::remove_stale_temps(&report.output);
     if let Some(g) = &report.golden {
         super::remove_stale_temps(g);
     }
-    Ok(report)
+    Ok(ExportOutput::One(report))
+}
+
+impl Report for ExportOutput {
+    fn render(&self) -> String {
+        match self {
+            ExportOutput::One(r) => r.render(),
+            ExportOutput::Shared(r) => r.render(),
+        }
+    }
+}
+
+impl Report for SharedReport {
+    fn render(&self) -> String {
+        let mut s = String::new();
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        line(
+            &mut s,
+            format!(
+                "{} {} ({:.2} MiB, {} tensors, sha256 {}){}",
+                if self.weights_written { "wrote" } else { "kept" },
+                self.weights.display(),
+                mib(self.weights_bytes),
+                self.weights_tensors,
+                self.weights_sha256,
+                if self.weights_written { "" } else { ": the folder already held these bytes" }
+            ),
+        );
+        for t in &self.tasks {
+            line(
+                &mut s,
+                format!(
+                    "wrote {} ({:.1} KiB; {} tensors shared, {} inline; from {})",
+                    t.path.display(),
+                    t.bytes as f64 / 1024.0,
+                    t.external,
+                    t.inline,
+                    t.adapter.display()
+                ),
+            );
+            if !t.replaced.is_empty() {
+                line(
+                    &mut s,
+                    format!(
+                        "  {} shared tensors folded into per-task copies: {}",
+                        t.replaced.len(),
+                        t.replaced.join(", ")
+                    ),
+                );
+            }
+        }
+        line(
+            &mut s,
+            format!(
+                "{} tasks: {:.2} MiB in all, against {:.2} MiB as separate files, in {:.2} s",
+                self.tasks.len(),
+                mib(self.total_bytes()),
+                mib(self.standalone_bytes()),
+                self.seconds
+            ),
+        );
+        s
+    }
 }
 
 impl Report for ExportReport {

@@ -17,6 +17,7 @@ use crate::backbone::{Ipt, IptConfig};
 use crate::error::{Error, Result};
 use crate::peft::file::{sha256_file, AdapterFile};
 
+#[derive(Clone, Copy)]
 pub struct ExportArgs<'a> {
     pub adapter: Option<&'a Path>,
     /// Default: found by `crate::model`'s rule (beside the adapter, then under models/).
@@ -117,8 +118,83 @@ pub fn image_to_nchw(img: &crate::data::Image) -> Result<Tensor> {
     Ok(t.permute((2, 0, 1))?.unsqueeze(0)?.contiguous()?)
 }
 
+/// A lowered, optimised graph with its metadata, ready to write to `output`, and the model it came from.
+pub struct Built {
+    pub graph: Graph,
+    pub model: Ipt,
+    pub task: usize,
+    pub config: IptConfig,
+    /// The backbone file the model was loaded from.
+    pub backbone: PathBuf,
+    pub output: PathBuf,
+    pub passes: Vec<(&'static str, usize)>,
+    pub tensorrt: Option<super::tensorrt::TensorRtReport>,
+}
+
+/// Lower `model` for `task` with the lowering options of `args` (target, FFT, spectral precision, whole image),
+/// run the passes (unless `no_passes`) and convert to f16 (`fp16`). The graph has no metadata yet.
+pub fn lower_for(
+    model: &Ipt,
+    task: usize,
+    args: &ExportArgs,
+) -> Result<(Graph, LowerOptions, Vec<(&'static str, usize)>)> {
+    let config = &model.config;
+    let mut opts: LowerOptions = args.target.lower_options(args.fft);
+    opts.inline_functions |= args.inline_functions;
+    if let Some(sp) = args.spectral {
+        opts.spectral = sp;
+    }
+    if let Some(tiling) = args.whole_image {
+        let p = config.patch_size;
+        let wi = super::whole_image::WholeImage { p, scale: config.scales[task], tiling };
+        wi.check().map_err(Error::invalid)?;
+        opts.whole_image = Some(tiling);
+    }
+    let mut graph = lower(model, task, opts)?;
+    let passes = if args.no_passes { vec![] } else { optimize(&mut graph)? };
+    if args.fp16 {
+        to_fp16(&mut graph);
+    }
+    Ok((graph, opts, passes))
+}
+
 pub fn export(args: &ExportArgs) -> Result<ExportReport> {
     let start = Instant::now();
+    let Built { graph, model, task, config, output, passes, tensorrt, .. } = build(args)?;
+    super::onnx::write(&graph, &output)?;
+
+    let golden = match args.golden {
+        Some(path) => {
+            let (x, y) = match args.whole_image {
+                None => {
+                    let x = golden_input(&config)?;
+                    let y = model.forward(&x, task, false)?;
+                    (x, y)
+                }
+                Some(tiling) => whole_image_golden(&model, task, tiling)?,
+            };
+            crate::params::write_safetensors(path, &[("input", x), ("output", y)])?;
+            Some(path.to_path_buf())
+        }
+        None => None,
+    };
+    let bytes = std::fs::metadata(&output).map(|m| m.len() as usize).unwrap_or(0);
+    Ok(ExportReport {
+        target: args.target,
+        tensorrt,
+        sha256: sha256_file(&output)?,
+        output,
+        op_counts: graph.op_counts(),
+        bytes,
+        seconds: start.elapsed().as_secs_f64(),
+        passes,
+        golden,
+    })
+}
+
+/// Everything `export` does before writing: load and check the model, lower, optimise, check the target, record
+/// the metadata. Writes nothing.
+pub fn build(args: &ExportArgs) -> Result<Built> {
     let adapter = args.adapter.map(AdapterFile::load).transpose()?;
     // What the file is for, checked before the model is loaded.
     let task_name = match (args.task, &adapter) {
@@ -168,22 +244,7 @@ pub fn export(args: &ExportArgs) -> Result<ExportReport> {
         )));
     }
 
-    let mut opts: LowerOptions = args.target.lower_options(args.fft);
-    opts.inline_functions |= args.inline_functions;
-    if let Some(sp) = args.spectral {
-        opts.spectral = sp;
-    }
-    if let Some(tiling) = args.whole_image {
-        let p = config.patch_size;
-        let wi = super::whole_image::WholeImage { p, scale: config.scales[task], tiling };
-        wi.check().map_err(Error::invalid)?;
-        opts.whole_image = Some(tiling);
-    }
-    let mut graph = lower(&model, task, opts)?;
-    let passes = if args.no_passes { vec![] } else { optimize(&mut graph)? };
-    if args.fp16 {
-        to_fp16(&mut graph);
-    }
+    let (mut graph, opts, passes) = lower_for(&model, task, args)?;
     let tensorrt = match args.target {
         Target::TensorRt => {
             let r = super::tensorrt::check(&graph);
@@ -226,33 +287,5 @@ pub fn export(args: &ExportArgs) -> Result<ExportReport> {
         md.insert("adapter".into(), path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
         md.insert("adapter_sha256".into(), sha256_file(&a.path)?);
     }
-    super::onnx::write(&graph, &output)?;
-
-    let golden = match args.golden {
-        Some(path) => {
-            let (x, y) = match args.whole_image {
-                None => {
-                    let x = golden_input(&config)?;
-                    let y = model.forward(&x, task, false)?;
-                    (x, y)
-                }
-                Some(tiling) => whole_image_golden(&model, task, tiling)?,
-            };
-            crate::params::write_safetensors(path, &[("input", x), ("output", y)])?;
-            Some(path.to_path_buf())
-        }
-        None => None,
-    };
-    let bytes = std::fs::metadata(&output).map(|m| m.len() as usize).unwrap_or(0);
-    Ok(ExportReport {
-        target: args.target,
-        tensorrt,
-        sha256: sha256_file(&output)?,
-        output,
-        op_counts: graph.op_counts(),
-        bytes,
-        seconds: start.elapsed().as_secs_f64(),
-        passes,
-        golden,
-    })
+    Ok(Built { graph, model, task, config, backbone, output, passes, tensorrt })
 }

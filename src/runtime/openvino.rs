@@ -126,6 +126,12 @@ pub fn load_library() -> Result<&'static Path> {
         .map_err(|e| Error::invalid(e.clone()))
 }
 
+/// What a model is read from.
+enum Source<'a> {
+    Bytes(&'a [u8]),
+    File(&'a Path),
+}
+
 /// A model compiled by OpenVINO for the CPU, with fixed input shapes.
 pub struct OpenVinoModel {
     request: Mutex<openvino::InferRequest>,
@@ -153,13 +159,30 @@ fn ov(e: openvino::InferenceError) -> String {
 impl OpenVinoModel {
     /// Load an ONNX file with every graph input fixed to its shape in `input_shapes` (by name), with
     /// `INFERENCE_NUM_THREADS` = `threads` (None: OpenVINO's default, every core).
+    /// External data (`export --out-dir`) is checked against its recorded size and sha256 first, and such a model
+    /// is read from its path (OpenVINO resolves external data relative to the model's folder, not from bytes).
     pub fn load(path: &Path, input_shapes: &[(String, Vec<usize>)], threads: Option<usize>) -> Result<Self> {
-        Self::from_memory(&crate::compile::onnx::read_bytes(path)?, path, input_shapes, threads)
+        let bytes = crate::compile::onnx::read_bytes(path)?;
+        let m = crate::compile::onnx::decode_model(&bytes, path)?;
+        if crate::compile::onnx::external::check(&m, path)?.is_some() {
+            return Self::open(Source::File(path), path, input_shapes, threads);
+        }
+        Self::open(Source::Bytes(&bytes), path, input_shapes, threads)
     }
 
-    /// Load a model from its ONNX bytes; `name` names it in errors.
+    /// Load a model from its ONNX bytes; `name` names it in errors. A model with external data needs
+    /// [`OpenVinoModel::load`].
     pub fn from_memory(
         bytes: &[u8],
+        name: &Path,
+        input_shapes: &[(String, Vec<usize>)],
+        threads: Option<usize>,
+    ) -> Result<Self> {
+        Self::open(Source::Bytes(bytes), name, input_shapes, threads)
+    }
+
+    fn open(
+        source: Source,
         name: &Path,
         input_shapes: &[(String, Vec<usize>)],
         threads: Option<usize>,
@@ -176,7 +199,13 @@ impl OpenVinoModel {
             if let Some(n) = threads {
                 core.set_property(&cpu, &RwPropertyKey::InferenceNumThreads, &n.to_string()).map_err(ov)?;
             }
-            let mut model = core.read_model_from_buffer(bytes, None).map_err(ov)?;
+            let mut model = match source {
+                Source::Bytes(bytes) => core.read_model_from_buffer(bytes, None).map_err(ov)?,
+                Source::File(path) => {
+                    let p = path.to_str().ok_or_else(|| format!("the path {} is not UTF-8", path.display()))?;
+                    core.read_model_from_file(p, "").map_err(ov)?
+                }
+            };
             let mut inputs = Vec::new();
             for i in 0..model.get_inputs_len().map_err(ov)? {
                 let input = model.get_input_by_index(i).map_err(ov)?.get_name().map_err(ov)?;

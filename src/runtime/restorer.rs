@@ -9,6 +9,7 @@
 //!
 //! A whole-image export (`export --whole-image`) takes the image whole: the tiling is in its graph. The command,
 //! with its image policy, is `commands::restore`.
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use adaptir_ops::graph::FftLowering;
@@ -80,12 +81,12 @@ struct WholeImageFile {
 }
 
 /// `(overlap, max tiles)` of a whole-image export, from its metadata; `None` for a patch export.
-fn whole_image_meta(g: &crate::compile::ir::Graph, file: &Path) -> Result<Option<(usize, usize)>> {
-    if g.metadata.get("whole_image").map(String::as_str) != Some("1") {
+fn whole_image_meta(metadata: &BTreeMap<String, String>, file: &Path) -> Result<Option<(usize, usize)>> {
+    if metadata.get("whole_image").map(String::as_str) != Some("1") {
         return Ok(None);
     }
     let num = |key: &str| -> Result<usize> {
-        g.metadata.get(key).and_then(|v| v.parse().ok()).ok_or_else(|| {
+        metadata.get(key).and_then(|v| v.parse().ok()).ok_or_else(|| {
             Error::file(file, format!("a whole-image export without an integer `{key}` in its metadata"))
         })
     };
@@ -122,12 +123,19 @@ impl TractBatches {
 
 /// Read an exported file for `adapter`, refusing an export of another adapter (by sha256); with its whole-image
 /// tiling, if it is one.
-fn read_export(file: &Path, adapter: &Path) -> Result<(Vec<u8>, Option<(usize, usize)>)> {
+/// A file with external data (`export --out-dir`) has its weight file checked here, before anything runs it.
+fn read_export(file: &Path, adapter: &Path) -> Result<(Vec<u8>, Option<(usize, usize)>, bool)> {
     let bytes = crate::compile::onnx::read_bytes(file)?;
-    let g = crate::compile::onnx::from_bytes(&bytes, file)?;
-    let whole = whole_image_meta(&g, file)?;
+    let m = crate::compile::onnx::decode_model(&bytes, file)?;
+    let external = crate::compile::onnx::external::check(&m, file)?.is_some();
+    let metadata: BTreeMap<String, String> = m
+        .metadata_props
+        .iter()
+        .map(|p| (p.key.clone().unwrap_or_default(), p.value.clone().unwrap_or_default()))
+        .collect();
+    let whole = whole_image_meta(&metadata, file)?;
     let sha = sha256_file(adapter)?;
-    match g.metadata.get("adapter_sha256") {
+    match metadata.get("adapter_sha256") {
         Some(s) if *s == sha => {}
         found => {
             return Err(Error::file(
@@ -140,7 +148,7 @@ fn read_export(file: &Path, adapter: &Path) -> Result<(Vec<u8>, Option<(usize, u
             ))
         }
     }
-    Ok((bytes, whole))
+    Ok((bytes, whole, external))
 }
 
 pub struct RestorerArgs<'a> {
@@ -182,12 +190,13 @@ impl Restorer {
             Some(file) => file.to_path_buf(),
             None => PathBuf::from(format!("{}.onnx", args.adapter.file_stem().unwrap_or_default().to_string_lossy())),
         };
-        let mut whole = None;
+        let (mut whole, mut external) = (None, false);
         let bytes = match (args.engine, args.onnx) {
             (Engine::Candle, _) => None,
             (_, Some(file)) => {
-                let (bytes, w) = read_export(file, args.adapter)?;
+                let (bytes, w, ext) = read_export(file, args.adapter)?;
                 whole = w;
+                external = ext;
                 Some(bytes)
             }
             (_, None) => {
@@ -204,6 +213,8 @@ impl Restorer {
             _ => None,
         };
         match (args.engine, bytes) {
+            // ONNX Runtime reads external data from the model's folder only when given the path (checked above).
+            (Engine::Onnx, Some(_)) if external => session = Some(Session::new(&name, &args.run)?),
             (Engine::Onnx, Some(bytes)) => session = Some(Session::from_memory(&bytes, &name, &args.run)?),
             (Engine::Tract, Some(bytes)) => {
                 if args.run.threads == Some(0) {

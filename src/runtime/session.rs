@@ -102,6 +102,13 @@ impl std::fmt::Debug for Session {
 
 type Placements = Arc<Mutex<Vec<String>>>;
 
+/// What a session is made from.
+enum Model<'a> {
+    Bytes(&'a [u8]),
+    /// A path: ONNX Runtime reads the file and resolves external data relative to its folder.
+    File(&'a Path),
+}
+
 fn builder(opts: &RunOptions, placements: &Placements, source: &Path) -> Result<SessionBuilder> {
     let rt = library::runtime()?;
     let fail = |what: &str, e: &dyn std::fmt::Display| Error::file(source, format!("ONNX Runtime: {what}: {e}"));
@@ -175,8 +182,14 @@ impl Session {
         }
         // Decode once ourselves: a file that is not ONNX or is truncated gets our clear message, not ORT's.
         let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
-        crate::compile::onnx::decode_model(&bytes, path)?;
-        Self::from_memory(&bytes, path, opts)
+        let m = crate::compile::onnx::decode_model(&bytes, path)?;
+        // External data (`export --out-dir`): the weight file checked against its recorded size and sha256 before
+        // ONNX Runtime sees it, then the model loaded from its path (ONNX Runtime resolves external data relative
+        // to the model's folder, which bytes alone do not tell it).
+        if crate::compile::onnx::external::check(&m, path)?.is_some() {
+            return Self::load(Model::File(path), path, opts);
+        }
+        Self::load(Model::Bytes(&bytes), path, opts)
     }
 
     /// Write `g` to ONNX in memory (`compile::onnx::to_bytes`) and load it: for running a graph before and after
@@ -186,11 +199,19 @@ impl Session {
         Self::from_memory(&bytes, Path::new(&format!("{}.onnx", g.name)), opts)
     }
 
-    /// Load a model from its bytes; `name` names it in errors.
+    /// Load a model from its bytes; `name` names it in errors. A model with external data needs [`Session::new`].
     pub fn from_memory(bytes: &[u8], name: &Path, opts: &RunOptions) -> Result<Session> {
+        Self::load(Model::Bytes(bytes), name, opts)
+    }
+
+    fn load(model: Model, name: &Path, opts: &RunOptions) -> Result<Session> {
         let placements: Placements = Arc::default();
         let mut b = builder(opts, &placements, name)?;
-        let inner = b.commit_from_memory(bytes).map_err(|e| {
+        let committed = match model {
+            Model::Bytes(bytes) => b.commit_from_memory(bytes),
+            Model::File(path) => b.commit_from_file(path),
+        };
+        let inner = committed.map_err(|e| {
             let msg = e.to_string();
             if opts.strict_ep && msg.contains("fallback") {
                 Error::file(

@@ -60,11 +60,16 @@ impl TractModel {
     /// Load an ONNX file with every graph input fixed to its shape in `input_shapes` (by name; each must be given),
     /// tract's matrix products on a pool of `threads` threads (None: one thread, tract's default; tract splits only
     /// large products, so small models stay about single-threaded).
+    /// External data (`export --out-dir`) is checked against its recorded size and sha256 first.
     pub fn load(path: &Path, input_shapes: &[(String, Vec<usize>)], threads: Option<usize>) -> Result<Self> {
-        Self::from_memory(&crate::compile::onnx::read_bytes(path)?, path, input_shapes, threads)
+        let bytes = crate::compile::onnx::read_bytes(path)?;
+        let m = crate::compile::onnx::decode_model(&bytes, path)?;
+        crate::compile::onnx::external::check(&m, path)?;
+        Self::from_memory(&bytes, path, input_shapes, threads)
     }
 
-    /// Load a model from its bytes; `name` names it in errors.
+    /// Load a model from its bytes; `name` names it in errors and is where the model lies: tract reads external
+    /// data from its folder (callers check it first, as [`TractModel::load`] does).
     pub fn from_memory(
         bytes: &[u8],
         name: &Path,
@@ -76,7 +81,17 @@ impl TractModel {
         }
         let refused = |m: String| Error::file(name, format!("tract cannot load the model: {m}"));
         let (plan, inputs, outputs) = guarded(|| {
-            let mut model = tract_onnx::onnx().model_for_read(&mut std::io::Cursor::new(bytes))?;
+            let onnx = tract_onnx::onnx();
+            let proto = onnx.proto_model_for_read(&mut std::io::Cursor::new(bytes))?;
+            let dir = crate::compile::onnx::external::model_dir(name);
+            let parsed = onnx.parse(&proto, dir.to_str())?;
+            if !parsed.unresolved_inputs.is_empty() {
+                return Err(tp::TractError::msg(format!(
+                    "could not resolve inputs at top level: {:?}",
+                    parsed.unresolved_inputs
+                )));
+            }
+            let mut model = parsed.model;
             let mut inputs = Vec::new();
             for (ix, outlet) in model.input_outlets()?.to_vec().into_iter().enumerate() {
                 let input = model.node(outlet.node).name.clone();

@@ -6,6 +6,7 @@
 //! `LayerNormalization` and `Gelu` as single ops; ONNX Runtime 1.31 and TensorRT 10 load both. Model-local
 //! functions (`ir::Function`, domain `ai.adaptir`) become `FunctionProto`s, and the model imports their domain at
 //! version [`CUSTOM_DOMAIN_VERSION`]. Symbolic dimensions are written as `dim_param`.
+pub mod external;
 pub mod proto;
 mod read;
 mod write;

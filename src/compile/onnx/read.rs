@@ -83,15 +83,19 @@ pub fn decode_model(bytes: &[u8], path: &Path) -> Result<proto::ModelProto> {
     Ok(m)
 }
 
-/// Read an ONNX file back into the IR.
+/// Read an ONNX file back into the IR. External data (`export --out-dir`) is checked against the sha256 its
+/// metadata records and read from the model's folder (`external::resolve`).
 pub fn read(path: &Path) -> Result<Graph> {
-    let m = read_model(path)?;
+    let mut m = read_model(path)?;
+    super::external::resolve(&mut m, path)?;
     from_model(&m, path)
 }
 
-/// Decode ONNX bytes into the IR (`path` only names the source in errors).
+/// Decode ONNX bytes into the IR; `path` names the source in errors and, for a model with external data, is where
+/// the model lies (its folder holds the weight file).
 pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Graph> {
-    let m = decode_model(bytes, path)?;
+    let mut m = decode_model(bytes, path)?;
+    super::external::resolve(&mut m, path)?;
     from_model(&m, path)
 }
 
