@@ -25,6 +25,7 @@ pub mod device;
 pub mod error;
 pub mod fsutil;
 pub mod hooks;
+pub mod import;
 pub mod linear;
 pub mod memory;
 pub mod metrics;

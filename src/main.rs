@@ -30,6 +30,9 @@ enum Command {
     Methods(commands::methods::Args),
     /// Show the tensors of a checkpoint (.safetensors or PyTorch .pt), grouped by module, with parameter counts.
     Inspect(commands::inspect::Args),
+    /// Import an official checkpoint (Lightning .ckpt, PyTorch .pt, official-key .safetensors) as an adapter file for
+    /// one task, and its backbone as a backbone file (see docs/import.md).
+    Import(commands::import::Args),
     /// Run an IPT checkpoint (official key names; AdaptIR if its keys are present) on a tensor file, in eval mode.
     Forward(commands::forward::Args),
     /// Synthesise a degradation on clean images; writes OUTDIR/<stem>.png for each input (see docs/data.md).
@@ -59,6 +62,7 @@ fn run(command: Command) -> adaptir::Result<Box<dyn Report>> {
         Command::Methods(a) => Box::new(methods::run(&a)?),
         Command::Inspect(a) => Box::new(inspect::run(&a)?),
         Command::Forward(a) => Box::new(forward::run(&a)?),
+        Command::Import(a) => Box::new(import::run(&a)?),
         Command::Degrade(a) => Box::new(degrade::run(&a)?),
         Command::Metrics(a) => Box::new(metrics::run(&a)?),
         Command::Train(a) => Box::new(train::run(&a)?),

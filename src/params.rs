@@ -6,6 +6,12 @@
 //! - [`ShapeOnly`]: records names and shapes without allocating (parameter counts, key lists).
 //!
 //! And the way back: [`write_safetensors`] writes named tensors (golden files, `adaptir forward`'s output).
+//!
+//! [`torch`] reads whole PyTorch checkpoints (Lightning `.ckpt` included) through [`pickle`], a pickle reader
+//! that executes nothing and recognises only the globals torch checkpoints use (`adaptir import`).
+pub mod pickle;
+pub mod torch;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

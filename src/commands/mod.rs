@@ -8,6 +8,7 @@ pub mod degrade;
 pub mod eval;
 pub mod export;
 pub mod forward;
+pub mod import;
 pub mod inspect;
 pub mod methods;
 pub mod metrics;
