@@ -16,7 +16,8 @@ the official code: see that folder's README):
   the importer does not know, outside the weights (it must be skipped with a note).
 - ipt_f4_dp.pt: a backbone-only IPT state dict (no AdaptIR keys) of a smaller size (n_feats 4, 1+1 layers) as
   DataParallel saves it: every key under `module.`; shapes follow the official formulas, the MeanShift tensors are
-  the official ones, everything else is seeded noise (torch.manual_seed(1600)). ipt_f4.json is its config.
+  the official ones, everything else is drawn as PyTorch's default initialisers would (torch.manual_seed(1600);
+  LayerNorm 1 + N(0, 0.05), bias N(0, 0.05)). ipt_f4.json is its config.
 - evil_global.pt: a `state_dict` whose one weight unpickles by calling os.system("touch adaptir_import_pwned"):
   the importer must refuse it without running anything.
 - no_state_dict.ckpt: a Lightning-shaped dict without `state_dict`.
@@ -97,11 +98,19 @@ for k in keys:
     shape = [scale.get(d, d) for d in t.shape]
     if ".norm" in k:
         v = (1.0 if k.endswith("weight") else 0.0) + 0.05 * torch.randn(shape)
+    elif k.endswith(("pe.weight", "query_embed.weight")):
+        v = torch.randn(shape)  # nn.Embedding's default init
+    elif k.endswith("in_proj_weight"):
+        bound = (6.0 / (shape[0] + shape[1])) ** 0.5  # nn.MultiheadAttention: xavier_uniform
+        v = torch.empty(shape).uniform_(-bound, bound)
     else:
+        # nn.Linear / nn.Conv2d defaults: weight and bias uniform in +-1/sqrt(fan_in) of the weight.
+        w = official[k[: -len("bias")] + "weight"] if k.endswith("bias") else t
         fan_in = 1
-        for d in shape[1:]:
-            fan_in *= d
-        v = torch.randn(shape) / max(fan_in, 1) ** 0.5
+        for dim in w.shape[1:]:
+            fan_in *= scale.get(dim, dim)
+        bound = 1.0 / fan_in ** 0.5
+        v = torch.empty(shape).uniform_(-bound, bound)
     dp[f"module.{k}"] = v
 torch.save(dp, OUT / "ipt_f4_dp.pt")
 with open(OUT / "ipt_f4.json", "w") as f:

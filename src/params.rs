@@ -80,12 +80,31 @@ impl StateDict {
             .map_err(|_| bad("its pickle is malformed (the reader stopped on an inconsistent object)".into()))?
             .map_err(|e| bad(e.to_string()))?;
         if all.is_empty() {
-            return Err(Error::file(
-                path,
-                "PyTorch checkpoint holds no tensors: expected a state dict (name -> tensor)",
-            ));
+            // Not a flat state dict: a Lightning checkpoint holds its weights under `state_dict`, its keys under
+            // the module's attribute (`net.` in the official AdaptIR code). The safe reader finds them, or says
+            // what the file holds instead.
+            let ck = torch::read_checkpoint(path)?;
+            let sd = StateDict { path: path.to_path_buf(), tensors: ck.tensors };
+            return Ok(match ck.container {
+                torch::Container::Lightning => sd.strip_wrappers().0.tensors,
+                torch::Container::StateDict => sd.tensors,
+            });
         }
         Ok(all.into_iter().collect())
+    }
+
+    /// Remove the wrapper prefixes ([`WRAPPER_PREFIXES`]) that every key shares, outermost first; returns them.
+    pub fn strip_wrappers(self) -> (StateDict, Vec<String>) {
+        let mut sd = self;
+        let mut removed = vec![];
+        loop {
+            let all = |p: &str| !sd.tensors.is_empty() && sd.tensors.keys().all(|k| k.starts_with(p));
+            let Some(p) = WRAPPER_PREFIXES.iter().find(|p| all(p)) else {
+                return (sd, removed);
+            };
+            removed.push(p.to_string());
+            sd = sd.strip_prefix(p);
+        }
     }
 
     /// Tensors whose name starts with `prefix`, with the prefix removed.
@@ -102,6 +121,10 @@ impl StateDict {
         self.tensors.get(name)
     }
 }
+
+/// Prefixes that wrap every key of a checkpoint: the official Lightning module's `net`, DataParallel's `module`,
+/// and `model`.
+pub const WRAPPER_PREFIXES: &[&str] = &["net.", "module.", "model."];
 
 /// A PyTorch zip checkpoint's pickle(s) may hold at most this many bytes (a state dict's pickle is ~100
 /// bytes a tensor: this is a million tensors).

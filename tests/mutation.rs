@@ -552,6 +552,42 @@ fn reader(name: &str) -> Reader {
                 bound_why: BOUND_FILES_WHY,
             }
         }
+        // `adaptir import`'s reader: the zip and its storages (adaptir::params::torch), seeded with a plain state
+        // dict, a Lightning-shaped checkpoint without weights and one whose weight asks for os.system.
+        "torch-zip" => Reader {
+            file: "case.ckpt",
+            seeds: ["adaptir_c192.pt", "import/no_state_dict.ckpt", "import/evil_global.pt"]
+                .iter()
+                .map(|f| read_fixture(f))
+                .collect(),
+            kind: Kind::Binary,
+            wrap: None,
+            run: Box::new(|p: &Path| ok(adaptir::params::torch::read_checkpoint(p))),
+            bound: BOUND_FILES,
+            bound_why: BOUND_FILES_WHY,
+        },
+        // Its pickle reader alone (adaptir::params::pickle), seeded with those pickles and the 33 KB pickle of the
+        // Lightning checkpoint fixture (optimizer state, Namespace, an unknown global).
+        "torch-pickle" => Reader {
+            file: "case.pkl",
+            seeds: [
+                "adaptir_c192.pt",
+                "import/no_state_dict.ckpt",
+                "import/evil_global.pt",
+                "import/ipt_small_derain.ckpt",
+            ]
+            .iter()
+            .map(|f| unzip(&read_fixture(f)).into_iter().find(|(n, _)| n.ends_with("data.pkl")).expect("data.pkl").1)
+            .collect(),
+            kind: Kind::Binary,
+            wrap: None,
+            run: Box::new(|p: &Path| {
+                let bytes = std::fs::read(p).map_err(|e| e.to_string())?;
+                ok(adaptir::params::pickle::read(&bytes))
+            }),
+            bound: BOUND_FILES,
+            bound_why: BOUND_FILES_WHY,
+        },
         "onnx" => {
             let g = [onnx_support::mlp(), onnx_support::layer_norm_gelu(), onnx_support::function_graph()];
             Reader {
@@ -771,6 +807,16 @@ fn mutated_pickle() {
 }
 
 #[test]
+fn mutated_torch_zip() {
+    fuzz("torch-zip");
+}
+
+#[test]
+fn mutated_torch_pickle() {
+    fuzz("torch-pickle");
+}
+
+#[test]
 fn mutated_onnx() {
     fuzz("onnx");
 }
@@ -872,4 +918,33 @@ fn safetensors_claiming_terabytes_is_refused_before_allocating() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Pickles built to exhaust a naive reader: memo references that double an object at every step (2^40 copies
+/// for 300 bytes), lists nested a million deep (a recursive drop would overflow the stack), and a stack of ten
+/// million Nones. `adaptir import`'s reader refuses each with little memory.
+#[test]
+fn pickle_bombs_are_refused_with_little_memory() {
+    let mut doubling = vec![0x80, 2, b']', b'q', 0];
+    for _ in 0..40 {
+        doubling.extend_from_slice(&[b'h', 0, b'h', 0, 0x86, b'q', 0]);
+    }
+    doubling.push(b'.');
+    // Each step wraps the previous list in a new one (EMPTY_LIST, GET 0, APPEND, PUT 0): a million levels.
+    let mut deep = vec![0x80, 2, b']', b'q', 0];
+    for _ in 0..1_000_000 {
+        deep.extend_from_slice(&[b']', b'h', 0, b'a', b'q', 0]);
+    }
+    deep.push(b'.');
+    let mut wide = vec![0x80, 2];
+    wide.extend(std::iter::repeat_n(b'N', 10_000_000));
+    wide.push(b'.');
+    for (what, bytes) in [("memo doubling", doubling), ("nesting 10^6 deep", deep), ("10^7 stack entries", wide)] {
+        let (r, peak, _) = measured(what, || catch_unwind(AssertUnwindSafe(|| adaptir::params::pickle::read(&bytes))));
+        let r = r.unwrap_or_else(|_| panic!("the pickle reader panicked on {what}"));
+        let msg = r.err().unwrap_or_else(|| panic!("the pickle reader accepted {what}"));
+        let bound = BOMB_BOUND + 64 * bytes.len();
+        eprintln!("{what}: refused with a peak of {peak} bytes: {msg}");
+        assert!(peak < bound, "allocated {peak} bytes refusing {what} (bound {bound}): {msg}");
+    }
 }

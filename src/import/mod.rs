@@ -3,8 +3,8 @@
 //!
 //! - Input, by content: a PyTorch zip (`torch.save`: a plain state dict, or a Lightning `.ckpt` with the weights
 //!   under `state_dict`) read by [`crate::params::torch`] (executes nothing), or a `.safetensors` state dict.
-//!   Wrapper prefixes every key shares (`net.` of the Lightning module, `module.` of DataParallel, `model.`) are
-//!   removed.
+//!   Wrapper prefixes every key shares ([`crate::params::WRAPPER_PREFIXES`]: `net.` of the Lightning module,
+//!   `module.` of DataParallel, `model.`) are removed.
 //! - Method, from the keys: AdaptIR keys -> `adaptir`. Without them: `pretrain` (the backbone as it is), or, with
 //!   `--backbone B` whose weights differ from the checkpoint's, `full` (full fine-tuning: the adapter file holds
 //!   every weight).
@@ -30,9 +30,6 @@ use crate::params::{StateDict, Strict};
 use crate::peft::adaptir::{AdaptIrMethod, AdaptIrMethodConfig};
 use crate::peft::file::{sha256_file, AdapterFile, AdapterMeta};
 use crate::peft::{AdaptIrConfig, Layout, Method, MethodModules};
-
-/// Prefixes that wrap every key of a checkpoint: the Lightning module's `net`, DataParallel's `module`, `model`.
-pub const WRAPPER_PREFIXES: &[&str] = &["net.", "module.", "model."];
 
 /// Where the first AdaptIR adapter's keys are (sizes are read there).
 const FIRST_ADAPTER: &str = "body.encoder.layers.0.adaptir.";
@@ -109,21 +106,6 @@ fn read_source(path: &Path) -> Result<Source> {
     }
     let sd = StateDict::load(path)?;
     Ok(Source { kind: "safetensors state dict".into(), sd, info: Default::default(), notes: vec![] })
-}
-
-/// Remove the wrapper prefixes every key shares, outermost first.
-fn strip_wrappers(sd: StateDict) -> (StateDict, Vec<String>) {
-    let mut sd = sd;
-    let mut removed = vec![];
-    loop {
-        let Some(p) =
-            WRAPPER_PREFIXES.iter().find(|p| !sd.tensors.is_empty() && sd.tensors.keys().all(|k| k.starts_with(*p)))
-        else {
-            return (sd, removed);
-        };
-        removed.push(p.to_string());
-        sd = sd.strip_prefix(p);
-    }
 }
 
 fn is_adapter_key(k: &str) -> bool {
@@ -261,7 +243,7 @@ pub fn import(a: &ImportArgs) -> Result<Imported> {
         )));
     }
     let Source { kind, sd, info, mut notes } = read_source(a.input)?;
-    let (sd, prefixes) = strip_wrappers(sd);
+    let (sd, prefixes) = sd.strip_wrappers();
     let (adapter_sd, backbone_sd) = {
         let (ad, bb): (BTreeMap<_, _>, BTreeMap<_, _>) = sd.tensors.into_iter().partition(|(k, _)| is_adapter_key(k));
         (StateDict { path: sd.path.clone(), tensors: ad }, StateDict { path: sd.path, tensors: bb })
