@@ -13,7 +13,8 @@
 //! 4. [`peft`] (the methods and their registry; its adapter file records the backbone's [`backbone::IptConfig`],
 //!    its one import of the backbone), [`metrics`], [`restore`] (tiled inference).
 //! 5. [`model`]: backbone file + adapter file -> a checked model, with the one rule for finding the backbone.
-//! 6. [`train`], [`compile`]: neither imports the other.
+//! 6. [`train`], [`compile`]: neither imports the other; [`import`] (official checkpoints -> adapter and backbone
+//!    files), which uses `train`'s backbone writer.
 //! 7. [`runtime`] (runs and checks what [`compile`] makes; [`runtime::restorer`] restores images on any engine).
 //! 8. [`commands`]: one file per subcommand (arguments, checks, report); then `main.rs`, which parses and
 //!    dispatches.

@@ -359,7 +359,7 @@ impl Vm<'_> {
     }
 
     fn set_items(&mut self, items: Vec<Value>, op: &str) -> Result<(), String> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(format!("{op}: an odd number of objects ({})", items.len()));
         }
         let mut it = items.into_iter();
