@@ -48,6 +48,9 @@ impl Method for AdaptFormer {
     fn config(&self) -> serde_json::Value {
         serde_json::to_value(self.0).unwrap_or_default()
     }
+    fn width_knob(&self) -> Option<&'static str> {
+        Some("bottleneck")
+    }
     fn build(&self, vb: VarBuilder, host: &HostDims) -> Result<MethodModules> {
         let layers = host
             .layers()

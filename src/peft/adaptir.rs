@@ -451,6 +451,9 @@ impl super::Method for AdaptIrMethod {
     fn config(&self) -> serde_json::Value {
         serde_json::to_value(self.config).unwrap_or_default()
     }
+    fn width_knob(&self) -> Option<&'static str> {
+        Some("hidden")
+    }
     fn build(&self, vb: VarBuilder, host: &crate::hooks::HostDims) -> Result<crate::hooks::MethodModules> {
         let layers = host
             .layers()

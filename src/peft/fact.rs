@@ -99,6 +99,9 @@ impl Method for Fact {
     fn config(&self) -> serde_json::Value {
         serde_json::to_value(self.0).unwrap_or_default()
     }
+    fn width_knob(&self) -> Option<&'static str> {
+        Some("rank")
+    }
     fn mergeable(&self) -> bool {
         true
     }

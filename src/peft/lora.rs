@@ -92,6 +92,14 @@ impl Method for Lora {
     fn config(&self) -> serde_json::Value {
         serde_json::to_value(&self.config).unwrap_or_default()
     }
+    fn width_knob(&self) -> Option<&'static str> {
+        Some("rank")
+    }
+    /// Keeps the update's scale `alpha / rank` (1 in the default configuration).
+    fn with_width(&self, width: usize) -> Option<serde_json::Value> {
+        let alpha = self.config.alpha / self.config.rank as f64 * width as f64;
+        serde_json::to_value(LoraConfig { rank: width, alpha, ..self.config.clone() }).ok()
+    }
     fn mergeable(&self) -> bool {
         true
     }

@@ -8,6 +8,7 @@
 //! official `body.encoder.layers.{i}.adaptir.*` keys), so one state dict can hold backbone and method.
 pub mod adaptformer;
 pub mod adaptir;
+pub mod budget;
 pub mod fact;
 pub mod file;
 pub mod houlsby;
@@ -45,6 +46,18 @@ pub trait Method: Send + Sync {
     /// Whether the method can be folded into the backbone's weights entirely ([`LayerHooks::merge`]).
     fn mergeable(&self) -> bool {
         false
+    }
+    /// The configuration key that sets the method's size (`rank`, `bottleneck`, `hidden`, ...), for matching
+    /// trainable-parameter budgets ([`budget`]); `None` (the default): the method has no width (SSF).
+    fn width_knob(&self) -> Option<&'static str> {
+        None
+    }
+    /// This configuration with its width set to `width`, every other setting kept; `None` without a knob.
+    /// Override it where another setting depends on the width (LoRA keeps `alpha / rank`).
+    fn with_width(&self, width: usize) -> Option<Value> {
+        let mut config = self.config();
+        config.as_object_mut()?.insert(self.width_knob()?.to_string(), width.into());
+        Some(config)
     }
 }
 

@@ -41,6 +41,9 @@ impl Method for Vpt {
     fn config(&self) -> serde_json::Value {
         serde_json::to_value(self.0).unwrap_or_default()
     }
+    fn width_knob(&self) -> Option<&'static str> {
+        Some("prompts")
+    }
     fn build(&self, vb: VarBuilder, host: &HostDims) -> Result<MethodModules> {
         let p = self.0.prompts;
         let bound = (6.0 / (p + host.embed) as f64).sqrt();
