@@ -26,10 +26,12 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// The small random backbone, and perturbed adapters beside it: (backbone, [(method, task, adapter)]).
-fn files() -> (PathBuf, Vec<(&'static str, &'static str, PathBuf)>) {
-    static ONCE: std::sync::OnceLock<(PathBuf, Vec<(&'static str, &'static str, PathBuf)>)> =
-        std::sync::OnceLock::new();
+/// (method, task, adapter file).
+type Adapter = (&'static str, &'static str, PathBuf);
+
+/// The small random backbone, and perturbed adapters beside it.
+fn files() -> (PathBuf, Vec<Adapter>) {
+    static ONCE: std::sync::OnceLock<(PathBuf, Vec<Adapter>)> = std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
         let (w, _) = small_backbone_files(&dir());
         let mut v = Vec::new();

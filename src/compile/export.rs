@@ -118,6 +118,9 @@ pub fn image_to_nchw(img: &crate::data::Image) -> Result<Tensor> {
     Ok(t.permute((2, 0, 1))?.unsqueeze(0)?.contiguous()?)
 }
 
+/// How many times each pass applied, in `PASSES` order.
+pub type PassCounts = Vec<(&'static str, usize)>;
+
 /// A lowered, optimised graph with its metadata, ready to write to `output`, and the model it came from.
 pub struct Built {
     pub graph: Graph,
@@ -127,17 +130,13 @@ pub struct Built {
     /// The backbone file the model was loaded from.
     pub backbone: PathBuf,
     pub output: PathBuf,
-    pub passes: Vec<(&'static str, usize)>,
+    pub passes: PassCounts,
     pub tensorrt: Option<super::tensorrt::TensorRtReport>,
 }
 
 /// Lower `model` for `task` with the lowering options of `args` (target, FFT, spectral precision, whole image),
 /// run the passes (unless `no_passes`) and convert to f16 (`fp16`). The graph has no metadata yet.
-pub fn lower_for(
-    model: &Ipt,
-    task: usize,
-    args: &ExportArgs,
-) -> Result<(Graph, LowerOptions, Vec<(&'static str, usize)>)> {
+pub fn lower_for(model: &Ipt, task: usize, args: &ExportArgs) -> Result<(Graph, LowerOptions, PassCounts)> {
     let config = &model.config;
     let mut opts: LowerOptions = args.target.lower_options(args.fft);
     opts.inline_functions |= args.inline_functions;

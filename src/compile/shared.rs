@@ -66,7 +66,7 @@ pub struct TaskFile {
     /// Shared tensors this task does not read: a folding pass replaced them with per-task copies.
     pub replaced: Vec<String>,
     pub op_counts: BTreeMap<String, usize>,
-    pub passes: Vec<(&'static str, usize)>,
+    pub passes: super::export::PassCounts,
 }
 
 pub struct SharedReport {
@@ -94,12 +94,15 @@ impl SharedReport {
     }
 }
 
+/// A tensor by content: (dims, ONNX element type, little-endian bytes).
+type TensorKey = (Vec<usize>, i32, Vec<u8>);
+
 /// The shared file: its bytes, and where each tensor lies in it.
 struct Shared {
     bytes: Vec<u8>,
     sha256: String,
     /// (dims, element type, bytes) -> (name in the backbone-only graph, offset, length).
-    index: HashMap<(Vec<usize>, i32, Vec<u8>), (String, u64, u64)>,
+    index: HashMap<TensorKey, (String, u64, u64)>,
 }
 
 /// Whether a body tensor of the backbone-only graph goes into the shared file.

@@ -123,8 +123,12 @@ impl TractBatches {
 
 /// Read an exported file for `adapter`, refusing an export of another adapter (by sha256); with its whole-image
 /// tiling, if it is one.
+/// An exported file's bytes, its whole-image tiling (overlap, max tiles) if it is one, and whether it has
+/// external data.
+type Export = (Vec<u8>, Option<(usize, usize)>, bool);
+
 /// A file with external data (`export --out-dir`) has its weight file checked here, before anything runs it.
-fn read_export(file: &Path, adapter: &Path) -> Result<(Vec<u8>, Option<(usize, usize)>, bool)> {
+fn read_export(file: &Path, adapter: &Path) -> Result<Export> {
     let bytes = crate::compile::onnx::read_bytes(file)?;
     let m = crate::compile::onnx::decode_model(&bytes, file)?;
     let external = crate::compile::onnx::external::check(&m, file)?.is_some();
