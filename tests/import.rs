@@ -200,8 +200,10 @@ fn tasks_share_one_backbone_file() {
     let backbone = a.join("backbone.safetensors");
     let sha = sha256_file(&backbone).unwrap();
     // A second task into the same folder keeps the backbone file as it is.
-    let text = ok(&["import", s(&ckpt), "--task", "denoise30", "-o", s(&a.join("denoise30.safetensors"))]);
-    assert!(text.contains("kept (same tensors)"), "{text}");
+    let text = ok(&["import", s(&ckpt), "--task", "denoise30", "-o", s(&a.join("denoise30.safetensors")), "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!((report["backbone_state"].as_str(), report["method"].as_str()), (Some("unchanged"), Some("adaptir")));
+    assert_eq!((report["head"].as_u64(), report["config"]["num_heads"].as_u64()), (Some(4), Some(6)));
     assert_eq!(sha256_file(&backbone).unwrap(), sha);
     // Against a given backbone: only the adapter is written, and it records that backbone.
     let b = tmp("shared-b");
