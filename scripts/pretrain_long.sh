@@ -10,6 +10,9 @@
 # The run is bit-identical however often it is stopped and resumed (docs/training.md "Resuming"), so each session
 # commits $RUN/backbone.ckpt.safetensors and the log, and the next one continues. When all steps are done the
 # backbone is $RUN/backbone.safetensors (and its curve); models/ipt-tiny/MODEL_CARD.md says what is shipped.
+# The checkpoint (31 MB: weights + AdamW moments) is tracked, which puts the working tree over the GPU device tool's
+# 64 MiB: before a device call, move it out of the tree (and the training data, ../shared, never travels there),
+# so this run continues on the CPU; a GPU run would need the data carried, which does not fit either.
 # Environment: ADAPTIR (the binary, default target/release/adaptir), THREADS (default 2), DEVICE (default cpu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
