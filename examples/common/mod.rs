@@ -1,6 +1,7 @@
 //! What the benchmarks share: a randomly initialised backbone of a preset with a perturbed AdaptIR (timing does
 //! not depend on the weights; the perturbation makes sure no branch of the adapter is trivially zero), and
 //! `--name value` arguments.
+#![allow(dead_code)]
 use adaptir::backbone::{Ipt, IptConfig};
 use adaptir::params::{StateDict, Strict};
 use adaptir::peft::{method, MethodModules};
@@ -11,8 +12,9 @@ pub fn arg(name: &str, default: usize) -> usize {
     std::env::args().skip_while(|a| a != name).nth(1).and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// A random backbone of `preset` with AdaptIR (official sizes) whose weights are perturbed by N(0, 0.05).
-pub fn random_ipt_with_adaptir(preset: &str) -> adaptir::Result<Ipt> {
+/// The weights of [`random_ipt_with_adaptir`]: the backbone's state dict and AdaptIR's (BatchNorm running
+/// statistics included), both under the official keys.
+pub fn random_ipt_with_adaptir_dicts(preset: &str) -> adaptir::Result<(IptConfig, StateDict, StateDict)> {
     let config = IptConfig::preset(preset)?;
     let host = config.host_dims();
     let dict = |vm: &candle_nn::VarMap| StateDict {
@@ -31,9 +33,17 @@ pub fn random_ipt_with_adaptir(preset: &str) -> adaptir::Result<Ipt> {
     for var in mvm.all_vars().into_iter().filter(|v| v.dtype().is_float()) {
         var.set(&(var.as_tensor() + var.as_tensor().randn_like(0.0, 0.05)?)?)?;
     }
+    Ok((config, dict(&vm), dict(&mvm)))
+}
+
+/// A random backbone of `preset` with AdaptIR (official sizes) whose weights are perturbed by N(0, 0.05).
+pub fn random_ipt_with_adaptir(preset: &str) -> adaptir::Result<Ipt> {
+    let (config, backbone, adapter) = random_ipt_with_adaptir_dicts(preset)?;
+    let host = config.host_dims();
+    let m = method("adaptir", &serde_json::Value::Null, &host).map_err(adaptir::Error::invalid)?;
     Ok(Ipt::new(
-        Strict::new(dict(&vm)).var_builder(DType::F32, &Device::Cpu),
+        Strict::new(backbone).var_builder(DType::F32, &Device::Cpu),
         &config,
-        m.build(Strict::new(dict(&mvm)).var_builder(DType::F32, &Device::Cpu), &host)?,
+        m.build(Strict::new(adapter).var_builder(DType::F32, &Device::Cpu), &host)?,
     )?)
 }
