@@ -148,7 +148,11 @@ fn main() -> Result<()> {
                 set += 1;
             }
         }
-        println!("--weights {}: backbone and {set} of {} adapter variables from the file", weights.as_deref().unwrap_or(""), data.len());
+        println!(
+            "--weights {}: backbone and {set} of {} adapter variables from the file",
+            weights.as_deref().unwrap_or(""),
+            data.len()
+        );
     }
     // The same backbone without adapters, for the body's share of the forward (timed after the steps).
     let bare = Ipt::new(Strict::new(backbone).var_builder(DType::F32, &dev), &config, MethodModules::none(&host))?;

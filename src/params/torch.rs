@@ -278,10 +278,12 @@ fn load_tensors<R: Read + std::io::Seek>(
         };
         match (need, elems) {
             (Some(n), Some(e)) if n <= s.numel && e <= s.numel.max(1) => {}
-            _ => return Err(bad(format!(
+            _ => {
+                return Err(bad(format!(
                 "weight `{name}`: shape {:?} (stride {:?}, offset {}) addresses more than its storage's {} elements",
                 t.size, t.stride, t.offset, s.numel
-            ))),
+            )))
+            }
         }
         let prev = storages.insert(&s.key, (s.dtype, s.numel));
         if prev.is_some_and(|p| p != (s.dtype, s.numel)) {
