@@ -199,7 +199,12 @@ pub fn build_model(
     };
     let strict = Strict::new(weights);
     let model = Ipt::new(strict.var_builder(dtype, device), config, modules);
-    strict.finish()?;
+    // A value the model refuses stops it early: the keys left unread then are not unexpected.
+    if model.is_ok() {
+        strict.finish()?;
+    } else {
+        strict.finish_read()?;
+    }
     model.map_err(|e| Error::file(backbone, e.to_string()))
 }
 
@@ -234,7 +239,15 @@ pub fn load_ipt(checkpoint: &Path, config: &IptConfig, device: &Device) -> Resul
         Some(a) => AdaptIrMethod::with_sizes(a).build(vb.clone(), &host),
         None => Ok(MethodModules::none(&host)),
     };
-    let model = modules.and_then(|m| Ipt::new(vb, config, m));
-    strict.finish()?;
-    Ok((model.map_err(|e| Error::file(checkpoint, e.to_string()))?, adapter))
+    match modules.and_then(|m| Ipt::new(vb, config, m)) {
+        Ok(model) => {
+            strict.finish()?;
+            Ok((model, adapter))
+        }
+        // A value the model refuses stops it early: the keys left unread then are not unexpected.
+        Err(e) => {
+            strict.finish_read()?;
+            Err(Error::file(checkpoint, e.to_string()))
+        }
+    }
 }

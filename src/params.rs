@@ -278,8 +278,18 @@ impl Strict {
 
     /// One error listing every missing, mis-shaped and unexpected key, or Ok.
     pub fn finish(&self) -> Result<()> {
+        self.report(true)
+    }
+
+    /// [`Strict::finish`] for a construction that stopped early (a value it refused): the keys read so far
+    /// only, since those left unread are not unexpected.
+    pub fn finish_read(&self) -> Result<()> {
+        self.report(false)
+    }
+
+    fn report(&self, all_read: bool) -> Result<()> {
         let p = self.problems.lock().map_err(|_| Error::invalid("state dict check: lock poisoned"))?;
-        let unexpected: Vec<&String> = self.sd.tensors.keys().filter(|k| !p.used.contains(*k)).collect();
+        let unexpected: Vec<&String> = self.sd.tensors.keys().filter(|k| all_read && !p.used.contains(*k)).collect();
         if p.missing.is_empty() && p.misshaped.is_empty() && unexpected.is_empty() {
             return Ok(());
         }

@@ -91,6 +91,34 @@ fn init_starts_from_the_given_backbone_and_folders_exclusions_are_recorded() {
     assert_eq!(meta["init_sha256"].as_str().unwrap(), adaptir::peft::file::sha256_file(SHIPPED.as_ref()).unwrap());
 }
 
+/// PyTorch looks IPT's position embeddings up by the `position_ids` buffer it loads from the file, so a backbone
+/// made here must hold the official 0..L-1 (until issue 17's finding it held zeros: another model in PyTorch).
+#[test]
+fn a_created_backbone_holds_the_official_position_ids() {
+    let root = dir("pretrain-position-ids");
+    photos(&root.join("a"), 2, 200, 200);
+    let out = root.join("bb.safetensors");
+    let (code, _, err) = cli(&[
+        "pretrain",
+        "--data",
+        s(&root.join("a")),
+        "--steps",
+        "1",
+        "--batch",
+        "1",
+        "--eval-every",
+        "1",
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for path in [out.as_path(), std::path::Path::new(SHIPPED)] {
+        let ids = &StateDict::load(path).unwrap().tensors[adaptir::backbone::ipt::POSITION_IDS];
+        let ids: Vec<i64> = ids.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(ids, (0..ids.len() as i64).collect::<Vec<_>>(), "{}", path.display());
+    }
+}
+
 #[test]
 fn init_with_another_size_is_refused() {
     let root = dir("pretrain-init-size");

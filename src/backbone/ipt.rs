@@ -139,6 +139,22 @@ fn attention_sites(a: &mut Attention, kind: Attn) -> Vec<(Site, &mut Linear)> {
     ]
 }
 
+/// The official buffer that says which learned position embedding each token takes.
+pub const POSITION_IDS: &str = "body.position_encoding.position_ids";
+
+/// The `position_ids` buffer (read from `vb`, `body.position_encoding`), checked, as U32 indices. The official
+/// model loads this buffer like a weight and looks its position embeddings up by it, so a file's value is
+/// honoured, never assumed: a file whose ids are all 0 is, in PyTorch, a model in which every token takes the
+/// first embedding. [`Ipt::fresh`] gives a model being created the official 0..L-1.
+fn position_ids(vb: &VarBuilder, l: usize) -> Result<Tensor> {
+    let ids = vb.get_with_hints_dtype((1, l), "position_ids", Init::Const(0.0), candle_core::DType::I64)?;
+    let ids: Vec<i64> = ids.flatten_all()?.to_vec1()?;
+    if let Some(bad) = ids.iter().find(|&&i| i < 0 || i >= l as i64) {
+        candle_core::bail!("{POSITION_IDS} holds {bad}: expected indices of the {l} learned positions");
+    }
+    Tensor::from_vec(ids.iter().map(|&i| i as u32).collect::<Vec<u32>>(), l, vb.device())
+}
+
 /// IPT with a PETL method's modules in its layers.
 pub struct Ipt {
     pub config: IptConfig,
@@ -149,7 +165,10 @@ pub struct Ipt {
     linear_encoding: candle_nn::Linear,
     mlp_head: (candle_nn::Linear, candle_nn::Linear),
     query_embed: Tensor,
+    /// `pe.weight`: one learned embedding per position, (L, E).
     position: Tensor,
+    /// Which row of `position` each token takes (U32, L): the file's `position_ids` buffer.
+    position_ids: Tensor,
     encoder: Vec<EncoderLayer>,
     decoder: Vec<DecoderLayer>,
 }
@@ -220,7 +239,7 @@ impl Ipt {
             })
             .collect::<Result<Vec<_>>>()?;
         let position = body.pp("position_encoding");
-        position.get_with_hints_dtype((1, l), "position_ids", Init::Const(0.0), candle_core::DType::I64)?;
+        let position_ids = position_ids(&position, l)?;
         Ok(Self {
             config: config.clone(),
             sub_mean: mean_shift(vb.pp("sub_mean"))?,
@@ -235,6 +254,7 @@ impl Ipt {
                 Init::Randn { mean: 0.0, stdev: 1.0 },
             )?,
             position: position.get_with_hints((l, e), "pe.weight", Init::Randn { mean: 0.0, stdev: 1.0 })?,
+            position_ids,
             encoder,
             decoder,
         })
@@ -260,6 +280,12 @@ impl Ipt {
         y / cfg.rgb_range
     }
 
+    /// The position embedding each token gets, (L, E): `pe.weight` looked up by `position_ids`, as the official
+    /// `LearnedPositionalEncoding` does (0..L-1 in every official checkpoint, so usually `pe.weight` itself).
+    pub fn position_embedding(&self) -> Result<Tensor> {
+        self.position.index_select(&self.position_ids, 0)
+    }
+
     /// The transformer on (N, F, P, P) features: unfold into tokens, encoder, decoder, fold back.
     fn body(&self, x: &Tensor, task: usize, train: bool) -> Result<Tensor> {
         let cfg = &self.config;
@@ -270,7 +296,7 @@ impl Ipt {
         let tokens = x.reshape((n, f, g, k, g, k))?.permute((2, 4, 0, 1, 3, 5))?.reshape((l, n, e))?;
         let tokens = (apply_linear(&self.linear_encoding, &tokens)? + &tokens)?;
         let query = self.query_embed.get(task)?.reshape((l, 1, e))?.broadcast_as((l, n, e))?.contiguous()?;
-        let mut h = tokens.broadcast_add(&self.position.unsqueeze(1)?)?;
+        let mut h = tokens.broadcast_add(&self.position_embedding()?.unsqueeze(1)?)?;
         for layer in &self.encoder {
             h = layer.forward(&h, train)?;
         }
@@ -316,8 +342,8 @@ impl Ipt {
     }
 
     /// A freshly initialised model whose weights live in `vm` (pre-training, tests, benchmarks). The
-    /// MeanShift convs get their fixed official values (identity weight, -/+ rgb_range x DIV2K mean bias),
-    /// which no `Init` can express.
+    /// MeanShift convs get their fixed official values (identity weight, -/+ rgb_range x DIV2K mean bias), and
+    /// `position_ids` 0..L-1, which no `Init` can express.
     pub fn fresh(
         vm: &candle_nn::VarMap,
         config: &IptConfig,
@@ -333,6 +359,11 @@ impl Ipt {
                 data.insert(format!("{name}.weight"), candle_core::Var::from_tensor(&w)?);
                 data.insert(format!("{name}.bias"), candle_core::Var::from_tensor(&Tensor::new(b, device)?)?);
             }
+            // Never trained either: the official registers 0..L-1 (a variable created as zeros here would make
+            // every token take the first embedding, in this model and in PyTorch).
+            let l = config.num_tokens() as i64;
+            let ids = Tensor::arange(0i64, l, device)?.unsqueeze(0)?;
+            data.insert(POSITION_IDS.to_string(), candle_core::Var::from_tensor(&ids)?);
         }
         Self::new(candle_nn::VarBuilder::from_varmap(vm, candle_core::DType::F32, device), config, modules)
     }

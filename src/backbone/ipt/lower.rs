@@ -162,7 +162,7 @@ impl Ipt {
             "body.linear_encoding",
         )?;
         let tokens = b.op("Add", &[&enc, &tokens], vec![])?;
-        let pos = b.constant("body.position_encoding.pe", &self.position.unsqueeze(1)?)?;
+        let pos = b.constant("body.position_encoding.pe", &self.position_embedding()?.unsqueeze(1)?)?;
         let mut h = b.op("Add", &[&tokens, &pos], vec![])?;
         for (i, layer) in self.encoder.iter().enumerate() {
             h = layer.lower(b, &h, (l, e), &format!("body.encoder.layers.{i}"))?;
