@@ -41,6 +41,7 @@ fn base_args(backbone: Option<&Path>) -> ExportArgs<'_> {
         fp16: false,
         no_passes: false,
         golden: None,
+        int8: None,
     }
 }
 

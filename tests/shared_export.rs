@@ -63,6 +63,7 @@ fn base(backbone: &Path) -> ExportArgs<'_> {
         fp16: false,
         no_passes: false,
         golden: None,
+        int8: None,
     }
 }
 

@@ -37,6 +37,7 @@ fn export_whole_image(adapter: &Path, out: &Path, target: Target, fp16: bool, ov
         fp16,
         no_passes: false,
         golden: None,
+        int8: None,
     })
     .unwrap();
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use super::{DeviceArgs, Report};
 use crate::error::Result;
-use crate::train::eval::{eval, EvalArgs, EvalReport};
+use crate::train::eval::{eval, eval_with, EvalArgs, EvalReport, ExternalRestore};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -44,6 +44,10 @@ pub struct Args {
     pub limit: Option<usize>,
     #[command(flatten)]
     pub device: DeviceArgs,
+    /// Restore with this exported file of the adapter in ONNX Runtime (CPU) instead of candle, e.g. an
+    /// `export --int8` file, to measure what it costs against the f32 model on the same images.
+    #[arg(long, value_name = "FILE", requires = "adapter")]
+    pub onnx: Option<std::path::PathBuf>,
 }
 
 pub struct EvalOutput {
@@ -53,7 +57,7 @@ pub struct EvalOutput {
 
 pub fn run(a: &Args) -> Result<EvalOutput> {
     a.device.select()?;
-    let report = eval(&EvalArgs {
+    let args = EvalArgs {
         adapter: a.adapter.clone(),
         backbone: a.backbone.clone(),
         method: a.method.clone(),
@@ -64,7 +68,24 @@ pub fn run(a: &Args) -> Result<EvalOutput> {
         save_images: a.save_images.clone(),
         seed: a.seed,
         limit: a.limit,
-    })?;
+    };
+    let report = match (&a.onnx, &a.adapter) {
+        (Some(file), Some(adapter)) => {
+            use crate::runtime::restorer::{Engine, Restorer, RestorerArgs};
+            let mut restorer = Restorer::new(&RestorerArgs {
+                adapter,
+                backbone: a.backbone.as_deref(),
+                engine: Engine::Onnx,
+                onnx: Some(file),
+                run: crate::runtime::session::RunOptions::default(),
+            })?;
+            let mut restore =
+                |img: &crate::data::Image| restorer.restore(img, crate::restore::Tiling::default(), &mut |_| {});
+            let what = format!("ONNX file {} in ONNX Runtime", file.display());
+            eval_with(&args, Some(ExternalRestore { what, restore: &mut restore }))?
+        }
+        _ => eval(&args)?,
+    };
     Ok(EvalOutput { report, json: a.json })
 }
 

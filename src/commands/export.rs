@@ -67,7 +67,69 @@ pub struct Args {
     /// Also write seeded inputs and the candle reference outputs (tensors `input`, `output`) here.
     #[arg(long)]
     pub golden: Option<PathBuf>,
+    /// Static INT8 (QDQ): the backbone's projections, FFNs and convs with int8 weights per output channel and
+    /// uint8 activations whose ranges come from --calibrate; the adapter, the first and last convs stay f32.
+    #[arg(long, requires = "calibrate")]
+    pub int8: bool,
+    /// With --int8: a folder of real images, taken as the model's inputs (degraded photos of the task, as
+    /// `restore` takes them), cut into patches to calibrate the activation ranges on.
+    #[arg(long, value_name = "DIR", requires = "int8")]
+    pub calibrate: Option<PathBuf>,
+    /// With --int8: how many patches of the --calibrate images (the same number from each image).
+    #[arg(long, default_value_t = 64)]
+    pub calibrate_patches: usize,
 }
+
+/// `--int8`'s refusals: what a quantized file cannot be (yet), said before any work.
+fn check_int8(a: &Args) -> Result<()> {
+    let refuse = |what: &str, why: &str| Err(Error::invalid(format!("--int8 cannot be used with {what}: {why}")));
+    if a.fp16 {
+        return refuse("--fp16", "a file is either f16 or int8 with f32 elsewhere");
+    }
+    if a.whole_image {
+        return refuse(
+            "--whole-image",
+            "calibrate and quantize the patch model; whole-image int8 is not supported yet",
+        );
+    }
+    if a.out_dir.is_some() {
+        return refuse("--out-dir", "quantized weights are per file; export each task with -o");
+    }
+    if a.golden.is_some() {
+        return refuse(
+            "--golden",
+            "a golden file holds the f32 model's outputs, which an int8 file does not reproduce to f32 \
+             precision; judge it with `adaptir validate --images DIR`",
+        );
+    }
+    if a.target == "ort" {
+        return refuse("--target ort", "quantization works on the flat graph of the portable targets");
+    }
+    Ok(())
+}
+
+/// `--int8`: calibrate the built graph on the --calibrate images in ONNX Runtime and quantize it.
+fn quantize_built(
+    a: &Args,
+    built: &mut crate::compile::export::Built,
+) -> Result<crate::compile::quantize::QuantReport> {
+    use crate::compile::quantize;
+    use crate::runtime::calibrate;
+    let dir = a.calibrate.as_deref().ok_or_else(|| Error::invalid("--int8 needs --calibrate DIR"))?;
+    let plan = quantize::plan(&built.graph);
+    let patches = calibrate::calibration_patches(dir, built.config.patch_size, a.calibrate_patches)?;
+    let opts = crate::runtime::session::RunOptions::default();
+    let ranges = calibrate::ranges(&built.graph, &plan.activations(), &patches, CALIBRATION_BATCH, &opts)?;
+    let report = quantize::apply(&mut built.graph, &plan, &ranges)?;
+    let md = &mut built.graph.metadata;
+    md.insert("precision".into(), "int8".into());
+    let folder = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    md.insert("int8_calibration".into(), format!("{} patches of {folder}", patches.dim(0)?));
+    Ok(report)
+}
+
+/// Patches per ONNX Runtime call while calibrating.
+const CALIBRATION_BATCH: usize = 16;
 
 /// `--no-passes`'s help: the passes of the registry.
 fn no_passes_help() -> String {
@@ -113,7 +175,12 @@ pub fn run(a: &Args) -> Result<ExportOutput> {
         fp16: a.fp16,
         no_passes: a.no_passes,
         golden: a.golden.as_deref(),
+        int8: None,
     };
+    if a.int8 {
+        check_int8(a)?;
+    }
+    let quantize = |built: &mut crate::compile::export::Built| quantize_built(a, built);
     if let Some(dir) = &a.out_dir {
         // What a shared export cannot honour is refused, not ignored (docs/compiler.md, "Many tasks, one weight file").
         if a.output.is_some() {
@@ -149,6 +216,9 @@ pub fn run(a: &Args) -> Result<ExportOutput> {
         )));
     }
     args.adapter = a.adapter.first().map(PathBuf::as_path);
+    if a.int8 {
+        args.int8 = Some(&quantize);
+    }
     let report = export(&args)?;
     // What killed writers of these paths left behind (the paths are known only now: -o has a default).
     super::remove_stale_temps(&report.output);
@@ -252,6 +322,16 @@ impl Report for ExportReport {
         }
         if let Some(g) = &self.golden {
             line(&mut s, format!("golden input/output: {}", g.display()));
+        }
+        if let Some(q) = &self.int8 {
+            line(
+                &mut s,
+                format!(
+                    "int8: {} MatMul + {} Conv quantized ({} int8 weights; {} f32 values left), {} activation ranges \
+                     calibrated",
+                    q.matmuls, q.convs, q.int8_weights, q.f32_weights, q.activations
+                ),
+            );
         }
         s
     }

@@ -33,6 +33,10 @@ pub struct Args {
     /// Adapter of the reference (default: the metadata's file name, beside the model or in models/<backbone>/).
     #[arg(long)]
     pub adapter: Option<PathBuf>,
+    /// Feed patches of these real images instead of seeded noise (required for an `export --int8` file, which is
+    /// then judged by the PSNR of its difference from the f32 model, INT8_MIN_PSNR_DB).
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<PathBuf>,
 }
 
 pub struct ValidateOutput {
@@ -50,6 +54,7 @@ pub fn run(a: &Args) -> Result<ValidateOutput> {
         run,
         runtimes: Runtime::parse_list(&a.runtime)?,
         latency_runs: a.latency_runs,
+        images: a.images.as_deref(),
     })?;
     Ok(ValidateOutput { report, json: a.json })
 }

@@ -41,6 +41,9 @@ pub struct ExportArgs<'a> {
     /// Skip the folding passes (for debugging; the result computes the same).
     pub no_passes: bool,
     pub golden: Option<&'a Path>,
+    /// `--int8`: quantizes the built graph (calibration runs the graph, which is the runtime layer's business,
+    /// so the command passes it in) and says what it did.
+    pub int8: Option<&'a dyn Fn(&mut Built) -> Result<super::quantize::QuantReport>>,
 }
 
 pub struct ExportReport {
@@ -54,6 +57,7 @@ pub struct ExportReport {
     pub seconds: f64,
     pub passes: Vec<(&'static str, usize)>,
     pub golden: Option<PathBuf>,
+    pub int8: Option<super::quantize::QuantReport>,
 }
 
 /// Seeded golden inputs (N = 2, uniform in [0, 1)).
@@ -159,7 +163,12 @@ pub fn lower_for(model: &Ipt, task: usize, args: &ExportArgs) -> Result<(Graph, 
 
 pub fn export(args: &ExportArgs) -> Result<ExportReport> {
     let start = Instant::now();
-    let Built { graph, model, task, config, output, passes, tensorrt, .. } = build(args)?;
+    let mut built = build(args)?;
+    let int8 = args.int8.map(|quantize| quantize(&mut built)).transpose()?;
+    if int8.is_some() && args.target == Target::TensorRt {
+        built.tensorrt = Some(check_tensorrt(&built.graph, &built.output)?);
+    }
+    let Built { graph, model, task, config, output, passes, tensorrt, .. } = built;
     super::onnx::write(&graph, &output)?;
 
     let golden = match args.golden {
@@ -188,7 +197,24 @@ pub fn export(args: &ExportArgs) -> Result<ExportReport> {
         seconds: start.elapsed().as_secs_f64(),
         passes,
         golden,
+        int8,
     })
+}
+
+/// `--target tensorrt`: the graph against TensorRT's operator support matrix; outside it, nothing is written.
+fn check_tensorrt(graph: &Graph, output: &Path) -> Result<super::tensorrt::TensorRtReport> {
+    let r = super::tensorrt::check(graph);
+    if !r.passed() {
+        return Err(Error::file(
+            output,
+            format!(
+                "--target tensorrt: the graph is outside {}; not written:\n  {}",
+                super::tensorrt::MATRIX,
+                r.violations.join("\n  ")
+            ),
+        ));
+    }
+    Ok(r)
 }
 
 /// Everything `export` does before writing: load and check the model, lower, optimise, check the target, record
@@ -245,20 +271,7 @@ pub fn build(args: &ExportArgs) -> Result<Built> {
 
     let (mut graph, opts, passes) = lower_for(&model, task, args)?;
     let tensorrt = match args.target {
-        Target::TensorRt => {
-            let r = super::tensorrt::check(&graph);
-            if !r.passed() {
-                return Err(Error::file(
-                    &output,
-                    format!(
-                        "--target tensorrt: the graph is outside {}; not written:\n  {}",
-                        super::tensorrt::MATRIX,
-                        r.violations.join("\n  ")
-                    ),
-                ));
-            }
-            Some(r)
-        }
+        Target::TensorRt => Some(check_tensorrt(&graph, &output)?),
         _ => None,
     };
     let backbone_name = adapter.as_ref().map(|a| a.meta.backbone.clone()).unwrap_or_else(|| {

@@ -11,6 +11,10 @@ pub enum ElemType {
     F16,
     F64,
     I64,
+    /// Quantized weights (`export --int8`).
+    I8,
+    /// Quantized activations' zero points.
+    U8,
 }
 
 impl ElemType {
@@ -21,6 +25,18 @@ impl ElemType {
             ElemType::F16 => 10,
             ElemType::F64 => 11,
             ElemType::I64 => 7,
+            ElemType::I8 => 3,
+            ElemType::U8 => 2,
+        }
+    }
+
+    /// Bytes per element.
+    pub fn width(self) -> usize {
+        match self {
+            ElemType::I8 | ElemType::U8 => 1,
+            ElemType::F16 => 2,
+            ElemType::F32 => 4,
+            ElemType::F64 | ElemType::I64 => 8,
         }
     }
 }
@@ -47,6 +63,8 @@ pub enum Data {
     F16(Vec<u16>),
     F64(Vec<f64>),
     I64(Vec<i64>),
+    I8(Vec<i8>),
+    U8(Vec<u8>),
 }
 
 impl Data {
@@ -56,6 +74,8 @@ impl Data {
             Data::F16(_) => ElemType::F16,
             Data::F64(_) => ElemType::F64,
             Data::I64(_) => ElemType::I64,
+            Data::I8(_) => ElemType::I8,
+            Data::U8(_) => ElemType::U8,
         }
     }
 
@@ -65,6 +85,8 @@ impl Data {
             Data::F16(v) => v.len(),
             Data::F64(v) => v.len(),
             Data::I64(v) => v.len(),
+            Data::I8(v) => v.len(),
+            Data::U8(v) => v.len(),
         }
     }
 
@@ -79,6 +101,8 @@ impl Data {
             Data::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             Data::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             Data::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::I8(v) => v.iter().map(|x| *x as u8).collect(),
+            Data::U8(v) => v.clone(),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod ir;
 pub mod lower;
 pub mod onnx;
 pub mod passes;
+pub mod quantize;
 pub mod shared;
 pub mod target;
 pub mod tensorrt;

@@ -113,12 +113,7 @@ fn is_shared(name: &str, c: &Constant) -> bool {
 }
 
 fn elem_width(c: &Constant) -> usize {
-    use super::ir::ElemType::*;
-    match c.data.elem() {
-        F16 => 2,
-        F32 => 4,
-        F64 | I64 => 8,
-    }
+    c.data.elem().width()
 }
 
 /// Lay out the shared tensors of the backbone-only graph `body` (name order, aligned offsets).

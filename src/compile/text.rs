@@ -9,6 +9,8 @@ fn elem(e: ElemType) -> &'static str {
         ElemType::F16 => "f16",
         ElemType::F64 => "f64",
         ElemType::I64 => "i64",
+        ElemType::I8 => "i8",
+        ElemType::U8 => "u8",
     }
 }
 

@@ -12,15 +12,21 @@ pub struct Tolerance {
     pub name: &'static str,
     pub bound: f64,
     pub relative: bool,
+    /// `bound` is the least PSNR (dB) of the difference, not a bound on it (`--int8` files).
+    pub min_psnr: bool,
 }
 
 impl Tolerance {
     pub const fn abs(name: &'static str, bound: f64) -> Self {
-        Tolerance { name, bound, relative: false }
+        Tolerance { name, bound, relative: false, min_psnr: false }
     }
 
     pub const fn rel(name: &'static str, bound: f64) -> Self {
-        Tolerance { name, bound, relative: true }
+        Tolerance { name, bound, relative: true, min_psnr: false }
+    }
+
+    pub const fn psnr(name: &'static str, min_db: f64) -> Self {
+        Tolerance { name, bound: min_db, relative: false, min_psnr: true }
     }
 
     /// Bit-identical.
@@ -30,10 +36,14 @@ impl Tolerance {
     pub const F32: Tolerance = Tolerance::rel("F32_REASSOCIATION_REL", tolerance::F32_REASSOCIATION_REL);
     /// f16 model against an f32 reference.
     pub const F16: Tolerance = Tolerance::rel("F16_REL", tolerance::F16_REL);
+    /// int8 model against its f32 model, on real images.
+    pub const INT8: Tolerance = Tolerance::psnr("INT8_MIN_PSNR_DB", tolerance::INT8_MIN_PSNR_DB);
 
     /// The absolute bound for a reference whose largest magnitude is `ref_max_abs`.
     pub fn absolute_bound(&self, ref_max_abs: f64) -> f64 {
-        if self.relative {
+        if self.min_psnr {
+            f64::INFINITY
+        } else if self.relative {
             self.bound * ref_max_abs
         } else {
             self.bound
@@ -43,7 +53,9 @@ impl Tolerance {
 
 impl std::fmt::Display for Tolerance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.relative {
+        if self.min_psnr {
+            write!(f, "{} (PSNR at least {} dB)", self.name, self.bound)
+        } else if self.relative {
             write!(f, "{} ({:e} x max|reference|)", self.name, self.bound)
         } else {
             write!(f, "{} ({:e} absolute)", self.name, self.bound)
@@ -146,7 +158,7 @@ pub fn compare_slices(shape: &[usize], ours: &[f64], reference: &[f64], tol: Tol
     } else {
         10.0 * (ref_max * ref_max / mse).log10()
     };
-    let passed = max_abs <= tol.absolute_bound(ref_max);
+    let passed = if tol.min_psnr { psnr_db >= tol.bound } else { max_abs <= tol.absolute_bound(ref_max) };
     Comparison {
         shape: shape.to_vec(),
         max_abs,

@@ -4,6 +4,7 @@
 //! runtimes of `validate`'s matrix: tract ([`tract`], pure Rust) and OpenVINO ([`openvino`], loaded at run time),
 //! behind one interface with ONNX Runtime ([`engine`]). A backbone + adapter restoring images on candle, ONNX
 //! Runtime or tract: [`restorer`].
+pub mod calibrate;
 pub mod candle_onnx;
 pub mod checker;
 pub mod compare;

@@ -39,7 +39,13 @@ pub struct ValidateArgs<'a> {
     pub runtimes: Vec<Runtime>,
     /// Timed runs after the first (warm-up) run, for the latency column (0: not timed).
     pub latency_runs: usize,
+    /// Real images whose patches are the inputs instead of seeded noise (required for an `--int8` file, whose
+    /// activation ranges were calibrated on real images: noise lies outside them).
+    pub images: Option<&'a Path>,
 }
+
+/// Patches of `--images` that `validate` feeds (the same number from each image; `runtime::calibrate`).
+pub const IMAGE_PATCHES: usize = 32;
 
 /// One output's comparison.
 #[derive(Clone, Debug)]
@@ -273,13 +279,23 @@ fn candle_reference(g: &Graph, args: &ValidateArgs) -> Result<Reference> {
             format!("input `{}` has shape {:?}, but its backbone_config says (N, 3, {p}, {p})", vi.name, vi.shape),
         ));
     }
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(INPUT_SEED);
-    let n: usize = dims.iter().product();
-    let x = Tensor::from_vec((0..n).map(|_| rng.random::<f32>()).collect::<Vec<f32>>(), dims.as_slice(), &device)?;
+    let (x, inputs) = match args.images {
+        Some(dir) => {
+            let x = super::calibrate::calibration_patches(dir, p, IMAGE_PATCHES)?;
+            let what = format!("{} patches of the images in {}", x.dim(0)?, dir.display());
+            (x, what)
+        }
+        None => {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(INPUT_SEED);
+            let n: usize = dims.iter().product();
+            let v: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
+            (Tensor::from_vec(v, dims.as_slice(), &device)?, format!("seeded inputs (seed {INPUT_SEED:#x})"))
+        }
+    };
     let y = model.forward(&x, task, false)?;
     let out_name = g.outputs.first().map(|o| o.name.clone()).unwrap_or_else(|| "output".into());
     let what = format!(
-        "candle (backbone {}, {}), seeded inputs (seed {INPUT_SEED:#x})",
+        "candle (backbone {}, {}), {inputs}",
         backbone.display(),
         adapter.as_ref().map(|a| format!("adapter {}", a.path.display())).unwrap_or_else(|| "no adapter".into())
     );
@@ -454,8 +470,16 @@ pub fn validate(args: &ValidateArgs) -> Result<ValidateReport> {
     let precision = g.metadata.get("precision").cloned().unwrap_or_else(|| "fp32".into());
     let tolerance = match precision.as_str() {
         "fp16" => Tolerance::F16,
+        "int8" => Tolerance::INT8,
         _ => Tolerance::F32,
     };
+    if precision == "int8" && args.images.is_none() && args.golden.is_none() {
+        return Err(Error::file(
+            args.model,
+            "an int8 file is judged on real images (its activation ranges were calibrated on them; seeded noise \
+             lies outside them): give --images DIR, a folder of inputs for its task",
+        ));
+    }
     let (inputs, references, reference, f64_model) = match args.golden {
         Some(golden) => golden_reference(&g, golden)?,
         None => candle_reference(&g, args)?,

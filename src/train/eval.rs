@@ -131,8 +131,24 @@ pub fn metric_for(task: &str, scale: usize) -> MetricOptions {
     }
 }
 
+/// Restores one whole image with another engine than candle (`eval --onnx`: an exported file in ONNX Runtime,
+/// with restore's tiling), and says what it is.
+pub struct ExternalRestore<'a> {
+    pub what: String,
+    pub restore: &'a mut dyn FnMut(&Image) -> Result<Image>,
+}
+
 pub fn eval(a: &EvalArgs) -> Result<EvalReport> {
+    eval_with(a, None)
+}
+
+/// [`eval`], the images restored by `external` when given (the candle model still defines task and scale).
+pub fn eval_with(a: &EvalArgs, mut external: Option<ExternalRestore>) -> Result<EvalReport> {
     let (model, task, desc) = load_model(a)?;
+    let desc = match &external {
+        Some(e) => format!("{} ({desc})", e.what),
+        None => desc,
+    };
     let head = super::head_of(&task, &model.config)?;
     let scale = model.config.scales[head];
     let opts = metric_for(&task, scale);
@@ -148,7 +164,10 @@ pub fn eval(a: &EvalArgs) -> Result<EvalReport> {
                 target.width, target.height, input.width, input.height
             )));
         }
-        let output = restore(&model, head, &input, Tiling::default(), &dev)?;
+        let output = match external.as_mut() {
+            Some(e) => (e.restore)(&input)?,
+            None => restore(&model, head, &input, Tiling::default(), &dev)?,
+        };
         let base = if scale > 1 { imresize(&input, target.width, target.height)? } else { input.clone() };
         let m = evaluate(&output, &target, &opts)?;
         let b = evaluate(&base, &target, &opts)?;

@@ -155,9 +155,12 @@ fn elem_type(code: i32) -> std::result::Result<ElemType, String> {
         10 => Ok(ElemType::F16),
         11 => Ok(ElemType::F64),
         7 => Ok(ElemType::I64),
-        c => {
-            Err(format!("expected element type float (1), float16 (10), double (11) or int64 (7), found data type {c}"))
-        }
+        3 => Ok(ElemType::I8),
+        2 => Ok(ElemType::U8),
+        c => Err(format!(
+            "expected element type float (1), float16 (10), double (11), int64 (7), int8 (3) or uint8 (2), found \
+             data type {c}"
+        )),
     }
 }
 
@@ -193,11 +196,7 @@ pub fn constant(t: &proto::TensorProto) -> std::result::Result<Constant, String>
     }
     let n: usize = dims.iter().product();
     let elem = elem_type(t.data_type.unwrap_or(0))?;
-    let width = match elem {
-        ElemType::F16 => 2,
-        ElemType::F32 => 4,
-        ElemType::F64 | ElemType::I64 => 8,
-    };
+    let width = elem.width();
     let data = match &t.raw_data {
         Some(raw) => {
             if raw.len() != n * width {
@@ -215,6 +214,8 @@ pub fn constant(t: &proto::TensorProto) -> std::result::Result<Constant, String>
                 ElemType::F16 => Data::F16(raw.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect()),
                 ElemType::F64 => Data::F64(raw.chunks_exact(8).map(|b| f64::from_le_bytes(w8(b))).collect()),
                 ElemType::I64 => Data::I64(raw.chunks_exact(8).map(|b| i64::from_le_bytes(w8(b))).collect()),
+                ElemType::I8 => Data::I8(raw.iter().map(|&b| b as i8).collect()),
+                ElemType::U8 => Data::U8(raw.clone()),
             }
         }
         None => match elem {
@@ -222,6 +223,9 @@ pub fn constant(t: &proto::TensorProto) -> std::result::Result<Constant, String>
             ElemType::F16 => Data::F16(t.int32_data.iter().map(|&v| v as u16).collect()),
             ElemType::F64 => Data::F64(t.double_data.clone()),
             ElemType::I64 => Data::I64(t.int64_data.clone()),
+            // ONNX keeps 8-bit values widened in int32_data.
+            ElemType::I8 => Data::I8(t.int32_data.iter().map(|&v| v as i8).collect()),
+            ElemType::U8 => Data::U8(t.int32_data.iter().map(|&v| v as u8).collect()),
         },
     };
     if data.len() != n {

@@ -11,6 +11,9 @@ pub fn to_tensor(c: &Constant) -> Result<Tensor> {
         Data::F32(v) => Tensor::from_slice(v, c.dims.as_slice(), dev),
         Data::F64(v) => Tensor::from_slice(v, c.dims.as_slice(), dev),
         Data::I64(v) => Tensor::from_slice(v, c.dims.as_slice(), dev),
+        Data::U8(v) => Tensor::from_slice(v, c.dims.as_slice(), dev),
+        // candle has no i8: quantized weights are never folded.
+        Data::I8(_) => candle_core::bail!("an int8 constant cannot be folded"),
         Data::F16(v) => {
             let h: Vec<half::f16> = v.iter().map(|b| half::f16::from_bits(*b)).collect();
             Tensor::from_slice(&h, c.dims.as_slice(), dev)

@@ -1,0 +1,107 @@
+//! Calibration for `export --int8` (`compile::quantize`): patches of real images, and the range each tensor of the
+//! quantization plan takes when the f32 graph runs on them in ONNX Runtime (min / max over all patches). The
+//! images are taken as the model's inputs, as `restore` takes them: degraded photos of the task (rainy, noisy,
+//! low-resolution), not clean ones.
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+
+use super::session::{RunOptions, Session};
+use crate::compile::ir::{Attr, Dim, ElemType, Graph, Node, ValueInfo};
+use crate::compile::quantize::Ranges;
+use crate::error::{Error, Result};
+
+/// Up to `count` patches of `patch` x `patch` pixels from the images of `dir` (RGB in [0, 1], grey replicated):
+/// the same number from each image, on an evenly spaced grid; (n, 3, patch, patch). Images smaller than a patch
+/// are skipped; none large enough is an error.
+pub fn calibration_patches(dir: &Path, patch: usize, count: usize) -> Result<Tensor> {
+    if count == 0 {
+        return Err(Error::invalid("--calibrate-patches: expected at least 1, found 0"));
+    }
+    let files = crate::data::pairs::list_images(dir).map_err(|e| Error::file(dir, format!("--calibrate: {e}")))?;
+    let mut images = vec![];
+    for path in files.values() {
+        let img = crate::data::io::load_image(path).map_err(|e| Error::file(path, e.to_string()))?;
+        if img.width >= patch && img.height >= patch {
+            images.push(img);
+        }
+    }
+    if images.is_empty() {
+        return Err(Error::file(
+            dir,
+            format!("--calibrate: expected images of at least {patch} x {patch} pixels, found only smaller ones"),
+        ));
+    }
+    let per_image = count.div_ceil(images.len());
+    let mut data: Vec<f32> = vec![];
+    let mut n = 0;
+    'images: for img in &images {
+        // A k x k grid of patch corners with k^2 >= per_image, spread over the whole image.
+        let k = (per_image as f64).sqrt().ceil() as usize;
+        let at = |extent: usize, i: usize| if k > 1 { i * (extent - patch) / (k - 1) } else { (extent - patch) / 2 };
+        for (taken, (gy, gx)) in (0..k).flat_map(|y| (0..k).map(move |x| (y, x))).enumerate() {
+            if taken == per_image || n == count {
+                continue 'images;
+            }
+            let crop = img.crop(at(img.width, gx), at(img.height, gy), patch, patch)?;
+            let chw = crop.to_chw();
+            let plane = patch * patch;
+            match crop.channels {
+                // Grey (with or without alpha): the grey plane three times.
+                1 | 2 => (0..3).for_each(|_| data.extend_from_slice(&chw[..plane])),
+                // RGB, or RGBA without its alpha.
+                _ => data.extend_from_slice(&chw[..3 * plane]),
+            }
+            n += 1;
+        }
+    }
+    Ok(Tensor::from_vec(data, (n, 3, patch, patch), &Device::Cpu)?)
+}
+
+/// The (min, max) of each tensor of `names` when `g` runs on `patches` (in batches of `batch`): `g` with a
+/// ReduceMin and a ReduceMax per tensor as extra scalar outputs, in ONNX Runtime.
+pub fn ranges(g: &Graph, names: &[String], patches: &Tensor, batch: usize, opts: &RunOptions) -> Result<Ranges> {
+    let mut probe = g.clone();
+    probe.name = format!("{}-calibration", g.name);
+    for (i, name) in names.iter().enumerate() {
+        for op in ["ReduceMin", "ReduceMax"] {
+            let out = format!("calibration.{i}.{op}");
+            probe.nodes.push(Node {
+                name: format!("calibration/{i}/{op}"),
+                op: op.into(),
+                domain: String::new(),
+                inputs: vec![name.clone()],
+                outputs: vec![out.clone()],
+                attrs: [("keepdims".to_string(), Attr::Int(0))].into_iter().collect(),
+            });
+            probe.outputs.push(ValueInfo { name: out, elem: ElemType::F32, shape: Vec::<Dim>::new() });
+        }
+    }
+    let mut session = Session::from_graph(&probe, opts)?;
+    let input = g.inputs.first().map(|v| v.name.clone()).ok_or_else(|| Error::invalid("the graph has no input"))?;
+    let mut out: Ranges = names.iter().map(|n| (n.clone(), (f32::INFINITY, f32::NEG_INFINITY))).collect();
+    let total = patches.dim(0)?;
+    let mut start = 0;
+    while start < total {
+        let len = batch.min(total - start);
+        let x = patches.narrow(0, start, len)?.contiguous()?;
+        let results = session.run(&[(input.as_str(), x)])?;
+        for (i, name) in names.iter().enumerate() {
+            let get = |op: &str| -> Result<f32> {
+                let key = format!("calibration.{i}.{op}");
+                let t = results
+                    .iter()
+                    .find(|(n, _)| *n == key)
+                    .map(|(_, t)| t)
+                    .ok_or_else(|| Error::invalid(format!("calibration: no output {key}")))?;
+                Ok(t.flatten_all()?.to_vec1::<f32>()?[0])
+            };
+            let (lo, hi) = (get("ReduceMin")?, get("ReduceMax")?);
+            if let Some(r) = out.get_mut(name) {
+                *r = (r.0.min(lo), r.1.max(hi));
+            }
+        }
+        start += len;
+    }
+    Ok(out)
+}

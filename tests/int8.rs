@@ -1,0 +1,142 @@
+//! `export --int8 --calibrate DIR`: static INT8 (QDQ) files of the shipped derain adapter, calibrated on the rainy
+//! inputs of four small real images: every runtime of the matrix runs them within INT8_MIN_PSNR_DB of the f32
+//! model (on a second grid of patches of those images), `eval --onnx` loses at most INT8_MAX_PSNR_LOSS_DB against
+//! the ground truth on the whole images, and a file with one wrong activation scale fails `validate`. The
+//! calibration folder must represent the inputs: on images it never saw, activations of the conv head can exceed
+//! the calibrated ranges (docs/compiler.md "INT8": three of these images calibrate the fourth to 49.9 dB).
+//! Images: fixtures/images chelsea, coffee (CC0), astronaut (public domain), baboon (MIT); fixtures/README.md.
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use adaptir::compile::ir::Data;
+use adaptir::tolerance::{INT8_MAX_PSNR_LOSS_DB, INT8_MIN_PSNR_DB};
+use common::adaptir_cli;
+
+const ADAPTER: &str = "models/ipt-tiny/derain.safetensors";
+const IMAGES: [&str; 4] = [
+    "images/jpeg/chelsea_256.png",
+    "images/metrics/coffee_clean.png",
+    "images/metrics/astronaut_clean.png",
+    "images/metrics/baboon_clean.png",
+];
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("adaptir-int8-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Rainy inputs (`adaptir degrade --task rain-light`) of the given fixture images, in a folder of their own.
+fn rainy(root: &Path, name: &str, images: &[&str]) -> PathBuf {
+    let clean = root.join(format!("{name}-clean"));
+    std::fs::create_dir_all(&clean).unwrap();
+    for i in images {
+        std::fs::copy(common::fixture(i), clean.join(Path::new(i).file_name().unwrap())).unwrap();
+    }
+    let out = root.join(name);
+    let (code, _, err) = adaptir_cli(&["degrade", "--task", "rain-light", "-o", s(&out), s(&clean)]);
+    assert_eq!(code, 0, "{err}");
+    out
+}
+
+#[test]
+fn int8_file_runs_everywhere_close_to_its_f32_model() {
+    let root = scratch("runs");
+    let calib = rainy(&root, "calib", &IMAGES);
+    let file = root.join("derain.int8.onnx");
+    let (code, out, err) =
+        adaptir_cli(&["export", "--adapter", ADAPTER, "-o", s(&file), "--int8", "--calibrate", s(&calib)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("int8:") && out.contains("activation ranges calibrated"), "{out}");
+
+    let g = adaptir::compile::onnx::read(&file).unwrap();
+    assert_eq!(g.metadata["precision"], "int8");
+    let ops = g.op_counts();
+    assert!(ops["QuantizeLinear"] > 0 && ops["DequantizeLinear"] > ops["QuantizeLinear"], "{ops:?}");
+    let int8: usize = g.initializers.values().filter(|c| matches!(c.data, Data::I8(_))).map(|c| c.data.len()).sum();
+    let f32s: usize = g.initializers.values().filter(|c| matches!(c.data, Data::F32(_))).map(|c| c.data.len()).sum();
+    eprintln!("{int8} int8 weights, {f32s} f32 values");
+    assert!(int8 > 10 * f32s, "most weights should be int8: {int8} int8, {f32s} f32");
+
+    // Every runtime of the matrix, on validate's own grid of patches (32, not the 64 of the calibration).
+    let (code, out, err) = adaptir_cli(&[
+        "validate",
+        s(&file),
+        "--images",
+        s(&calib),
+        "--runtime",
+        "all",
+        "--latency-runs",
+        "0",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    for row in v["runtimes"].as_array().unwrap() {
+        let psnr = row["outputs"][0]["psnr_db"].as_f64().unwrap();
+        eprintln!("{}: {psnr:.2} dB from the f32 model (at least {INT8_MIN_PSNR_DB})", row["runtime"]);
+        assert_eq!(row["passed"], true, "{row}");
+    }
+    assert_eq!(code, 0, "{out}\n{err}");
+
+    // Against the ground truth, whole images through restore's tiling: the f32 model and the int8 file.
+    let clean = root.join("calib-clean");
+    let eval = |extra: &[&str]| -> f64 {
+        let mut args = vec!["eval", "--adapter", ADAPTER, "--data", s(&clean), "--json"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = adaptir_cli(&args);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["psnr"].as_f64().unwrap()
+    };
+    let (f32_db, int8_db) = (eval(&[]), eval(&["--onnx", s(&file)]));
+    eprintln!("against the ground truth: f32 {f32_db:.3} dB, int8 {int8_db:.3} dB");
+    assert!(f32_db - int8_db <= INT8_MAX_PSNR_LOSS_DB, "int8 loses {:.3} dB", f32_db - int8_db);
+
+    // The bound has teeth: one activation scale off by 4x (a mis-calibrated range) fails validate.
+    let mut bad = g.clone();
+    let (name, c) = bad.initializers.iter_mut().find(|(k, _)| k.ends_with(".q_scale")).unwrap();
+    let Data::F32(v) = &mut c.data else { panic!("{name} is not f32") };
+    v[0] *= 0.25;
+    let bad_file = root.join("bad.int8.onnx");
+    adaptir::compile::onnx::write(&bad, &bad_file).unwrap();
+    let (code, out, _) = adaptir_cli(&["validate", s(&bad_file), "--adapter", ADAPTER, "--images", s(&calib)]);
+    assert_eq!(code, 1, "{out}");
+    std::fs::remove_dir_all(&root).ok();
+}
+
+#[test]
+fn int8_refusals_say_what_to_do() {
+    let root = scratch("refusals");
+    let calib = rainy(&root, "calib", &["images/jpeg/chelsea_256.png"]);
+    let out = root.join("x.onnx");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--int8"], "--calibrate"),
+        (vec!["--int8", "--calibrate", s(&calib), "--fp16"], "--int8 cannot be used with --fp16"),
+        (vec!["--int8", "--calibrate", s(&calib), "--whole-image"], "--int8 cannot be used with --whole-image"),
+        (vec!["--int8", "--calibrate", s(&calib), "--target", "ort"], "--int8 cannot be used with --target ort"),
+        (vec!["--int8", "--calibrate", s(&calib), "--golden", "g.safetensors"], "adaptir validate --images"),
+        (vec!["--int8", "--calibrate", s(&root)], "a folder with at least one PNG/JPEG/BMP/TIFF image"),
+    ];
+    for (extra, want) in cases {
+        let mut args = vec!["export", "--adapter", ADAPTER, "-o", s(&out)];
+        args.extend(extra.iter().copied());
+        let (code, _, err) = adaptir_cli(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: expected `{want}` in: {err}");
+        assert!(!out.exists(), "{args:?} wrote a file");
+    }
+    // An int8 file is judged on real images.
+    let file = root.join("derain.int8.onnx");
+    let (code, _, err) =
+        adaptir_cli(&["export", "--adapter", ADAPTER, "-o", s(&file), "--int8", "--calibrate", s(&calib)]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = adaptir_cli(&["validate", s(&file), "--adapter", ADAPTER]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("give --images DIR"), "{err}");
+    std::fs::remove_dir_all(&root).ok();
+}
