@@ -15,6 +15,8 @@
 //!
 //! The backbone found is then checked against the adapter's record (sha256 and config). Every error says
 //! where it looked.
+pub mod edt;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};

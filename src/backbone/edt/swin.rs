@@ -1,0 +1,349 @@
+//! EDT's transformer body (official `SwinBody` of `net/edt.py`): stages (RSTB) of CSwin-style blocks whose two
+//! attention branches see stripe windows, short x long and long x short, with a locally-enhanced positional term
+//! (LePE: a depthwise 3x3 conv of each window's values) in place of a relative position bias; odd blocks shift
+//! their windows by half a window and mask attention across the wrapped edge. Tokens stay channels-last,
+//! (N, H, W, C), throughout, which is also the layout AdaptIR's EDT variant takes.
+use candle_core::{DType, Device, Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+use super::config::{EdtConfig, BODY_SIZE, MLP_RATIO};
+use crate::backbone::layers::{conv, Conv, LayerNorm};
+use crate::hooks::{LayerHooks, NoHooks};
+use crate::linear::{linear_map, Linear};
+
+/// The official `_init_weights`: Linear weights ~ trunc_normal(std .02) (a normal here: fresh models only), bias 0.
+fn linear(vb: VarBuilder, cin: usize, cout: usize) -> Result<Linear> {
+    let w = vb.get_with_hints((cout, cin), "weight", Init::Randn { mean: 0.0, stdev: 0.02 })?;
+    let b = vb.get_with_hints(cout, "bias", Init::Const(0.0))?;
+    Ok((w, Some(b)))
+}
+
+/// A depthwise k x k convolution (zero padding k / 2, bias) on channels-last (N, H, W, C): the sum of the k^2
+/// shifted copies of the padded input, each scaled per channel. Exact, differentiable with candle's own ops, and
+/// needs no transpose to NCHW and back (the official code permutes around an `nn.Conv2d(groups=C)`).
+struct DepthwiseNhwc {
+    /// Tap (ky, kx) at `ky * k + kx`: the (C,) weights of that kernel position.
+    taps: Vec<Tensor>,
+    bias: Tensor,
+    k: usize,
+}
+
+impl DepthwiseNhwc {
+    fn new(vb: VarBuilder, c: usize, k: usize) -> Result<Self> {
+        let init = crate::backbone::layers::default_init(k * k);
+        let w = vb.get_with_hints((c, 1, k, k), "weight", init)?;
+        let bias = vb.get_with_hints(c, "bias", init)?;
+        let w = w.reshape((c, k * k))?.t()?.contiguous()?;
+        let taps = (0..k * k).map(|i| w.get(i)).collect::<Result<Vec<_>>>()?;
+        Ok(Self { taps, bias, k })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, h, w, _) = x.dims4()?;
+        let (k, p) = (self.k, self.k / 2);
+        let padded = x.pad_with_zeros(1, p, p)?.pad_with_zeros(2, p, p)?;
+        let mut acc: Option<Tensor> = None;
+        for ky in 0..k {
+            for kx in 0..k {
+                let term = padded.narrow(1, ky, h)?.narrow(2, kx, w)?.broadcast_mul(&self.taps[ky * k + kx])?;
+                acc = Some(match acc {
+                    Some(a) => (a + term)?,
+                    None => term,
+                });
+            }
+        }
+        match acc {
+            Some(a) => a.broadcast_add(&self.bias),
+            None => candle_core::bail!("depthwise conv with an empty kernel"),
+        }
+    }
+}
+
+/// (N, H, W, C) -> (N * windows, wh, ww, C), windows in row-major order per image (`window_partition`).
+fn partition(x: &Tensor, (wh, ww): (usize, usize)) -> Result<Tensor> {
+    let (n, h, w, c) = x.dims4()?;
+    x.reshape((n, h / wh, wh, w / ww, ww, c))?.permute((0, 1, 3, 2, 4, 5))?.reshape((
+        n * (h / wh) * (w / ww),
+        wh,
+        ww,
+        c,
+    ))
+}
+
+/// The inverse of [`partition`] (`window_reverse`).
+fn unpartition(x: &Tensor, (wh, ww): (usize, usize), (h, w): (usize, usize)) -> Result<Tensor> {
+    let (bw, _, _, c) = x.dims4()?;
+    let n = bw / ((h / wh) * (w / ww));
+    x.reshape((n, h / wh, w / ww, wh, ww, c))?.permute((0, 1, 3, 2, 4, 5))?.reshape((n, h, w, c))
+}
+
+/// The attention mask of a shifted branch on an (h, w) grid, (windows, wh ww, wh ww): 0 between tokens of the
+/// same region of the rolled image, -100 (not -inf, as the official code) between tokens that came from
+/// different sides of the wrap. Regions: per axis, [0, size - window), [size - window, size - shift),
+/// [size - shift, size) (`calculate_mask`).
+pub fn shifted_window_mask(
+    (h, w): (usize, usize),
+    (wh, ww): (usize, usize),
+    (sh, sw): (usize, usize),
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
+    let region = |i: usize, size: usize, window: usize, shift: usize| -> usize {
+        if i + window < size {
+            0
+        } else if i + shift < size {
+            1
+        } else {
+            2
+        }
+    };
+    let (nh, nw, len) = (h / wh, w / ww, wh * ww);
+    let mut mask = vec![0f32; nh * nw * len * len];
+    for (widx, chunk) in mask.chunks_mut(len * len).enumerate() {
+        let (by, bx) = (widx / nw, widx % nw);
+        let labels: Vec<usize> = (0..len)
+            .map(|t| {
+                let (y, x) = (by * wh + t / ww, bx * ww + t % ww);
+                region(y, h, wh, sh) * 3 + region(x, w, ww, sw)
+            })
+            .collect();
+        for i in 0..len {
+            for j in 0..len {
+                if labels[i] != labels[j] {
+                    chunk[i * len + j] = -100.0;
+                }
+            }
+        }
+    }
+    Tensor::from_vec(mask, (nh * nw, len, len), device)?.to_dtype(dtype)
+}
+
+/// One attention branch (`WindowAttention`): multi-head attention inside each window over half of the block's
+/// channels, q and k from the block's qkv projection, v plus its LePE term.
+struct WindowAttention {
+    lepe: DepthwiseNhwc,
+    heads: usize,
+    /// (rows, columns) of this branch's windows.
+    window: (usize, usize),
+}
+
+impl WindowAttention {
+    /// q, k, v: (N, H, W, c) -> (N, H, W, c).
+    fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let (n, h, w, c) = q.dims4()?;
+        let (wh, ww) = self.window;
+        let (len, windows, d) = (wh * ww, (h / wh) * (w / ww), c / self.heads);
+        // (N windows, wh, ww, c) -> (N windows, heads, len, d): channel `head * d + j`, as the official views.
+        let heads = |t: &Tensor| -> Result<Tensor> {
+            t.reshape((n * windows, len, self.heads, d))?.transpose(1, 2)?.contiguous()
+        };
+        // `head_dim ** -0.5`, as the official scale (pow, not 1 / sqrt).
+        let scale = (d as f64).powf(-0.5);
+        let qh = (heads(&partition(q, self.window)?)? * scale)?;
+        let kh = heads(&partition(k, self.window)?)?;
+        let vw = partition(v, self.window)?;
+        let lepe = heads(&self.lepe.forward(&vw)?)?;
+        let vh = heads(&vw)?;
+        let mut scores = qh.matmul(&kh.t()?)?; // (N windows, heads, len, len)
+        if let Some(m) = mask {
+            let m = m.reshape((1, windows, 1, len, len))?;
+            scores = scores.reshape((n, windows, self.heads, len, len))?.broadcast_add(&m)?.reshape((
+                n * windows,
+                self.heads,
+                len,
+                len,
+            ))?;
+        }
+        let attn = adaptir_ops::fused::softmax_last_dim(&scores)?;
+        let out = (attn.matmul(&vh)? + lepe)?; // (N windows, heads, len, d)
+        let out = out.transpose(1, 2)?.reshape((n * windows, wh, ww, c))?;
+        unpartition(&out, self.window, (h, w))
+    }
+}
+
+/// The block's MLP: fc1, GELU, depthwise 5x5 conv, GELU, fc2, channels-last.
+struct Mlp {
+    fc1: Linear,
+    dwconv: DepthwiseNhwc,
+    fc2: Linear,
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = linear_map(&self.fc1, x)?.gelu_erf()?;
+        let h = self.dwconv.forward(&h)?.gelu_erf()?;
+        linear_map(&self.fc2, &h)
+    }
+}
+
+/// `CSwinTransformerBlock`: `x + proj(attention)`, then `x + mlp(norm2 x) + method(norm2 x)`. AdaptIR (any
+/// method's `beside_ffn`) runs on the same norm2 output as the MLP, inside the same residual, as the official
+/// block calls `self.adaptir`.
+pub struct SwinBlock {
+    norm1: LayerNorm,
+    qkv: Linear,
+    attns: [WindowAttention; 2],
+    proj: Linear,
+    norm2: LayerNorm,
+    mlp: Mlp,
+    /// Shift of each branch, (rows, columns); `None` for the even, unshifted blocks.
+    shifts: Option<[(usize, usize); 2]>,
+    /// Each branch's mask on the 48x48 construction grid: the checkpoint's `attn_mask_h` / `attn_mask_v` buffers
+    /// when it has them (the official model uses its buffers at that size), computed otherwise.
+    construction_masks: Option<[Tensor; 2]>,
+    pub hooks: Box<dyn LayerHooks>,
+}
+
+impl SwinBlock {
+    fn new(
+        vb: VarBuilder,
+        config: &EdtConfig,
+        heads: usize,
+        shifted: bool,
+        hooks: Box<dyn LayerHooks>,
+    ) -> Result<Self> {
+        let e = config.embed_dim;
+        let [a, b] = config.window_size;
+        let [sa, sb] = config.shift_size();
+        // Branch 0 (`_h`): a-row x b-column windows, shifted by (sa, sb); branch 1 (`_v`): the transpose.
+        let windows = [(a, b), (b, a)];
+        let attns = [0, 1].map(|i| -> Result<WindowAttention> {
+            Ok(WindowAttention {
+                lepe: DepthwiseNhwc::new(vb.pp("attns").pp(i).pp("lepe"), e / 2, 3)?,
+                heads,
+                window: windows[i],
+            })
+        });
+        let [a0, a1] = attns;
+        let shifts = shifted.then_some([(sa, sb), (sb, sa)]);
+        let construction_masks = match shifts {
+            Some(s) => {
+                let mask = |i: usize, name: &str| -> Result<Tensor> {
+                    let grid = (BODY_SIZE, BODY_SIZE);
+                    let computed = shifted_window_mask(grid, windows[i], s[i], vb.dtype(), vb.device())?;
+                    if vb.contains_tensor(name) {
+                        vb.get_with_hints(computed.dims(), name, Init::Const(0.0))
+                    } else {
+                        Ok(computed)
+                    }
+                };
+                Some([mask(0, "attn_mask_h")?, mask(1, "attn_mask_v")?])
+            }
+            None => None,
+        };
+        let hidden = MLP_RATIO * e;
+        Ok(Self {
+            norm1: LayerNorm::new(vb.pp("norm1"), e, 1)?,
+            qkv: linear(vb.pp("qkv"), e, 3 * e)?,
+            attns: [a0?, a1?],
+            proj: linear(vb.pp("proj"), e, e)?,
+            norm2: LayerNorm::new(vb.pp("norm2"), e, 2)?,
+            mlp: Mlp {
+                fc1: linear(vb.pp("mlp.fc1"), e, hidden)?,
+                dwconv: DepthwiseNhwc::new(vb.pp("mlp.dwconv"), hidden, 5)?,
+                fc2: linear(vb.pp("mlp.fc2"), hidden, e)?,
+            },
+            shifts,
+            construction_masks,
+            hooks,
+        })
+    }
+
+    /// The mask of branch `i` on an (h, w) grid: the construction one at 48x48, computed at any other size.
+    fn mask(&self, i: usize, (h, w): (usize, usize), dtype: DType, device: &Device) -> Result<Option<Tensor>> {
+        let (Some(shifts), Some(stored)) = (&self.shifts, &self.construction_masks) else {
+            return Ok(None);
+        };
+        if (h, w) == (BODY_SIZE, BODY_SIZE) {
+            return Ok(Some(stored[i].to_dtype(dtype)?));
+        }
+        shifted_window_mask((h, w), self.attns[i].window, shifts[i], dtype, device).map(Some)
+    }
+
+    /// x: (N, H, W, C) -> (N, H, W, C).
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (_, h, w, c) = x.dims4()?;
+        let half = c / 2;
+        let qkv = linear_map(&self.qkv, &self.norm1.forward(x, &NoHooks)?)?; // (N, H, W, 3C): q | k | v
+        let mut outs = vec![];
+        for (i, attn) in self.attns.iter().enumerate() {
+            // Branch i takes channels [i C/2, (i+1) C/2) of each of q, k and v.
+            let part = |j: usize| qkv.narrow(3, j * c + i * half, half);
+            let (mut q, mut k, mut v) = (part(0)?, part(1)?, part(2)?);
+            if let Some(s) = &self.shifts {
+                let (dy, dx) = (s[i].0 as i32, s[i].1 as i32);
+                let roll = |t: &Tensor| t.roll(-dy, 1)?.roll(-dx, 2);
+                (q, k, v) = (roll(&q)?, roll(&k)?, roll(&v)?);
+            }
+            let mask = self.mask(i, (h, w), x.dtype(), x.device())?;
+            let mut out = attn.forward(&q, &k, &v, mask.as_ref())?;
+            if let Some(s) = &self.shifts {
+                out = out.roll(s[i].0 as i32, 1)?.roll(s[i].1 as i32, 2)?;
+            }
+            outs.push(out);
+        }
+        let x = (x + linear_map(&self.proj, &Tensor::cat(&outs, 3)?)?)?;
+        let y = self.norm2.forward(&x, &NoHooks)?;
+        let ffn = self.mlp.forward(&y)?;
+        let ffn = match self.hooks.beside_ffn(&y, train)? {
+            Some(extra) => (ffn + extra)?,
+            None => ffn,
+        };
+        x + ffn
+    }
+}
+
+/// `SwinBody`: LayerNorm on the tokens (`patch_embed.norm`), stages of blocks each with a residual around the
+/// stage, a final LayerNorm, then `conv_after_body` on the image plus the body's input.
+pub struct SwinBody {
+    patch_norm: LayerNorm,
+    pub stages: Vec<Vec<SwinBlock>>,
+    norm: LayerNorm,
+    conv_after_body: Conv,
+}
+
+impl SwinBody {
+    /// `hooks`: one per block, in [`EdtConfig::block_prefixes`] order.
+    pub fn new(vb: VarBuilder, config: &EdtConfig, hooks: Vec<Box<dyn LayerHooks>>) -> Result<Self> {
+        if hooks.len() != config.num_blocks() {
+            candle_core::bail!("method modules for {} blocks, the model has {}", hooks.len(), config.num_blocks());
+        }
+        let mut hooks = hooks.into_iter();
+        let e = config.embed_dim;
+        let mut stages = vec![];
+        for (i, (&depth, &heads)) in config.depths.iter().zip(&config.num_heads).enumerate() {
+            let vb = vb.pp("layers").pp(i).pp("residual_group.blocks");
+            let blocks = (0..depth)
+                .map(|j| {
+                    let h = hooks.next().ok_or_else(|| candle_core::Error::Msg("missing block hooks".into()))?;
+                    SwinBlock::new(vb.pp(j), config, heads, j % 2 == 1, h)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            stages.push(blocks);
+        }
+        Ok(Self {
+            patch_norm: LayerNorm::new(vb.pp("patch_embed.norm"), e, 1)?,
+            stages,
+            norm: LayerNorm::new(vb.pp("norm"), e, 1)?,
+            conv_after_body: conv(vb.pp("conv_after_body"), e, e, 3)?,
+        })
+    }
+
+    /// x: (N, E, H, W) -> (N, E, H, W).
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut t = self.patch_norm.forward(&x.permute((0, 2, 3, 1))?.contiguous()?, &NoHooks)?;
+        for stage in &self.stages {
+            let input = t.clone();
+            for block in stage {
+                t = block.forward(&t, train)?;
+            }
+            t = (t + input)?;
+        }
+        let t = self.norm.forward(&t, &NoHooks)?.permute((0, 3, 1, 2))?.contiguous()?;
+        self.conv_after_body.forward(&t)? + x
+    }
+
+    pub fn blocks(&self) -> impl Iterator<Item = &SwinBlock> {
+        self.stages.iter().flatten()
+    }
+}

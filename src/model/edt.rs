@@ -1,0 +1,125 @@
+//! An EDT model from one official checkpoint (`forward` with an `"arch": "edt"` config, the parity fixture):
+//! the backbone of `backbone::edt` with AdaptIR's EDT variant in every Swin block when the checkpoint holds its
+//! keys. Here, not in `backbone`, because it joins a backbone and a method (layer 5 of src/lib.rs).
+use std::path::Path;
+
+use candle_core::{DType, Device, Result as CResult, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::backbone::edt::{depths_in, heads_in, is_edt_state_dict, Edt, EdtConfig};
+use crate::error::{Error, Result};
+use crate::hooks::LayerHooks;
+use crate::params::{StateDict, Strict};
+use crate::peft::{AdaptIr, AdaptIrConfig, Layout};
+
+/// AdaptIR beside the MLP of one Swin block, on the block's (N, H, W, C) tokens.
+pub struct EdtAdaptIr(pub AdaptIr);
+
+impl LayerHooks for EdtAdaptIr {
+    fn beside_ffn(&self, x: &Tensor, train: bool) -> CResult<Option<Tensor>> {
+        self.0.forward_t(x, train).map(Some)
+    }
+
+    fn buffers(&self) -> CResult<Vec<(String, Tensor)>> {
+        self.0.buffers()
+    }
+}
+
+/// One AdaptIR of `sizes` per block, at the official keys `{block}.adaptir.*`.
+pub fn adaptir_hooks(vb: &VarBuilder, config: &EdtConfig, sizes: AdaptIrConfig) -> CResult<Vec<Box<dyn LayerHooks>>> {
+    config
+        .block_prefixes()
+        .iter()
+        .map(|p| Ok(Box::new(EdtAdaptIr(AdaptIr::new(vb.pp(p).pp("adaptir"), sizes)?)) as Box<dyn LayerHooks>))
+        .collect()
+}
+
+/// Where the first block's AdaptIR keys live in an EDT state dict.
+const FIRST_ADAPTER: &str = "body.layers.0.residual_group.blocks.0.adaptir.";
+
+/// Check that the state dict `sd` can be the EDT of `config`, before reading it key by key: an IPT checkpoint,
+/// a checkpoint whose head is another task's, and another number of blocks each get one message that says what
+/// the file holds.
+pub fn check_edt_state_dict(sd: &StateDict, config: &EdtConfig) -> Result<()> {
+    let path = &sd.path;
+    if !is_edt_state_dict(sd.tensors.keys()) {
+        let what = if sd.tensors.keys().any(|k| k.starts_with("body.encoder.layers.") || k.starts_with("head.0.")) {
+            "an IPT state dict (keys `head.{t}.*`, `body.encoder.layers.*`)"
+        } else {
+            "no EDT keys"
+        };
+        return Err(Error::file(
+            path,
+            format!(
+                "the config's arch is `edt`, expected an EDT state dict (keys `head_<task>.*`, `body.layers.*`), found {what}"
+            ),
+        ));
+    }
+    let task = config.edt_task().map_err(Error::invalid)?;
+    let heads = heads_in(sd.tensors.keys());
+    if !heads.contains(&task.head_key()) {
+        let found =
+            if heads.is_empty() { "no task head".to_string() } else { format!("the head(s) {}", heads.join(", ")) };
+        return Err(Error::file(
+            path,
+            format!(
+                "the config's task `{}` (official de_type `{}`) needs the head `{}.*`, but the checkpoint holds {found}",
+                config.task,
+                task.official_de_type(),
+                task.head_key()
+            ),
+        ));
+    }
+    let depths = depths_in(sd.tensors.keys());
+    if depths != config.depths {
+        return Err(Error::file(
+            path,
+            format!(
+                "the config's depths are {:?}, but the checkpoint's body has stages of {depths:?} blocks",
+                config.depths
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// EDT from one official checkpoint; AdaptIR is present, with its sizes, iff the checkpoint holds its keys. Every
+/// missing, unexpected or mis-shaped key is reported in one error naming the file. Returns the model and the
+/// adapter sizes found.
+pub fn load_edt(
+    checkpoint: &Path,
+    config: &EdtConfig,
+    dtype: DType,
+    device: &Device,
+) -> Result<(Edt, Option<AdaptIrConfig>)> {
+    config.validate().map_err(Error::invalid)?;
+    let sd = StateDict::load(checkpoint)?;
+    check_edt_state_dict(&sd, config)?;
+    let adapter = AdaptIrConfig::from_state_dict(&sd, FIRST_ADAPTER, Layout::Edt);
+    if let Some(a) = &adapter {
+        a.validate().map_err(|m| Error::file(checkpoint, m))?;
+        if a.dim != config.embed_dim {
+            return Err(Error::file(
+                checkpoint,
+                format!("its adapters take {} channels, but the config's embed_dim is {}", a.dim, config.embed_dim),
+            ));
+        }
+    }
+    let strict = Strict::new(sd);
+    let vb = strict.var_builder(dtype, device);
+    let hooks = match adapter {
+        Some(a) => adaptir_hooks(&vb, config, a),
+        None => Ok(Edt::no_hooks(config)),
+    };
+    match hooks.and_then(|h| Edt::new(vb, config, h)) {
+        Ok(model) => {
+            strict.finish()?;
+            Ok((model, adapter))
+        }
+        // A value the model refuses stops it early: the keys left unread then are not unexpected.
+        Err(e) => {
+            strict.finish_read()?;
+            Err(Error::file(checkpoint, e.to_string()))
+        }
+    }
+}
