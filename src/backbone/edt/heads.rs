@@ -243,3 +243,48 @@ pub fn bilinear_matrix(n: usize, scale: usize, dtype: DType, device: &Device) ->
     }
     Tensor::from_vec(m, (out, n), device)?.to_dtype(dtype)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adaptir_ops::tolerance::{F32_REL, F64_REL};
+
+    fn max_abs(t: &Tensor) -> f64 {
+        t.to_dtype(DType::F64).and_then(|t| t.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()).unwrap_or(f64::NAN)
+    }
+
+    /// The transposed conv as a product equals candle's `conv_transpose2d` (torch's weight layout, stride 2).
+    #[test]
+    fn conv_transpose_2x2_equals_candle_conv_transpose2d() -> Result<()> {
+        let dev = Device::Cpu;
+        let (cin, cout) = (5, 3);
+        let w = Tensor::randn(0f64, 1.0, (cin, cout, 2, 2), &dev)?;
+        let bias = Tensor::randn(0f64, 1.0, cout, &dev)?;
+        let x = Tensor::randn(0f64, 1.0, (2, cin, 4, 6), &dev)?;
+        let vb = VarBuilder::from_tensors(
+            [("weight".to_string(), w.clone()), ("bias".to_string(), bias.clone())].into(),
+            DType::F64,
+            &dev,
+        );
+        let ours = ConvTranspose2x2::new(vb, cin, cout)?.forward(&x)?;
+        let want = x.conv_transpose2d(&w, 0, 0, 2, 1)?.broadcast_add(&bias.reshape((1, cout, 1, 1))?)?;
+        assert_eq!(ours.dims(), &[2, cout, 8, 12]);
+        assert!(max_abs(&(ours - &want)?) <= F64_REL * max_abs(&want));
+        Ok(())
+    }
+
+    /// The bilinear matrices equal candle's `upsample_bilinear2d_with_scale` (torch's `scale_factor` semantics,
+    /// align_corners false), f32, for every SR scale.
+    #[test]
+    fn bilinear_products_equal_candle_upsample() -> Result<()> {
+        let x = Tensor::randn(0f32, 1.0, (1, 3, 7, 5), &Device::Cpu)?;
+        for s in [2usize, 3, 4] {
+            let ours = bilinear_upsample(&x, s)?;
+            let want = x.upsample_bilinear2d_with_scale(s as f64, s as f64, false)?;
+            assert_eq!(ours.dims(), want.dims());
+            let err = max_abs(&(ours - &want)?);
+            assert!(err <= F32_REL * max_abs(&want), "x{s}: {err:e}");
+        }
+        Ok(())
+    }
+}

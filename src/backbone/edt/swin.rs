@@ -347,3 +347,55 @@ impl SwinBody {
         self.stages.iter().flatten()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adaptir_ops::tolerance::F64_REL;
+
+    fn max_abs(t: &Tensor) -> f64 {
+        t.to_dtype(DType::F64).and_then(|t| t.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()).unwrap_or(f64::NAN)
+    }
+
+    /// The channels-last depthwise conv equals candle's grouped conv2d (groups = C, zero padding k / 2).
+    #[test]
+    fn depthwise_nhwc_equals_grouped_conv2d() -> Result<()> {
+        let dev = Device::Cpu;
+        for k in [3usize, 5] {
+            let c = 4;
+            let w = Tensor::randn(0f64, 1.0, (c, 1, k, k), &dev)?;
+            let b = Tensor::randn(0f64, 1.0, c, &dev)?;
+            let x = Tensor::randn(0f64, 1.0, (2, 6, 7, c), &dev)?;
+            let vb = VarBuilder::from_tensors(
+                [("weight".to_string(), w.clone()), ("bias".to_string(), b.clone())].into(),
+                DType::F64,
+                &dev,
+            );
+            let ours = DepthwiseNhwc::new(vb, c, k)?.forward(&x)?;
+            let nchw = x.permute((0, 3, 1, 2))?.contiguous()?;
+            let want = nchw.conv2d(&w, k / 2, 1, 1, c)?.broadcast_add(&b.reshape((1, c, 1, 1))?)?;
+            let want = want.permute((0, 2, 3, 1))?;
+            assert!(max_abs(&(ours - &want)?) <= F64_REL * max_abs(&want), "{k}x{k}");
+        }
+        Ok(())
+    }
+
+    /// Window partition and its reverse are inverse; with no shift and windows as large as the grid, every token
+    /// of the mask is in one region.
+    #[test]
+    fn partition_round_trip_and_trivial_mask() -> Result<()> {
+        let x = Tensor::arange(0f32, (2 * 8 * 12 * 3) as f32, &Device::Cpu)?.reshape((2, 8, 12, 3))?;
+        let back = unpartition(&partition(&x, (2, 4))?, (2, 4), (8, 12))?;
+        assert_eq!(max_abs(&(back - &x)?), 0.0);
+        // Window (2, 4) at 4 windows per row: window 1 holds columns 4..8 of rows 0..2.
+        let w1 = partition(&x, (2, 4))?.get(1)?;
+        assert_eq!(max_abs(&(w1 - x.get(0)?.narrow(0, 0, 2)?.narrow(1, 4, 4)?)?), 0.0);
+        // A 4x4 grid, 2x2 windows shifted by 1: the last window mixes four regions, the first one region.
+        let m = shifted_window_mask((4, 4), (2, 2), (1, 1), DType::F32, &Device::Cpu)?;
+        assert_eq!(m.dims(), &[4, 4, 4]);
+        assert_eq!(max_abs(&m.get(0)?), 0.0);
+        let last: Vec<Vec<f32>> = m.get(3)?.to_vec2()?;
+        assert_eq!(last[0], vec![0.0, -100.0, -100.0, -100.0]);
+        Ok(())
+    }
+}
