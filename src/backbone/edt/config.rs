@@ -218,7 +218,7 @@ impl EdtConfig {
             return Err(format!("depths[{i}] is 0, expected at least 1 block per stage"));
         }
         // Each block splits the embedding into two attention branches of embed_dim / 2 channels.
-        if self.embed_dim == 0 || self.embed_dim % 2 != 0 {
+        if self.embed_dim == 0 || !self.embed_dim.is_multiple_of(2) {
             return Err(format!(
                 "embed_dim is {}, expected a positive even number (two attention branches)",
                 self.embed_dim
@@ -226,7 +226,7 @@ impl EdtConfig {
         }
         let branch = self.embed_dim / 2;
         for (i, &h) in self.num_heads.iter().enumerate() {
-            if h == 0 || branch % h != 0 {
+            if h == 0 || !branch.is_multiple_of(h) {
                 return Err(format!(
                     "num_heads[{i}] = {h} does not divide the attention branch width {branch} (= embed_dim {} / 2)",
                     self.embed_dim
@@ -240,7 +240,7 @@ impl EdtConfig {
             return Err(format!("window_size is [{a}, {b}], expected both sides at least 2"));
         }
         // The official model builds its masks for the 48x48 body grid at construction; windows must tile it.
-        if BODY_SIZE % self.grid_multiple() != 0 {
+        if !BODY_SIZE.is_multiple_of(self.grid_multiple()) {
             return Err(format!(
                 "window_size [{a}, {b}] does not tile the {BODY_SIZE}x{BODY_SIZE} body grid: both sides must divide {BODY_SIZE}"
             ));

@@ -63,7 +63,7 @@ impl Edt {
     pub fn check_input(&self, (h, w): (usize, usize)) -> std::result::Result<(), String> {
         let down = if self.task.downsamples() { 1 << HEAD_DEPTH } else { 1 };
         let m = self.config.grid_multiple() * down;
-        if h == 0 || w == 0 || h % m != 0 || w % m != 0 {
+        if h == 0 || w == 0 || !h.is_multiple_of(m) || !w.is_multiple_of(m) {
             return Err(format!(
                 "input is {h}x{w}: task {} needs sides that are multiples of {m} (its training size is {s}x{s})",
                 self.config.task,
