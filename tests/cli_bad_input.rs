@@ -139,7 +139,11 @@ fn bad_configs() {
             r#"{"arch": "ipt", "n_feats": 22, "num_heads": 7, "num_layers": 1}"#,
             &["num_heads = 7 does not divide the transformer width 198"],
         ),
-        (r#"{"arch": "edt", "n_feats": 22, "num_heads": 6, "num_layers": 1}"#, &["arch is `edt`"]),
+        // An EDT config (issue 19) with IPT's fields: read as an EDT config, whose fields these are not.
+        (
+            r#"{"arch": "edt", "n_feats": 22, "num_heads": 6, "num_layers": 1}"#,
+            &["not a valid EDT config", "unknown field `n_feats`"],
+        ),
         (
             r#"{"arch": "ipt", "n_feats": 22, "num_heads": 6, "num_layers": 1, "scales": [2, 3]}"#,
             &["scales has 2 entries, expected num_tasks = 6"],

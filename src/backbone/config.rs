@@ -137,7 +137,10 @@ impl IptConfig {
 
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.arch != "ipt" {
-            return Err(format!("arch is `{}`, expected `ipt` (the only backbone so far)", self.arch));
+            return Err(format!(
+                "arch is `{}`, expected `ipt` (this command takes IPT models; EDT runs in `adaptir forward` so far)",
+                self.arch
+            ));
         }
         let positive = [
             ("n_feats", self.n_feats),
