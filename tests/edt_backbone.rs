@@ -155,7 +155,7 @@ fn random_model(config: &EdtConfig, dtype: DType, seed: u64) -> Edt {
     let vm = candle_nn::VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, dtype, &Device::Cpu);
     let sizes = AdaptIrConfig::official(config.embed_dim, Layout::Edt);
-    Edt::new(vb.clone(), config, adaptir_hooks(&vb, config, sizes).unwrap()).unwrap();
+    Edt::fresh(&vm, config, adaptir_hooks(&vb, config, sizes).unwrap(), dtype, &Device::Cpu).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let data = vm.data().lock().unwrap();
     let mut names: Vec<&String> = data.keys().collect();

@@ -23,6 +23,11 @@ impl LayerHooks for EdtAdaptIr {
     fn buffers(&self) -> CResult<Vec<(String, Tensor)>> {
         self.0.buffers()
     }
+
+    /// The default lowering is "nothing", which would drop the adapter from an exported graph without a word.
+    fn lower_beside_ffn(&self, _b: &mut dyn adaptir_ops::graph::GraphBuilder, _x: &str) -> CResult<Option<String>> {
+        candle_core::bail!("AdaptIR on EDT has no ONNX lowering yet (issue 19, item 4)")
+    }
 }
 
 /// One AdaptIR of `sizes` per block, at the official keys `{block}.adaptir.*`.

@@ -118,7 +118,6 @@ pub fn is_edt_state_dict<'a>(mut keys: impl Iterator<Item = &'a String>) -> bool
 pub fn heads_in<'a>(keys: impl Iterator<Item = &'a String>) -> Vec<String> {
     let mut heads: Vec<String> =
         keys.filter(|k| k.starts_with("head_")).filter_map(|k| k.split('.').next().map(str::to_string)).collect();
-    heads.dedup();
     heads.sort();
     heads.dedup();
     heads
