@@ -200,14 +200,7 @@ pub fn build_model(
         None => MethodModules::none(&config.host_dims()),
     };
     let strict = Strict::new(weights);
-    let model = Ipt::new(strict.var_builder(dtype, device), config, modules);
-    // A value the model refuses stops it early: the keys left unread then are not unexpected.
-    if model.is_ok() {
-        strict.finish()?;
-    } else {
-        strict.finish_read()?;
-    }
-    model.map_err(|e| Error::file(backbone, e.to_string()))
+    strict.finish_model(Ipt::new(strict.var_builder(dtype, device), config, modules), backbone)
 }
 
 /// Where the first adapter's keys live in an IPT state dict.
@@ -241,15 +234,6 @@ pub fn load_ipt(checkpoint: &Path, config: &IptConfig, device: &Device) -> Resul
         Some(a) => AdaptIrMethod::with_sizes(a).build(vb.clone(), &host),
         None => Ok(MethodModules::none(&host)),
     };
-    match modules.and_then(|m| Ipt::new(vb, config, m)) {
-        Ok(model) => {
-            strict.finish()?;
-            Ok((model, adapter))
-        }
-        // A value the model refuses stops it early: the keys left unread then are not unexpected.
-        Err(e) => {
-            strict.finish_read()?;
-            Err(Error::file(checkpoint, e.to_string()))
-        }
-    }
+    let model = strict.finish_model(modules.and_then(|m| Ipt::new(vb, config, m)), checkpoint)?;
+    Ok((model, adapter))
 }

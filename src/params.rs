@@ -281,10 +281,20 @@ impl Strict {
         self.report(true)
     }
 
-    /// [`Strict::finish`] for a construction that stopped early (a value it refused): the keys read so far
-    /// only, since those left unread are not unexpected.
-    pub fn finish_read(&self) -> Result<()> {
-        self.report(false)
+    /// The model built over this state dict, checked: [`Strict::finish`]'s error when a key is at fault, else the
+    /// model's own refusal, naming `path`. A refused value stops construction early, so the keys left unread
+    /// then are not unexpected.
+    pub fn finish_model<T>(&self, built: candle_core::Result<T>, path: &Path) -> Result<T> {
+        match built {
+            Ok(model) => {
+                self.finish()?;
+                Ok(model)
+            }
+            Err(e) => {
+                self.report(false)?;
+                Err(Error::file(path, e.to_string()))
+            }
+        }
     }
 
     fn report(&self, all_read: bool) -> Result<()> {

@@ -116,15 +116,6 @@ pub fn load_edt(
         Some(a) => adaptir_hooks(&vb, config, a),
         None => Ok(Edt::no_hooks(config)),
     };
-    match hooks.and_then(|h| Edt::new(vb, config, h)) {
-        Ok(model) => {
-            strict.finish()?;
-            Ok((model, adapter))
-        }
-        // A value the model refuses stops it early: the keys left unread then are not unexpected.
-        Err(e) => {
-            strict.finish_read()?;
-            Err(Error::file(checkpoint, e.to_string()))
-        }
-    }
+    let model = strict.finish_model(hooks.and_then(|h| Edt::new(vb, config, h)), checkpoint)?;
+    Ok((model, adapter))
 }
