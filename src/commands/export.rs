@@ -180,6 +180,22 @@ pub fn run(a: &Args) -> Result<ExportOutput> {
     if a.int8 {
         check_int8(a)?;
     }
+    // An EDT config: the official checkpoint given as --backbone, for the config's task (compile::export_edt).
+    if let Some(config) = a.config.as_deref().filter(|p| crate::backbone::edt::config::is_edt_config_file(p)) {
+        if a.out_dir.is_some() || a.adapter.len() > 1 {
+            return Err(Error::invalid("--out-dir with an EDT config: EDT exports one file per checkpoint (-o)"));
+        }
+        if a.int8 {
+            return Err(Error::invalid("--int8 with an EDT config: quantization is IPT-only so far"));
+        }
+        args.adapter = a.adapter.first().map(PathBuf::as_path);
+        let report = crate::compile::export_edt::export_edt(&args, config)?;
+        super::remove_stale_temps(&report.output);
+        if let Some(g) = &report.golden {
+            super::remove_stale_temps(g);
+        }
+        return Ok(ExportOutput::One(report));
+    }
     let quantize = |built: &mut crate::compile::export::Built| quantize_built(a, built);
     if let Some(dir) = &a.out_dir {
         // What a shared export cannot honour is refused, not ignored (docs/compiler.md, "Many tasks, one weight file").

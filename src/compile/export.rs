@@ -71,7 +71,7 @@ fn golden_input(config: &IptConfig) -> Result<Tensor> {
 /// Convert the graph to half precision: f32 initialisers become f16, the input is cast after it and the output
 /// before it (the model keeps an f32 interface); the spectral products compute in their own precision (f64, or
 /// f32 with constants named `KEEP_PRECISION_PREFIX`...) whatever their inputs.
-fn to_fp16(g: &mut Graph) {
+pub(super) fn to_fp16(g: &mut Graph) {
     let (input, output) = (g.inputs[0].name.clone(), g.outputs[0].name.clone());
     for (name, c) in g.initializers.iter_mut() {
         if name.starts_with(KEEP_PRECISION_PREFIX) {
@@ -202,7 +202,7 @@ pub fn export(args: &ExportArgs) -> Result<ExportReport> {
 }
 
 /// `--target tensorrt`: the graph against TensorRT's operator support matrix; outside it, nothing is written.
-fn check_tensorrt(graph: &Graph, output: &Path) -> Result<super::tensorrt::TensorRtReport> {
+pub(super) fn check_tensorrt(graph: &Graph, output: &Path) -> Result<super::tensorrt::TensorRtReport> {
     let r = super::tensorrt::check(graph);
     if !r.passed() {
         return Err(Error::file(

@@ -5,7 +5,7 @@ use candle_core::Result;
 use super::builder::Builder;
 use super::ir::{Dim, ElemType, Graph, ValueInfo};
 use super::whole_image::{self, WholeImage};
-use crate::backbone::Ipt;
+use crate::backbone::{Edt, Ipt};
 use crate::restore::Tiling;
 
 /// The input of a whole-image graph.
@@ -37,15 +37,7 @@ pub fn lower(model: &Ipt, task: usize, opts: LowerOptions) -> Result<Graph> {
             whole_image::lower(&mut b, WHOLE_IMAGE_INPUT, &wi, &mut |b, tiles| model.lower(b, tiles, task))?
         }
     };
-    let out = b.op("Identity", &[&out], vec![])?;
-    let mut g = b.finish();
-    for n in g.nodes.iter_mut() {
-        for o in n.outputs.iter_mut() {
-            if *o == out {
-                *o = "output".into();
-            }
-        }
-    }
+    let mut g = finish_with_output(b, &out)?;
     if opts.whole_image.is_some() {
         let sym = |s: &str| Dim::Sym(s.into());
         g.inputs = vec![ValueInfo {
@@ -61,17 +53,46 @@ pub fn lower(model: &Ipt, task: usize, opts: LowerOptions) -> Result<Graph> {
         g.check().map_err(candle_core::Error::Msg)?;
         return Ok(g);
     }
-    let batch = || Dim::Sym("N".into());
-    g.inputs = vec![ValueInfo {
-        name: "input".into(),
+    set_patch_io(&mut g, p, p * scale)?;
+    Ok(g)
+}
+
+/// The builder's graph with `out` renamed `output` (through an Identity, so that it is never an input's name).
+fn finish_with_output(mut b: Builder, out: &str) -> Result<Graph> {
+    let out = b.op("Identity", &[out], vec![])?;
+    let mut g = b.finish();
+    for n in g.nodes.iter_mut() {
+        for o in n.outputs.iter_mut() {
+            if *o == out {
+                *o = "output".into();
+            }
+        }
+    }
+    Ok(g)
+}
+
+/// A patch graph's interface: `input` (N, 3, side, side) -> `output` (N, 3, out_side, out_side), then checked.
+fn set_patch_io(g: &mut Graph, side: usize, out_side: usize) -> Result<()> {
+    let io = |name: &str, s: usize| ValueInfo {
+        name: name.into(),
         elem: ElemType::F32,
-        shape: vec![batch(), Dim::Fixed(3), Dim::Fixed(p), Dim::Fixed(p)],
-    }];
-    g.outputs = vec![ValueInfo {
-        name: "output".into(),
-        elem: ElemType::F32,
-        shape: vec![batch(), Dim::Fixed(3), Dim::Fixed(p * scale), Dim::Fixed(p * scale)],
-    }];
-    g.check().map_err(candle_core::Error::Msg)?;
+        shape: vec![Dim::Sym("N".into()), Dim::Fixed(3), Dim::Fixed(s), Dim::Fixed(s)],
+    };
+    g.inputs = vec![io("input", side)];
+    g.outputs = vec![io("output", out_side)];
+    g.check().map_err(candle_core::Error::Msg)
+}
+
+/// The graph of an EDT model's `forward(input, train = false)`: input `input` (N, 3, S, S) at the task's training
+/// size, output `output` (N, 3, S s, S s). Patch batches only: no whole-image graph for EDT yet.
+pub fn lower_edt(model: &Edt, opts: LowerOptions) -> Result<Graph> {
+    if opts.whole_image.is_some() {
+        candle_core::bail!("a whole-image graph is IPT-only so far; export the EDT patch model");
+    }
+    let (side, scale) = (model.task.input_size(), model.task.scale());
+    let mut b = Builder::with_spectral("adaptir", opts.fft, opts.inline_functions, opts.spectral);
+    let out = model.lower(&mut b, "input")?;
+    let mut g = finish_with_output(b, &out)?;
+    set_patch_io(&mut g, side, side * scale)?;
     Ok(g)
 }

@@ -1,6 +1,7 @@
 //! The compiler: lower (backbone, method, task) into a graph IR, run folding passes, write ONNX.
 pub mod builder;
 pub mod export;
+pub mod export_edt;
 pub mod ir;
 pub mod lower;
 pub mod onnx;

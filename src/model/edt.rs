@@ -6,6 +6,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Result as CResult, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::backbone::edt::config::BODY_SIZE;
 use crate::backbone::edt::{depths_in, heads_in, is_edt_state_dict, Edt, EdtConfig};
 use crate::error::{Error, Result};
 use crate::hooks::LayerHooks;
@@ -24,9 +25,10 @@ impl LayerHooks for EdtAdaptIr {
         self.0.buffers()
     }
 
-    /// The default lowering is "nothing", which would drop the adapter from an exported graph without a word.
-    fn lower_beside_ffn(&self, _b: &mut dyn adaptir_ops::graph::GraphBuilder, _x: &str) -> CResult<Option<String>> {
-        candle_core::bail!("AdaptIR on EDT has no ONNX lowering yet (issue 19, item 4)")
+    /// The export feeds every task at its training size, so the body grid, and the adapter's spectral bases,
+    /// are [`BODY_SIZE`] square (`Edt::lower` checks the input size).
+    fn lower_beside_ffn(&self, b: &mut dyn adaptir_ops::graph::GraphBuilder, x: &str) -> CResult<Option<String>> {
+        self.0.lower(b, x, (BODY_SIZE, BODY_SIZE), "adaptir").map(Some)
     }
 }
 

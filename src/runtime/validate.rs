@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 use super::compare::{compare, Comparison, Tolerance};
 use super::engine::{run_timed, Engine, Runtime};
 use super::session::{Ep, RunOptions};
-use crate::backbone::{Ipt, IptConfig};
+use crate::backbone::{EdtConfig, Ipt, IptConfig};
 use crate::compile::ir::{Dim, ElemType, Graph};
 use crate::error::{Error, Result};
 use crate::model::build_model;
@@ -174,22 +174,97 @@ fn first_existing(candidates: &[PathBuf]) -> Option<PathBuf> {
 type Reference = (Vec<(String, Tensor)>, Vec<(String, Tensor)>, String, Option<F64Model>);
 
 /// What the f64 forward needs; built only if an output fails the fixed bound (it costs an f64 forward).
-struct F64Model {
-    backbone: PathBuf,
-    config: IptConfig,
-    adapter: Option<AdapterFile>,
-    task: usize,
+enum F64Model {
+    Ipt { backbone: PathBuf, config: IptConfig, adapter: Option<AdapterFile>, task: usize },
+    Edt { checkpoint: PathBuf, config: EdtConfig },
 }
 
 impl F64Model {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let model = build_model(&self.backbone, &self.config, self.adapter.as_ref(), DType::F64, &Device::Cpu)?;
-        Ok(model.forward(&x.to_dtype(DType::F64)?, self.task, false)?)
+        let x = x.to_dtype(DType::F64)?;
+        match self {
+            F64Model::Ipt { backbone, config, adapter, task } => {
+                let model = build_model(backbone, config, adapter.as_ref(), DType::F64, &Device::Cpu)?;
+                Ok(model.forward(&x, *task, false)?)
+            }
+            F64Model::Edt { checkpoint, config } => {
+                let (model, _) = crate::model::edt::load_edt(checkpoint, config, DType::F64, &Device::Cpu)?;
+                Ok(model.forward(&x, false)?)
+            }
+        }
     }
+}
+
+/// Seeded inputs in [0, 1) of these dims.
+fn seeded_input(dims: &[usize]) -> Result<Tensor> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(INPUT_SEED);
+    let n: usize = dims.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
+    Ok(Tensor::from_vec(v, dims, &Device::Cpu)?)
+}
+
+/// The candle reference of an EDT file (`export` with an EDT config): the checkpoint it records, given as
+/// --backbone or found beside the file, checked by sha256, on seeded inputs at the task's training size.
+fn edt_reference(g: &Graph, args: &ValidateArgs) -> Result<Reference> {
+    let model_path = args.model;
+    let config: EdtConfig = serde_json::from_str(meta(g, model_path, "backbone_config")?)
+        .map_err(|e| Error::file(model_path, format!("metadata `backbone_config` is not an EDT config: {e}")))?;
+    let task = config.edt_task().map_err(|m| Error::file(model_path, format!("metadata `backbone_config`: {m}")))?;
+    if args.images.is_some() || args.adapter.is_some() {
+        return Err(Error::file(
+            model_path,
+            "an EDT file is validated on seeded inputs against its checkpoint (--backbone): --images and --adapter \
+             are IPT-only so far",
+        ));
+    }
+    let name = meta(g, model_path, "backbone")?;
+    let sha = meta(g, model_path, "backbone_sha256")?;
+    let checkpoint = match args.backbone {
+        Some(b) => b.to_path_buf(),
+        None => {
+            let beside = model_path.parent().map(Path::to_path_buf).unwrap_or_default().join(name);
+            if !beside.is_file() {
+                return Err(Error::file(
+                    model_path,
+                    format!(
+                        "exported from the EDT checkpoint `{name}` (sha256 {sha}), not found at {}: pass --backbone \
+                         PATH, or --golden G.safetensors",
+                        beside.display()
+                    ),
+                ));
+            }
+            beside
+        }
+    };
+    if !checkpoint.is_file() {
+        return Err(Error::file(&checkpoint, "expected the EDT checkpoint (.safetensors or .pt), found no such file"));
+    }
+    check_sha(&checkpoint, sha, "backbone", model_path)?;
+    let side = task.input_size();
+    let vi = g.inputs.first().ok_or_else(|| Error::file(model_path, "the graph has no input"))?;
+    let dims: Vec<usize> = vi.shape.iter().map(|d| if let Dim::Fixed(n) = d { *n } else { INPUT_BATCH }).collect();
+    if g.inputs.len() != 1 || dims.len() != 4 || dims[1..] != [3, side, side] {
+        return Err(Error::file(
+            model_path,
+            format!(
+                "input `{}` has shape {:?}, but its EDT task {} takes (N, 3, {side}, {side})",
+                vi.name, vi.shape, config.task
+            ),
+        ));
+    }
+    let x = seeded_input(&dims)?;
+    let (model, _) = crate::model::edt::load_edt(&checkpoint, &config, DType::F32, &Device::Cpu)?;
+    let y = model.forward(&x, false)?;
+    let out_name = g.outputs.first().map(|o| o.name.clone()).unwrap_or_else(|| "output".into());
+    let what = format!("candle (EDT checkpoint {}), seeded inputs (seed {INPUT_SEED:#x})", checkpoint.display());
+    Ok((vec![(vi.name.clone(), x)], vec![(out_name, y)], what, Some(F64Model::Edt { checkpoint, config })))
 }
 
 /// The candle reference: inputs (seeded) and outputs, plus a description.
 fn candle_reference(g: &Graph, args: &ValidateArgs) -> Result<Reference> {
+    if g.metadata.get("arch").map(String::as_str) == Some(crate::compile::export_edt::ARCH_EDT) {
+        return edt_reference(g, args);
+    }
     let model_path = args.model;
     let name = meta(g, model_path, "backbone")?;
     let backbone_sha = meta(g, model_path, "backbone_sha256")?;
@@ -285,12 +360,7 @@ fn candle_reference(g: &Graph, args: &ValidateArgs) -> Result<Reference> {
             let what = format!("{} patches of the images in {}", x.dim(0)?, dir.display());
             (x, what)
         }
-        None => {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(INPUT_SEED);
-            let n: usize = dims.iter().product();
-            let v: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
-            (Tensor::from_vec(v, dims.as_slice(), &device)?, format!("seeded inputs (seed {INPUT_SEED:#x})"))
-        }
+        None => (seeded_input(&dims)?, format!("seeded inputs (seed {INPUT_SEED:#x})")),
     };
     let y = model.forward(&x, task, false)?;
     let out_name = g.outputs.first().map(|o| o.name.clone()).unwrap_or_else(|| "output".into());
@@ -299,7 +369,7 @@ fn candle_reference(g: &Graph, args: &ValidateArgs) -> Result<Reference> {
         backbone.display(),
         adapter.as_ref().map(|a| format!("adapter {}", a.path.display())).unwrap_or_else(|| "no adapter".into())
     );
-    let f64_model = F64Model { backbone, config, adapter, task };
+    let f64_model = F64Model::Ipt { backbone, config, adapter, task };
     Ok((vec![(vi.name.clone(), x)], vec![(out_name, y)], what, Some(f64_model)))
 }
 

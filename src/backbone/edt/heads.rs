@@ -244,6 +244,113 @@ pub fn bilinear_matrix(n: usize, scale: usize, dtype: DType, device: &Device) ->
     Tensor::from_vec(m, (out, n), device)?.to_dtype(dtype)
 }
 
+// ---- ONNX lowering (each mirrors the forward above; standard ops only) ----------------------------------
+
+use adaptir_ops::graph::{Attr, GraphBuilder};
+
+fn lower_leaky_relu(b: &mut dyn GraphBuilder, x: &str) -> Result<String> {
+    b.op("LeakyRelu", &[x], vec![("alpha", Attr::Float(0.2))])
+}
+
+impl ResBlockDown {
+    fn lower(&self, b: &mut dyn GraphBuilder, x: &str, hint: &str) -> Result<(String, String)> {
+        let identity = self.shortcut.lower(b, x, &format!("{hint}.shortcut"))?;
+        let y = self.conv_1.lower(b, x, &format!("{hint}.conv_1"))?;
+        let y = lower_leaky_relu(b, &y)?;
+        let y = self.conv_2.lower(b, &y, &format!("{hint}.conv_2"))?;
+        let y = lower_leaky_relu(b, &y)?;
+        let y = b.op("Add", &[&y, &identity], vec![])?;
+        match &self.conv_down {
+            Some(w) => {
+                let w = b.constant(&format!("{hint}.conv_down.weight"), w)?;
+                let attrs = vec![("pads", Attr::Ints(vec![1, 1, 1, 1])), ("strides", Attr::Ints(vec![2, 2]))];
+                Ok((b.op("Conv", &[&y, &w], attrs)?, y))
+            }
+            None => Ok((y.clone(), y)),
+        }
+    }
+}
+
+impl ResBlockUp {
+    fn lower(&self, b: &mut dyn GraphBuilder, x: &str, hint: &str) -> Result<String> {
+        let identity = self.shortcut.lower(b, x, &format!("{hint}.shortcut"))?;
+        let y = self.conv_1.lower(b, x, &format!("{hint}.conv_1"))?;
+        let y = lower_leaky_relu(b, &y)?;
+        let y = self.conv_2.lower(b, &y, &format!("{hint}.conv_2"))?;
+        let y = lower_leaky_relu(b, &y)?;
+        b.op("Add", &[&y, &identity], vec![])
+    }
+}
+
+impl ConvTranspose2x2 {
+    /// As the forward: a 1x1 conv to (o, a, b) channels, then DepthToSpace (CRD: channel `o 4 + a 2 + b` goes
+    /// to pixel (2i + a, 2j + b) of channel o), then the bias. Standard ops every runtime of the matrix has.
+    fn lower(&self, b: &mut dyn GraphBuilder, x: &str, hint: &str) -> Result<String> {
+        let (o4, cin) = self.weight.dims2()?;
+        let w = b.constant(&format!("{hint}.weight"), &self.weight.reshape((o4, cin, 1, 1))?)?;
+        let y = b.op("Conv", &[x, &w], vec![])?;
+        let y = b.op("DepthToSpace", &[&y], vec![("blocksize", Attr::Int(2)), ("mode", Attr::Str("CRD".into()))])?;
+        let bias = b.constant(&format!("{hint}.bias"), &self.bias.reshape((1, self.cout, 1, 1))?)?;
+        b.op("Add", &[&y, &bias], vec![])
+    }
+}
+
+impl TailStage {
+    fn lower(&self, b: &mut dyn GraphBuilder, x: &str, skip: &str, hint: &str) -> Result<String> {
+        let (y, block) = match self {
+            Self::Up(s) => (s.up.lower(b, x, &format!("{hint}.up"))?, &s.block),
+            Self::Skip(s) => (s.conv.lower(b, x, &format!("{hint}.conv"))?, &s.block),
+        };
+        let cat = b.op("Concat", &[&y, skip], vec![("axis", Attr::Int(1))])?;
+        block.lower(b, &cat, &format!("{hint}.block"))
+    }
+}
+
+impl Head {
+    /// (features, skips), as [`Head::forward`]; `hint` is the head's module name (`head_sr_x2`).
+    pub fn lower(&self, b: &mut dyn GraphBuilder, x: &str, hint: &str) -> Result<(String, Vec<String>)> {
+        let mut x = self.first.lower(b, x, &format!("{hint}.0"))?;
+        let mut skips = vec![];
+        for (i, block) in self.blocks.iter().enumerate() {
+            let (y, skip) = block.lower(b, &x, &format!("{hint}.{}", i + 1))?;
+            skips.push(skip);
+            x = y;
+        }
+        Ok((self.last.lower(b, &x, &format!("{hint}.{}", HEAD_DEPTH + 1))?, skips))
+    }
+}
+
+impl Tail {
+    /// As [`Tail::forward`]; `hint` is the tail's module name (`tail_sr_x2`).
+    pub fn lower(&self, b: &mut dyn GraphBuilder, x: &str, skips: &[String], hint: &str) -> Result<String> {
+        let mut x = x.to_string();
+        for (k, (stage, skip)) in self.stages.iter().zip(skips.iter().rev()).enumerate() {
+            x = stage.lower(b, &x, skip, &format!("{hint}.{k}"))?;
+        }
+        let mut out_index = HEAD_DEPTH;
+        if let Some(up) = &self.upsample {
+            x = up.lower(b, &x, &format!("{hint}.{HEAD_DEPTH}"))?;
+            out_index += 1;
+        }
+        self.out.lower(b, &x, &format!("{hint}.{out_index}"))
+    }
+}
+
+/// [`bilinear_upsample`] of an (N, C, h, w) graph value: the same two constant matrices (f32), as MatMuls.
+pub fn lower_bilinear_upsample(
+    b: &mut dyn GraphBuilder,
+    x: &str,
+    (h, w): (usize, usize),
+    scale: usize,
+) -> Result<String> {
+    let ah = bilinear_matrix(h, scale, DType::F32, &Device::Cpu)?;
+    let awt = bilinear_matrix(w, scale, DType::F32, &Device::Cpu)?.t()?.contiguous()?;
+    let ah = b.constant(&format!("bilinear_x{scale}.rows"), &ah)?;
+    let awt = b.constant(&format!("bilinear_x{scale}.cols"), &awt)?;
+    let y = b.op("MatMul", &[x, &awt], vec![])?;
+    b.op("MatMul", &[&ah, &y], vec![])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

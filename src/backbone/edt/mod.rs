@@ -96,6 +96,26 @@ impl Edt {
         y.broadcast_add(&mean)
     }
 
+    /// Lower [`Edt::forward`] (eval mode) for the graph input `input`, (N, 3, S, S) at the task's training size
+    /// S ([`EdtTask::input_size`]); returns the output, (N, 3, S s, S s). The body grid is then
+    /// [`config::BODY_SIZE`] square, so the shifted-window masks are the checkpoint's own.
+    pub fn lower(&self, b: &mut dyn adaptir_ops::graph::GraphBuilder, input: &str) -> Result<String> {
+        let side = self.task.input_size();
+        self.check_input((side, side)).map_err(candle_core::Error::Msg)?;
+        let mean = b.constant_f32("edt_rgb_mean", &[1, 3, 1, 1], &RGB_MEAN)?;
+        let x_inp = b.op("Sub", &[input, &mean], vec![])?;
+        let (features, skips) = self.head.lower(b, &x_inp, &self.task.head_key())?;
+        let grid = if self.task.downsamples() { side >> HEAD_DEPTH } else { side };
+        let body = self.body.lower(b, &features, (grid, grid))?;
+        let y = self.tail.lower(b, &body, &skips, &self.task.tail_key())?;
+        let skip = match self.task {
+            EdtTask::Sr(s) => heads::lower_bilinear_upsample(b, &x_inp, (side, side), s)?,
+            _ => x_inp,
+        };
+        let y = b.op("Add", &[&skip, &y], vec![])?;
+        b.op("Add", &[&y, &mean], vec![])
+    }
+
     /// The buffers the methods keep up to date themselves (BatchNorm running statistics), by model path.
     pub fn method_buffers(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = vec![];

@@ -348,6 +348,188 @@ impl SwinBody {
     }
 }
 
+// ---- ONNX lowering (each mirrors the forward above; standard ops only, static shapes but the batch) --------
+
+use adaptir_ops::graph::{Attr, GraphBuilder};
+
+use crate::linear::lower_linear;
+
+impl DepthwiseNhwc {
+    /// The conv of a channels-first (B, C, H, W) graph value: one grouped Conv with the official (C, 1, k, k)
+    /// kernel rebuilt from the taps.
+    fn lower_nchw(&self, b: &mut dyn GraphBuilder, x: &str, hint: &str) -> Result<String> {
+        let (k, c) = (self.k, self.bias.dim(0)?);
+        let w = Tensor::stack(&self.taps, 0)?.t()?.contiguous()?.reshape((c, 1, k, k))?;
+        let w = b.constant(&format!("{hint}.weight"), &w)?;
+        let bias = b.constant(&format!("{hint}.bias"), &self.bias)?;
+        let p = (k / 2) as i64;
+        b.op("Conv", &[x, &w, &bias], vec![("group", Attr::Int(c as i64)), ("pads", Attr::Ints(vec![p, p, p, p]))])
+    }
+
+    /// The conv of a channels-last (B, H, W, C) graph value, as the forward takes it.
+    fn lower_nhwc(&self, b: &mut dyn GraphBuilder, x: &str, hint: &str) -> Result<String> {
+        let t = b.op("Transpose", &[x], vec![("perm", Attr::Ints(vec![0, 3, 1, 2]))])?;
+        let y = self.lower_nchw(b, &t, hint)?;
+        b.op("Transpose", &[&y], vec![("perm", Attr::Ints(vec![0, 2, 3, 1]))])
+    }
+}
+
+/// `torch.roll(x, shift, axis)` of a graph value whose `axis` has `size` entries: two Slices and a Concat
+/// (`y[i] = x[(i - shift) mod size]`), the form every runtime of the matrix has.
+fn lower_roll(b: &mut dyn GraphBuilder, x: &str, shift: i64, axis: i64, size: usize) -> Result<String> {
+    let size = size as i64;
+    let cut = (size - shift.rem_euclid(size)) % size;
+    if cut == 0 {
+        return Ok(x.to_string());
+    }
+    let ax = b.constant_i64(&format!("axis{axis}"), &[axis])?;
+    let (zero, mid, end) = (
+        b.constant_i64("zero", &[0])?,
+        b.constant_i64(&format!("roll_cut{cut}"), &[cut])?,
+        b.constant_i64("end", &[i64::MAX])?,
+    );
+    let tail = b.op("Slice", &[x, &mid, &end, &ax], vec![])?;
+    let head = b.op("Slice", &[x, &zero, &mid, &ax], vec![])?;
+    b.op("Concat", &[&tail, &head], vec![("axis", Attr::Int(axis))])
+}
+
+impl WindowAttention {
+    /// As [`WindowAttention::forward`] on (N, H, W, c) graph values of an (h, w) grid with `c` channels.
+    fn lower(
+        &self,
+        b: &mut dyn GraphBuilder,
+        (q, k, v): (&str, &str, &str),
+        (h, w, c): (usize, usize, usize),
+        mask: Option<&Tensor>,
+        hint: &str,
+    ) -> Result<String> {
+        let (wh, ww) = self.window;
+        let (len, windows, heads, d) = (wh * ww, (h / wh) * (w / ww), self.heads, c / self.heads);
+        let ints = |v: &[usize]| v.iter().map(|&x| x as i64).collect::<Vec<i64>>();
+        // (N, H, W, c) -> (N windows, heads, len, d), with `perm` choosing the last two axes' order.
+        let to_heads = |b: &mut dyn GraphBuilder, t: &str, perm: Vec<i64>| -> Result<String> {
+            let s = b.constant_i64("edt_grid6", &[&[-1i64][..], &ints(&[h / wh, wh, w / ww, ww, c])].concat())?;
+            let t = b.op("Reshape", &[t, &s], vec![])?;
+            let t = b.op("Transpose", &[&t], vec![("perm", Attr::Ints(vec![0, 1, 3, 2, 4, 5]))])?;
+            let s = b.constant_i64("edt_window_heads", &[&[-1i64][..], &ints(&[len, heads, d])].concat())?;
+            let t = b.op("Reshape", &[&t, &s], vec![])?;
+            b.op("Transpose", &[&t], vec![("perm", Attr::Ints(perm))])
+        };
+        let scale = b.constant_f32("edt_attn_scale", &[], &[(d as f64).powf(-0.5) as f32])?;
+        let qh = to_heads(b, q, vec![0, 2, 1, 3])?;
+        let qh = b.op("Mul", &[&qh, &scale], vec![])?;
+        let kt = to_heads(b, k, vec![0, 2, 3, 1])?; // (B, heads, d, len)
+        let vh = to_heads(b, v, vec![0, 2, 1, 3])?;
+        let mut scores = b.op("MatMul", &[&qh, &kt], vec![])?;
+        if let Some(m) = mask {
+            let m =
+                b.constant(&format!("{hint}.mask"), &m.to_dtype(DType::F32)?.reshape((1, windows, 1, len, len))?)?;
+            let s = b.constant_i64("edt_scores5", &[&[-1i64][..], &ints(&[windows, heads, len, len])].concat())?;
+            let t = b.op("Reshape", &[&scores, &s], vec![])?;
+            let t = b.op("Add", &[&t, &m], vec![])?;
+            let s = b.constant_i64("edt_scores4", &[&[-1i64][..], &ints(&[heads, len, len])].concat())?;
+            scores = b.op("Reshape", &[&t, &s], vec![])?;
+        }
+        let attn = b.op("Softmax", &[&scores], vec![("axis", Attr::Int(-1))])?;
+        let ctx = b.op("MatMul", &[&attn, &vh], vec![])?;
+        // LePE on each window's values, channels-first: (B, c, wh, ww) -> (B, heads, len, d).
+        let s = b.constant_i64("edt_grid6", &[&[-1i64][..], &ints(&[h / wh, wh, w / ww, ww, c])].concat())?;
+        let vw = b.op("Reshape", &[v, &s], vec![])?;
+        let vw = b.op("Transpose", &[&vw], vec![("perm", Attr::Ints(vec![0, 1, 3, 5, 2, 4]))])?;
+        let s = b.constant_i64("edt_window_nchw", &[&[-1i64][..], &ints(&[c, wh, ww])].concat())?;
+        let vw = b.op("Reshape", &[&vw, &s], vec![])?;
+        let lepe = self.lepe.lower_nchw(b, &vw, &format!("{hint}.lepe"))?;
+        let s = b.constant_i64("edt_lepe_heads", &[&[-1i64][..], &ints(&[heads, d, len])].concat())?;
+        let lepe = b.op("Reshape", &[&lepe, &s], vec![])?;
+        let lepe = b.op("Transpose", &[&lepe], vec![("perm", Attr::Ints(vec![0, 1, 3, 2]))])?;
+        let out = b.op("Add", &[&ctx, &lepe], vec![])?; // (B, heads, len, d)
+                                                        // -> (N, H, W, c): window tokens back to their places.
+        let out = b.op("Transpose", &[&out], vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))])?;
+        let s = b.constant_i64("edt_windows6", &[&[-1i64][..], &ints(&[h / wh, w / ww, wh, ww, c])].concat())?;
+        let out = b.op("Reshape", &[&out, &s], vec![])?;
+        let out = b.op("Transpose", &[&out], vec![("perm", Attr::Ints(vec![0, 1, 3, 2, 4, 5]))])?;
+        let s = b.constant_i64("edt_nhwc", &[&[-1i64][..], &ints(&[h, w, c])].concat())?;
+        b.op("Reshape", &[&out, &s], vec![])
+    }
+}
+
+impl Mlp {
+    fn lower(&self, b: &mut dyn GraphBuilder, x: &str, hint: &str) -> Result<String> {
+        let h = lower_linear(b, x, &self.fc1, &format!("{hint}.fc1"))?;
+        let h = b.op("Gelu", &[&h], vec![])?;
+        let h = self.dwconv.lower_nhwc(b, &h, &format!("{hint}.dwconv"))?;
+        let h = b.op("Gelu", &[&h], vec![])?;
+        lower_linear(b, &h, &self.fc2, &format!("{hint}.fc2"))
+    }
+}
+
+impl SwinBlock {
+    /// As [`SwinBlock::forward`] on an (N, H, W, C) graph value of an (h, w) grid; the masks are constants.
+    pub fn lower(&self, b: &mut dyn GraphBuilder, x: &str, (h, w): (usize, usize), hint: &str) -> Result<String> {
+        let c = self.qkv.0.dim(1)?;
+        let half = c / 2;
+        b.push_scope(hint);
+        let y = self.norm1.lower(b, x, &NoHooks, hint)?;
+        let qkv = lower_linear(b, &y, &self.qkv, &format!("{hint}.qkv"))?;
+        let last = b.constant_i64("axis3", &[3])?;
+        let mut outs = vec![];
+        for (i, attn) in self.attns.iter().enumerate() {
+            let mut part = |j: usize| -> Result<String> {
+                let start = (j * c + i * half) as i64;
+                let (s, e) = (
+                    b.constant_i64(&format!("qkv_start{start}"), &[start])?,
+                    b.constant_i64(&format!("qkv_end{}", start + half as i64), &[start + half as i64])?,
+                );
+                let mut t = b.op("Slice", &[&qkv, &s, &e, &last], vec![])?;
+                if let Some(sh) = &self.shifts {
+                    t = lower_roll(b, &t, -(sh[i].0 as i64), 1, h)?;
+                    t = lower_roll(b, &t, -(sh[i].1 as i64), 2, w)?;
+                }
+                Ok(t)
+            };
+            let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+            let mask = self.mask(i, (h, w), DType::F32, &Device::Cpu)?;
+            let mut out = attn.lower(b, (&q, &k, &v), (h, w, half), mask.as_ref(), &format!("{hint}.attns.{i}"))?;
+            if let Some(sh) = &self.shifts {
+                out = lower_roll(b, &out, sh[i].0 as i64, 1, h)?;
+                out = lower_roll(b, &out, sh[i].1 as i64, 2, w)?;
+            }
+            outs.push(out);
+        }
+        let cat = b.op("Concat", &[&outs[0], &outs[1]], vec![("axis", Attr::Int(3))])?;
+        let a = lower_linear(b, &cat, &self.proj, &format!("{hint}.proj"))?;
+        let x = b.op("Add", &[x, &a], vec![])?;
+        let y = self.norm2.lower(b, &x, &NoHooks, hint)?;
+        let ffn = self.mlp.lower(b, &y, &format!("{hint}.mlp"))?;
+        let ffn = match self.hooks.lower_beside_ffn(b, &y)? {
+            Some(extra) => b.op("Add", &[&ffn, &extra], vec![])?,
+            None => ffn,
+        };
+        let out = b.op("Add", &[&x, &ffn], vec![]);
+        b.pop_scope();
+        out
+    }
+}
+
+impl SwinBody {
+    /// As [`SwinBody::forward`] on an (N, E, h, w) graph value.
+    pub fn lower(&self, b: &mut dyn GraphBuilder, x: &str, (h, w): (usize, usize)) -> Result<String> {
+        let t = b.op("Transpose", &[x], vec![("perm", Attr::Ints(vec![0, 2, 3, 1]))])?;
+        let mut t = self.patch_norm.lower(b, &t, &NoHooks, "body.patch_embed")?;
+        for (i, stage) in self.stages.iter().enumerate() {
+            let input = t.clone();
+            for (j, block) in stage.iter().enumerate() {
+                t = block.lower(b, &t, (h, w), &format!("body.layers.{i}.residual_group.blocks.{j}"))?;
+            }
+            t = b.op("Add", &[&t, &input], vec![])?;
+        }
+        let t = self.norm.lower(b, &t, &NoHooks, "body")?;
+        let t = b.op("Transpose", &[&t], vec![("perm", Attr::Ints(vec![0, 3, 1, 2]))])?;
+        let t = self.conv_after_body.lower(b, &t, "body.conv_after_body")?;
+        b.op("Add", &[&t, x], vec![])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
