@@ -15,6 +15,9 @@ use crate::linear::Linear;
 pub enum Stack {
     Encoder,
     Decoder,
+    /// An EDT Swin block: one (windowed) self-attention whose q, k and v come from one fused `qkv` map, and an
+    /// MLP; its tokens are an (N, H, W, C) grid.
+    Swin,
 }
 
 /// Which attention of a layer: the encoder has `SelfAttn`; the decoder has both.
@@ -66,6 +69,20 @@ impl Site {
         }
     }
 
+    /// The module path of the site inside a layer of `stack`: EDT's blocks name theirs `qkv` (q, k and v are
+    /// its three slices: `qkv.q`, ...), `proj` and `mlp.fc1` / `mlp.fc2`.
+    pub fn module_in(&self, stack: Stack) -> String {
+        match (stack, self) {
+            (Stack::Swin, Site::Attn(_, Proj::Q)) => "qkv.q".into(),
+            (Stack::Swin, Site::Attn(_, Proj::K)) => "qkv.k".into(),
+            (Stack::Swin, Site::Attn(_, Proj::V)) => "qkv.v".into(),
+            (Stack::Swin, Site::Attn(_, Proj::Out)) => "proj".into(),
+            (Stack::Swin, Site::Ffn1) => "mlp.fc1".into(),
+            (Stack::Swin, Site::Ffn2) => "mlp.fc2".into(),
+            _ => self.module(),
+        }
+    }
+
     /// Every site of a layer of this stack, in forward order.
     pub fn all(stack: Stack) -> Vec<Site> {
         let attn = |a| [Proj::Q, Proj::K, Proj::V, Proj::Out].map(|p| Site::Attn(a, p));
@@ -90,10 +107,13 @@ impl Site {
     }
 }
 
-/// One layer of the host: `body.encoder.layers.3` and so on.
+/// One layer of the host: `body.encoder.layers.3`, `body.layers.1.residual_group.blocks.4` and so on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LayerId {
     pub stack: Stack,
+    /// The stage of a Swin block (0 for IPT's layers).
+    pub stage: usize,
+    /// The layer's index in its stack (a Swin block's in its stage).
     pub index: usize,
 }
 
@@ -102,26 +122,42 @@ impl LayerId {
         match self.stack {
             Stack::Encoder => format!("body.encoder.layers.{}", self.index),
             Stack::Decoder => format!("body.decoder.layers.{}", self.index),
+            Stack::Swin => format!("body.layers.{}.residual_group.blocks.{}", self.stage, self.index),
         }
     }
 }
 
 /// What a method needs to know of its host transformer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostDims {
     pub embed: usize,
     pub ffn_hidden: usize,
     pub heads: usize,
+    /// Tokens per sample; a square grid of this many (IPT's patch grid, EDT's body grid at its training size).
     pub tokens: usize,
     pub encoder_layers: usize,
     pub decoder_layers: usize,
+    /// EDT: the Swin blocks of each stage of the body (empty for IPT).
+    pub swin_depths: Vec<usize>,
 }
 
 impl HostDims {
+    /// Every layer, in the order the backbone takes their hooks: IPT's encoder then decoder; EDT's blocks
+    /// stage by stage.
     pub fn layers(&self) -> Vec<LayerId> {
-        let enc = (0..self.encoder_layers).map(|index| LayerId { stack: Stack::Encoder, index });
-        let dec = (0..self.decoder_layers).map(|index| LayerId { stack: Stack::Decoder, index });
-        enc.chain(dec).collect()
+        let enc = (0..self.encoder_layers).map(|index| LayerId { stack: Stack::Encoder, stage: 0, index });
+        let dec = (0..self.decoder_layers).map(|index| LayerId { stack: Stack::Decoder, stage: 0, index });
+        let swin = self
+            .swin_depths
+            .iter()
+            .enumerate()
+            .flat_map(|(stage, &d)| (0..d).map(move |index| LayerId { stack: Stack::Swin, stage, index }));
+        enc.chain(dec).chain(swin).collect()
+    }
+
+    /// Whether the host is EDT's Swin body (tokens on an (N, H, W, C) grid) rather than IPT's sequence.
+    pub fn is_swin(&self) -> bool {
+        !self.swin_depths.is_empty()
     }
 }
 

@@ -126,6 +126,7 @@ impl IptConfig {
             tokens: self.num_tokens(),
             encoder_layers: self.num_layers,
             decoder_layers: self.num_layers,
+            swin_depths: vec![],
         }
     }
 

@@ -3,42 +3,20 @@
 //! keys. Here, not in `backbone`, because it joins a backbone and a method (layer 5 of src/lib.rs).
 use std::path::Path;
 
-use candle_core::{DType, Device, Result as CResult, Tensor};
+use candle_core::{DType, Device, Result as CResult};
 use candle_nn::VarBuilder;
 
-use crate::backbone::edt::config::BODY_SIZE;
 use crate::backbone::edt::{depths_in, heads_in, is_edt_state_dict, Edt, EdtConfig};
 use crate::error::{Error, Result};
 use crate::hooks::LayerHooks;
 use crate::params::{StateDict, Strict};
-use crate::peft::{AdaptIr, AdaptIrConfig, Layout};
+use crate::peft::adaptir::AdaptIrMethod;
+use crate::peft::{AdaptIrConfig, Layout, Method};
 
-/// AdaptIR beside the MLP of one Swin block, on the block's (N, H, W, C) tokens.
-pub struct EdtAdaptIr(pub AdaptIr);
-
-impl LayerHooks for EdtAdaptIr {
-    fn beside_ffn(&self, x: &Tensor, train: bool) -> CResult<Option<Tensor>> {
-        self.0.forward_t(x, train).map(Some)
-    }
-
-    fn buffers(&self) -> CResult<Vec<(String, Tensor)>> {
-        self.0.buffers()
-    }
-
-    /// The export feeds every task at its training size, so the body grid, and the adapter's spectral bases,
-    /// are [`BODY_SIZE`] square (`Edt::lower` checks the input size).
-    fn lower_beside_ffn(&self, b: &mut dyn adaptir_ops::graph::GraphBuilder, x: &str) -> CResult<Option<String>> {
-        self.0.lower(b, x, (BODY_SIZE, BODY_SIZE), "adaptir").map(Some)
-    }
-}
-
-/// One AdaptIR of `sizes` per block, at the official keys `{block}.adaptir.*`.
+/// One AdaptIR of `sizes` per block, at the official keys `{block}.adaptir.*`: the `adaptir` method of the zoo on
+/// EDT's host (its EDT layout follows from the host).
 pub fn adaptir_hooks(vb: &VarBuilder, config: &EdtConfig, sizes: AdaptIrConfig) -> CResult<Vec<Box<dyn LayerHooks>>> {
-    config
-        .block_prefixes()
-        .iter()
-        .map(|p| Ok(Box::new(EdtAdaptIr(AdaptIr::new(vb.pp(p).pp("adaptir"), sizes)?)) as Box<dyn LayerHooks>))
-        .collect()
+    Ok(AdaptIrMethod::with_sizes(sizes).build(vb.clone(), &config.host_dims())?.layers)
 }
 
 /// Where the first block's AdaptIR keys live in an EDT state dict.

@@ -412,9 +412,12 @@ pub struct AdaptIrMethod {
 
 impl AdaptIrMethod {
     pub fn new(config: AdaptIrMethodConfig, host: &crate::hooks::HostDims) -> std::result::Result<Self, String> {
+        // The official layouts and ratios: IPT's (L, N, C) sequence with h = C/24 and gate h/8; EDT's
+        // (N, H, W, C) grid with h = C/14 and gate h/4.
+        let layout = if host.is_swin() { Layout::Edt } else { Layout::Ipt };
         let sizes = match config.hidden {
-            None => AdaptIrConfig::official(host.embed, Layout::Ipt),
-            Some(h) => AdaptIrConfig::with_hidden(host.embed, h, 8, Layout::Ipt),
+            None => AdaptIrConfig::official(host.embed, layout),
+            Some(h) => AdaptIrConfig::with_hidden(host.embed, h, if host.is_swin() { 4 } else { 8 }, layout),
         };
         sizes.validate()?;
         Ok(Self { config, sizes })
@@ -426,7 +429,7 @@ impl AdaptIrMethod {
     }
 }
 
-/// The adapter of one layer and the side of the IPT token grid.
+/// The adapter of one layer and the side of the host's token grid (IPT's patch grid, EDT's body grid).
 struct AdaptIrHooks(AdaptIr, usize);
 
 impl crate::hooks::LayerHooks for AdaptIrHooks {
@@ -470,7 +473,8 @@ impl super::Method for AdaptIrMethod {
 
 pub const ENTRY: super::MethodEntry = super::MethodEntry {
     name: "adaptir",
-    summary: "AdaptIR: local, frequency and channel experts beside every FFN (official sizes: h = C/24)",
+    summary:
+        "AdaptIR: local, frequency and channel experts beside every FFN (official sizes: h = C/24 on IPT, C/14 on EDT)",
     from_config: |c, host| {
         let config = super::parse_config(c)?;
         Ok(Box::new(AdaptIrMethod::new(config, host).map_err(|m| format!("configuration: {m}"))?))

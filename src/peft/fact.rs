@@ -123,7 +123,7 @@ impl Method for Fact {
                 let cores = fact_sites(l.stack)
                     .into_iter()
                     .map(|site| {
-                        let vb = vb.pp(l.prefix()).pp(site.module()).pp("fact_core");
+                        let vb = vb.pp(l.prefix()).pp(site.module_in(l.stack)).pp("fact_core");
                         let n = if matches!(site, Site::Ffn1 | Site::Ffn2) { blocks } else { 1 };
                         let cs = (0..n)
                             .map(|k| vb.get_with_hints((r, r), &k.to_string(), core_init))

@@ -108,14 +108,14 @@ impl Method for Lora {
         let mut layers: Vec<Box<dyn LayerHooks>> = vec![];
         for l in host.layers() {
             let attns: &[Attn] = match l.stack {
-                Stack::Encoder => &[Attn::SelfAttn],
+                Stack::Encoder | Stack::Swin => &[Attn::SelfAttn],
                 Stack::Decoder => &[Attn::SelfAttn, Attn::Cross],
             };
             let mut pairs = vec![];
             for &attn in attns {
                 for &proj in &self.projs {
                     let site = Site::Attn(attn, proj);
-                    let vb = vb.pp(l.prefix()).pp(site.module());
+                    let vb = vb.pp(l.prefix()).pp(site.module_in(l.stack));
                     let (cin, cout) = site.widths(host);
                     let bound = 1.0 / (cin as f64).sqrt();
                     let a = vb.get_with_hints((r, cin), "lora_A", Init::Uniform { lo: -bound, up: bound })?;

@@ -70,7 +70,7 @@ impl Method for Ssf {
                 let entries = Site::all(l.stack)
                     .into_iter()
                     .map(|site| {
-                        let vb = vb.pp(l.prefix()).pp(site.module());
+                        let vb = vb.pp(l.prefix()).pp(site.module_in(l.stack));
                         let width = site.widths(host).1;
                         let g = vb.get_with_hints(width, "ssf_scale", Init::Const(1.0))?;
                         let b = vb.get_with_hints(width, "ssf_shift", Init::Const(0.0))?;

@@ -66,7 +66,12 @@ impl Method for Vpt {
 pub const ENTRY: MethodEntry = MethodEntry {
     name: "vpt",
     summary: "VPT-deep: 64 prompt tokens prepended at every layer and dropped after it",
-    from_config: |c, _| {
+    from_config: |c, host| {
+        if host.is_swin() {
+            return Err("does not apply to EDT: its prompt tokens extend a sequence, and EDT's windowed attention \
+                        takes an image grid"
+                .into());
+        }
         let config: VptConfig = super::parse_config(c)?;
         if config.prompts == 0 {
             return Err("needs at least one prompt".into());

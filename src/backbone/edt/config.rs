@@ -176,15 +176,19 @@ impl EdtConfig {
         self.depths.iter().sum()
     }
 
-    /// Official key prefix of every Swin block, in forward order: `body.layers.{i}.residual_group.blocks.{j}`.
-    pub fn block_prefixes(&self) -> Vec<String> {
-        let mut out = vec![];
-        for (i, &d) in self.depths.iter().enumerate() {
-            for j in 0..d {
-                out.push(format!("body.layers.{i}.residual_group.blocks.{j}"));
-            }
+    /// What a PETL method needs to know of this body: its Swin blocks stage by stage (`HostDims::layers`, the
+    /// order `Edt::new` takes their hooks, prefixes `body.layers.{i}.residual_group.blocks.{j}`), the width, the
+    /// MLP width, and the tokens of the 48x48 body grid every task has at its training size.
+    pub fn host_dims(&self) -> crate::hooks::HostDims {
+        crate::hooks::HostDims {
+            embed: self.embed_dim,
+            ffn_hidden: MLP_RATIO * self.embed_dim,
+            heads: self.num_heads.first().copied().unwrap_or(0),
+            tokens: BODY_SIZE * BODY_SIZE,
+            encoder_layers: 0,
+            decoder_layers: 0,
+            swin_depths: self.depths.clone(),
         }
-        out
     }
 
     /// The shift of the odd blocks of a stage, (short, long): half of each window side (`window_size // 2`).

@@ -26,7 +26,7 @@ pub struct Edt {
 }
 
 impl Edt {
-    /// Build from `vb` (official keys). `hooks`: one per block in [`EdtConfig::block_prefixes`] order
+    /// Build from `vb` (official keys). `hooks`: one per block in [`EdtConfig::host_dims`]' layer order
     /// ([`Edt::no_hooks`] for the backbone alone).
     pub fn new(vb: VarBuilder, config: &EdtConfig, hooks: Vec<Box<dyn LayerHooks>>) -> Result<Self> {
         config.validate().map_err(candle_core::Error::Msg)?;

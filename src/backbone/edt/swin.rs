@@ -8,7 +8,7 @@ use candle_nn::{Init, VarBuilder};
 
 use super::config::{EdtConfig, BODY_SIZE, MLP_RATIO};
 use crate::backbone::layers::{conv, Conv, LayerNorm};
-use crate::hooks::{LayerHooks, NoHooks};
+use crate::hooks::{Attn, LayerHooks, NoHooks, Proj, Site};
 use crate::linear::{linear_map, Linear};
 
 /// The official `_init_weights`: Linear weights ~ trunc_normal(std .02) (a normal here: fresh models only), bias 0.
@@ -169,16 +169,28 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = linear_map(&self.fc1, x)?.gelu_erf()?;
+    /// A method acts at fc1 and fc2 as at IPT's FFN linears (sites `Ffn1`, `Ffn2`).
+    fn forward(&self, x: &Tensor, hooks: &dyn LayerHooks) -> Result<Tensor> {
+        let h = hooks.site(Site::Ffn1, x, linear_map(&self.fc1, x)?)?.gelu_erf()?;
         let h = self.dwconv.forward(&h)?.gelu_erf()?;
-        linear_map(&self.fc2, &h)
+        hooks.site(Site::Ffn2, &h, linear_map(&self.fc2, &h)?)
+    }
+}
+
+/// Where a projection's output sits in the fused `qkv` output (q, k, v; `Out` is `proj`'s own).
+fn proj_index(p: Proj) -> usize {
+    match p {
+        Proj::Q => 0,
+        Proj::K => 1,
+        Proj::V | Proj::Out => 2,
     }
 }
 
 /// `CSwinTransformerBlock`: `x + proj(attention)`, then `x + mlp(norm2 x) + method(norm2 x)`. AdaptIR (any
 /// method's `beside_ffn`) runs on the same norm2 output as the MLP, inside the same residual, as the official
-/// block calls `self.adaptir`.
+/// block calls `self.adaptir`. The other hooks act where they act in an IPT layer: at the LayerNorms, at q, k
+/// and v (the three slices of the fused `qkv` output, before the branches split their channels), at `proj`
+/// (`Out`), after the attention and after the MLP, and at fc1 / fc2.
 pub struct SwinBlock {
     norm1: LayerNorm,
     qkv: Linear,
@@ -264,12 +276,17 @@ impl SwinBlock {
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (_, h, w, c) = x.dims4()?;
         let half = c / 2;
-        let qkv = linear_map(&self.qkv, &self.norm1.forward(x, &NoHooks)?)?; // (N, H, W, 3C): q | k | v
+        let hooks = self.hooks.as_ref();
+        let y = self.norm1.forward(x, hooks)?;
+        let qkv = linear_map(&self.qkv, &y)?; // (N, H, W, 3C): q | k | v
+        let [q_all, k_all, v_all] = [Proj::Q, Proj::K, Proj::V]
+            .map(|p| hooks.site(Site::Attn(Attn::SelfAttn, p), &y, qkv.narrow(3, proj_index(p) * c, c)?));
+        let (q_all, k_all, v_all) = (q_all?, k_all?, v_all?);
         let mut outs = vec![];
         for (i, attn) in self.attns.iter().enumerate() {
             // Branch i takes channels [i C/2, (i+1) C/2) of each of q, k and v.
-            let part = |j: usize| qkv.narrow(3, j * c + i * half, half);
-            let (mut q, mut k, mut v) = (part(0)?, part(1)?, part(2)?);
+            let (mut q, mut k, mut v) =
+                (q_all.narrow(3, i * half, half)?, k_all.narrow(3, i * half, half)?, v_all.narrow(3, i * half, half)?);
             if let Some(s) = &self.shifts {
                 let (dy, dx) = (s[i].0 as i32, s[i].1 as i32);
                 let roll = |t: &Tensor| t.roll(-dy, 1)?.roll(-dx, 2);
@@ -282,10 +299,12 @@ impl SwinBlock {
             }
             outs.push(out);
         }
-        let x = (x + linear_map(&self.proj, &Tensor::cat(&outs, 3)?)?)?;
-        let y = self.norm2.forward(&x, &NoHooks)?;
-        let ffn = self.mlp.forward(&y)?;
-        let ffn = match self.hooks.beside_ffn(&y, train)? {
+        let cat = Tensor::cat(&outs, 3)?;
+        let a = hooks.site(Site::Attn(Attn::SelfAttn, Proj::Out), &cat, linear_map(&self.proj, &cat)?)?;
+        let x = (x + hooks.after_attention(Attn::SelfAttn, a, train)?)?;
+        let y = self.norm2.forward(&x, hooks)?;
+        let ffn = hooks.after_ffn(self.mlp.forward(&y, hooks)?, train)?;
+        let ffn = match hooks.beside_ffn(&y, train)? {
             Some(extra) => (ffn + extra)?,
             None => ffn,
         };
@@ -303,7 +322,7 @@ pub struct SwinBody {
 }
 
 impl SwinBody {
-    /// `hooks`: one per block, in [`EdtConfig::block_prefixes`] order.
+    /// `hooks`: one per block, in [`EdtConfig::host_dims`]' layer order.
     pub fn new(vb: VarBuilder, config: &EdtConfig, hooks: Vec<Box<dyn LayerHooks>>) -> Result<Self> {
         if hooks.len() != config.num_blocks() {
             candle_core::bail!("method modules for {} blocks, the model has {}", hooks.len(), config.num_blocks());
@@ -454,12 +473,14 @@ impl WindowAttention {
 }
 
 impl Mlp {
-    fn lower(&self, b: &mut dyn GraphBuilder, x: &str, hint: &str) -> Result<String> {
+    fn lower(&self, b: &mut dyn GraphBuilder, x: &str, hooks: &dyn LayerHooks, hint: &str) -> Result<String> {
         let h = lower_linear(b, x, &self.fc1, &format!("{hint}.fc1"))?;
+        let h = hooks.lower_site(b, Site::Ffn1, x, h)?;
         let h = b.op("Gelu", &[&h], vec![])?;
         let h = self.dwconv.lower_nhwc(b, &h, &format!("{hint}.dwconv"))?;
         let h = b.op("Gelu", &[&h], vec![])?;
-        lower_linear(b, &h, &self.fc2, &format!("{hint}.fc2"))
+        let y = lower_linear(b, &h, &self.fc2, &format!("{hint}.fc2"))?;
+        hooks.lower_site(b, Site::Ffn2, &h, y)
     }
 }
 
@@ -468,19 +489,25 @@ impl SwinBlock {
     pub fn lower(&self, b: &mut dyn GraphBuilder, x: &str, (h, w): (usize, usize), hint: &str) -> Result<String> {
         let c = self.qkv.0.dim(1)?;
         let half = c / 2;
+        let hooks = self.hooks.as_ref();
         b.push_scope(hint);
-        let y = self.norm1.lower(b, x, &NoHooks, hint)?;
+        let y = self.norm1.lower(b, x, hooks, hint)?;
         let qkv = lower_linear(b, &y, &self.qkv, &format!("{hint}.qkv"))?;
         let last = b.constant_i64("axis3", &[3])?;
+        let slice = |b: &mut dyn GraphBuilder, t: &str, start: usize, len: usize| -> Result<String> {
+            let (s, e) = (start as i64, (start + len) as i64);
+            let (s, e) = (b.constant_i64(&format!("start{s}"), &[s])?, b.constant_i64(&format!("end{e}"), &[e])?);
+            b.op("Slice", &[t, &s, &e, &last], vec![])
+        };
+        let mut all = vec![];
+        for p in [Proj::Q, Proj::K, Proj::V] {
+            let t = slice(b, &qkv, proj_index(p) * c, c)?;
+            all.push(hooks.lower_site(b, Site::Attn(Attn::SelfAttn, p), &y, t)?);
+        }
         let mut outs = vec![];
         for (i, attn) in self.attns.iter().enumerate() {
             let mut part = |j: usize| -> Result<String> {
-                let start = (j * c + i * half) as i64;
-                let (s, e) = (
-                    b.constant_i64(&format!("qkv_start{start}"), &[start])?,
-                    b.constant_i64(&format!("qkv_end{}", start + half as i64), &[start + half as i64])?,
-                );
-                let mut t = b.op("Slice", &[&qkv, &s, &e, &last], vec![])?;
+                let mut t = slice(b, &all[j], i * half, half)?;
                 if let Some(sh) = &self.shifts {
                     t = lower_roll(b, &t, -(sh[i].0 as i64), 1, h)?;
                     t = lower_roll(b, &t, -(sh[i].1 as i64), 2, w)?;
@@ -498,10 +525,13 @@ impl SwinBlock {
         }
         let cat = b.op("Concat", &[&outs[0], &outs[1]], vec![("axis", Attr::Int(3))])?;
         let a = lower_linear(b, &cat, &self.proj, &format!("{hint}.proj"))?;
+        let a = hooks.lower_site(b, Site::Attn(Attn::SelfAttn, Proj::Out), &cat, a)?;
+        let a = hooks.lower_after_attention(b, Attn::SelfAttn, a)?;
         let x = b.op("Add", &[x, &a], vec![])?;
-        let y = self.norm2.lower(b, &x, &NoHooks, hint)?;
-        let ffn = self.mlp.lower(b, &y, &format!("{hint}.mlp"))?;
-        let ffn = match self.hooks.lower_beside_ffn(b, &y)? {
+        let y = self.norm2.lower(b, &x, hooks, hint)?;
+        let ffn = self.mlp.lower(b, &y, hooks, &format!("{hint}.mlp"))?;
+        let ffn = hooks.lower_after_ffn(b, ffn)?;
+        let ffn = match hooks.lower_beside_ffn(b, &y)? {
             Some(extra) => b.op("Add", &[&ffn, &extra], vec![])?,
             None => ffn,
         };
