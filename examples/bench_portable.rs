@@ -102,8 +102,13 @@ fn main() -> adaptir::Result<()> {
     // 1b. ipt-tiny + the shipped derain adapter.
     let backbone = Path::new("models/ipt-tiny/backbone.safetensors");
     let adapter = AdapterFile::load(Path::new("models/ipt-tiny/derain.safetensors"))?;
-    let tiny =
-        adaptir::model::build_model(backbone, &adapter.meta.backbone_config, Some(&adapter), DType::F32, &Device::Cpu)?;
+    let tiny = adaptir::model::build_model(
+        backbone,
+        adapter.ipt_config("bench_portable")?,
+        Some(&adapter),
+        DType::F32,
+        &Device::Cpu,
+    )?;
     let task = adaptir::backbone::config::task_index(&adapter.meta.task).unwrap_or(3);
     let mut s64 = session(&tiny, task, inlined(SpectralPrecision::F64), &run)?;
     let mut s32 = session(&tiny, task, inlined(SpectralPrecision::F32), &run)?;

@@ -76,7 +76,7 @@ fn main() -> adaptir::Result<()> {
     let adapter = AdapterFile::load(Path::new("models/ipt-tiny/derain.safetensors"))?;
     let tiny = adaptir::model::build_model(
         Path::new("models/ipt-tiny/backbone.safetensors"),
-        &adapter.meta.backbone_config,
+        adapter.ipt_config("bench_runtimes")?,
         Some(&adapter),
         DType::F32,
         &Device::Cpu,

@@ -199,7 +199,7 @@ fn ipt_base_files(dir: &Path) -> adaptir::Result<(PathBuf, Vec<PathBuf>)> {
             task: task.into(),
             backbone: "ipt-base-random".into(),
             backbone_sha256: sha.clone(),
-            backbone_config: config.clone(),
+            backbone_config: config.clone().into(),
             training: serde_json::json!({"steps": 0, "note": "perturbed for bench_shared"}),
         };
         let path = dir.join(format!("{task}.safetensors"));

@@ -373,6 +373,7 @@ fn one_run(o: &Opts, s: &Sized, task: &str, seed: u64, sets: &[EvalSet], sha: &s
             pairs: None,
             backbone: o.backbone.clone(),
             preset: None,
+            config: None,
             steps: o.steps,
             batch: o.batch,
             patch: 48,

@@ -34,6 +34,47 @@ pub const DEFAULT_BACKBONE_NAME: &str = "ipt-tiny";
 /// The file name a backbone has beside its adapters (and under `models/<name>/`).
 pub const BACKBONE_FILE: &str = "backbone.safetensors";
 
+/// A model for one task, whichever the backbone: IPT with the head of the task, or an EDT checkpoint's one
+/// head. What training and evaluation need of it.
+pub enum Net {
+    Ipt(Ipt, usize),
+    Edt(crate::backbone::Edt),
+}
+
+impl Net {
+    /// (N, 3, P, P) in [0, 1] -> (N, 3, P s, P s).
+    pub fn forward(&self, x: &candle_core::Tensor, train: bool) -> candle_core::Result<candle_core::Tensor> {
+        match self {
+            Net::Ipt(m, head) => m.forward(x, *head, train),
+            Net::Edt(m) => m.forward(x, train),
+        }
+    }
+
+    /// The method's own buffers (BatchNorm statistics), by model path.
+    pub fn method_buffers(&self) -> candle_core::Result<Vec<(String, candle_core::Tensor)>> {
+        match self {
+            Net::Ipt(m, _) => m.method_buffers(),
+            Net::Edt(m) => m.method_buffers(),
+        }
+    }
+
+    /// The side P of the square inputs it takes (IPT's patch size; EDT's task input size).
+    pub fn input_size(&self) -> usize {
+        match self {
+            Net::Ipt(m, _) => m.config.patch_size,
+            Net::Edt(m) => m.task.input_size(),
+        }
+    }
+
+    /// The upscaling factor of its task.
+    pub fn scale(&self) -> usize {
+        match self {
+            Net::Ipt(m, head) => m.config.scales.get(*head).copied().unwrap_or(1),
+            Net::Edt(m) => m.task.scale(),
+        }
+    }
+}
+
 /// A checked model and the files it was assembled from.
 pub struct Model {
     pub ipt: Ipt,
@@ -75,7 +116,7 @@ pub fn load_model_with(
     let backbone = find_backbone(backbone, &name, &beside, "")?;
     let config = match (config, &adapter) {
         (Some(c), _) => c,
-        (None, Some(a)) => a.meta.backbone_config.clone(),
+        (None, Some(a)) => a.ipt_config("this command")?.clone(),
         (None, None) => backbone_config(&backbone)?,
     };
     let ipt = build_model(&backbone, &config, adapter.as_ref(), dtype, device)?;
@@ -189,7 +230,7 @@ pub fn build_model(
     let mut weights = StateDict::load(backbone)?;
     let modules = match adapter {
         Some(a) => {
-            a.check_backbone(backbone, config)?;
+            a.check_backbone(backbone, &config.clone().into())?;
             if a.method()?.trains_backbone() {
                 weights = StateDict { path: a.path.clone(), tensors: a.tensors.clone() };
                 MethodModules::none(&config.host_dims())

@@ -59,7 +59,7 @@ fn adapter(name: &str, backbone: &Path) -> (BTreeMap<String, Tensor>, AdapterMet
         task: "denoise30".into(),
         backbone: "test-backbone".into(),
         backbone_sha256: sha256_file(backbone).unwrap(),
-        backbone_config: config(),
+        backbone_config: config().into(),
         training: serde_json::json!({"steps": 0, "note": "perturbed for a test"}),
     };
     (method_tensors(&vm, modules.buffers().unwrap()).unwrap(), meta)

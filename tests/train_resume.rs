@@ -14,6 +14,7 @@ fn args(root: &std::path::Path, out: &str) -> TrainArgs {
         pairs: None,
         backbone: root.join("backbone.safetensors"),
         preset: None,
+        config: None,
         steps: 4,
         batch: 2,
         patch: 48,

@@ -165,7 +165,7 @@ fn make_micro(backbone: &Path, adapter: &Path) {
         task: "derain".into(),
         backbone: "micro".into(),
         backbone_sha256: sha256_file(backbone).unwrap(),
-        backbone_config: config,
+        backbone_config: config.into(),
         training: serde_json::json!({"steps": 0, "note": "random weights for the golden CI fixture"}),
     };
     AdapterFile::save(adapter, &meta, &method_tensors(&vm, modules.buffers().unwrap()).unwrap()).unwrap();

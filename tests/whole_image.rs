@@ -54,7 +54,7 @@ fn check_against_restore(adapter_name: &str, overlap: usize, sizes: &[(usize, us
     let onnx = dir.join("whole.onnx");
     export_whole_image(&adapter, &onnx, Target::Portable, false, overlap);
     let a = AdapterFile::load(&adapter).unwrap();
-    let config = a.meta.backbone_config.clone();
+    let config = a.ipt_config("the test").unwrap().clone();
     let task = adaptir::backbone::config::task_index(&a.meta.task).unwrap();
     let model = adaptir::model::build_model(
         &shipped("backbone.safetensors"),

@@ -77,3 +77,39 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, padding: usize) -> 
         crate::conv::conv2d_untracked(grad, &adjoint_kernel, adjoint_padding)
     })
 }
+
+/// A depthwise k x k convolution (zero padding k / 2, stride 1) of a channels-last (N, H, W, C) input with frozen
+/// taps: `taps[ky * k + kx]` holds the (C,) weights of kernel position (ky, kx) (cross-correlation, as torch's
+/// `Conv2d(groups=C)`). The value is the sum of the k^2 shifted, scaled copies of the padded input, computed without
+/// a graph; a tracked input gets its gradient from one adjoint: the same sum over the gradient with the taps
+/// reversed (the kernel flipped), instead of a graph of k^2 slices, products and sums whose intermediates all stay
+/// alive until the backward (EDT's 5x5 MLP convs made that gigabytes per step).
+pub fn depthwise_nhwc(x: &Tensor, taps: &[Tensor], k: usize) -> Result<Tensor> {
+    if taps.len() != k * k || k % 2 == 0 {
+        candle_core::bail!("depthwise_nhwc: {} taps for an odd k x k kernel, k = {k}", taps.len());
+    }
+    if taps.iter().any(|t| t.track_op()) {
+        candle_core::bail!("depthwise_nhwc: the taps must be frozen (untracked)");
+    }
+    let y = shifted_sum(&x.detach(), taps, k)?;
+    let flipped: Vec<Tensor> = taps.iter().rev().cloned().collect();
+    crate::fused::carry("frozen-depthwise-nhwc", x, y, move |_x, _y, grad| shifted_sum(grad, &flipped, k))
+}
+
+/// `sum over (ky, kx) of pad(x)[:, ky.., kx.., :] * taps[ky k + kx]`: the correlation of [`depthwise_nhwc`].
+fn shifted_sum(x: &Tensor, taps: &[Tensor], k: usize) -> Result<Tensor> {
+    let (_, h, w, _) = x.dims4()?;
+    let p = k / 2;
+    let padded = x.pad_with_zeros(1, p, p)?.pad_with_zeros(2, p, p)?;
+    let mut acc: Option<Tensor> = None;
+    for ky in 0..k {
+        for kx in 0..k {
+            let term = padded.narrow(1, ky, h)?.narrow(2, kx, w)?.broadcast_mul(&taps[ky * k + kx])?;
+            acc = Some(match acc {
+                Some(a) => (a + term)?,
+                None => term,
+            });
+        }
+    }
+    acc.ok_or_else(|| candle_core::Error::Msg("depthwise conv with an empty kernel".into()))
+}

@@ -21,6 +21,10 @@ pub struct Args {
     /// Backbone size preset, for a backbone file that records no config.
     #[arg(long)]
     pub preset: Option<String>,
+    /// With --method pretrain: an EDT config ({"arch": "edt", "task": ...}) makes --backbone an official EDT
+    /// checkpoint (adapters record their backbone's config themselves).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Task (default with --adapter: the adapter's).
     #[arg(long)]
     pub task: Option<String>,
@@ -62,6 +66,7 @@ pub fn run(a: &Args) -> Result<EvalOutput> {
         backbone: a.backbone.clone(),
         method: a.method.clone(),
         preset: a.preset.clone(),
+        config: a.config.clone(),
         task: a.task.clone(),
         data: a.data.clone(),
         pairs: a.pairs.clone(),

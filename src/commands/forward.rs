@@ -94,7 +94,7 @@ pub fn run(a: &Args) -> Result<ForwardReport> {
     let adapter = a.adapter.as_deref().map(AdapterFile::load).transpose()?;
     let config = match (&a.config, &adapter) {
         (Some(p), _) => IptConfig::from_json_file(p)?,
-        (None, Some(f)) => f.meta.backbone_config.clone(),
+        (None, Some(f)) => f.ipt_config("forward")?.clone(),
         (None, None) => return Err(Error::invalid("--config is required unless --adapter gives the backbone's")),
     };
     let task = match (a.task_index, &adapter) {

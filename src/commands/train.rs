@@ -38,12 +38,17 @@ pub struct Args {
     /// Backbone size preset, for a backbone file that records no config.
     #[arg(long)]
     pub preset: Option<String>,
+    /// The backbone's config JSON. An EDT config ({"arch": "edt", "task": "sr2", ...}: its task names the head
+    /// the checkpoint holds) makes --backbone an official EDT checkpoint; --task is then any task of that head's
+    /// scale, and --patch its input size (48 for SR, 192 for denoise and derain).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Training steps.
     #[arg(long)]
     pub steps: usize,
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
-    /// Side of the training patches: the backbone's patch size.
+    /// Side of the training patches: the backbone's patch size (EDT: the head's input size).
     #[arg(long, default_value_t = 48)]
     pub patch: usize,
     #[arg(long, default_value_t = 1e-4)]
@@ -83,6 +88,7 @@ pub fn run(a: &Args) -> Result<TrainOutput> {
         pairs: a.pairs.clone(),
         backbone: a.backbone.clone(),
         preset: a.preset.clone(),
+        config: a.config.clone(),
         steps: a.steps,
         batch: a.batch,
         patch: a.patch,

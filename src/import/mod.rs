@@ -367,7 +367,7 @@ pub fn import(a: &ImportArgs) -> Result<Imported> {
         task: a.task.to_string(),
         backbone: crate::train::adapt::backbone_name(&backbone),
         backbone_sha256: sha256_file(&backbone)?,
-        backbone_config: config.clone(),
+        backbone_config: config.clone().into(),
         training: json!({
             "imported_from": source_name, "source_sha256": source_sha, "source": kind,
             "prefixes_removed": prefixes, "lightning": Json::Object(info.clone()),

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::hooks::LayerHooks;
 use crate::params::{StateDict, Strict};
 use crate::peft::adaptir::AdaptIrMethod;
+use crate::peft::file::AdapterFile;
 use crate::peft::{AdaptIrConfig, Layout, Method};
 
 /// One AdaptIR of `sizes` per block, at the official keys `{block}.adaptir.*`: the `adaptir` method of the zoo on
@@ -98,4 +99,24 @@ pub fn load_edt(
     };
     let model = strict.finish_model(hooks.and_then(|h| Edt::new(vb, config, h)), checkpoint)?;
     Ok((model, adapter))
+}
+
+/// An EDT backbone checkpoint with an adapter trained on it (`train --config edt.json`): the adapter's recorded
+/// EDT config, the checkpoint checked against its sha256, then every tensor read strictly (backbone from the
+/// checkpoint, the method's from the adapter file).
+pub fn load_edt_with_adapter(backbone: &Path, adapter: &AdapterFile, dtype: DType, device: &Device) -> Result<Edt> {
+    let config =
+        adapter.meta.backbone_config.edt().cloned().ok_or_else(|| {
+            Error::file(&adapter.path, "an adapter for an IPT backbone, where an EDT one was expected")
+        })?;
+    adapter.check_backbone(backbone, &config.clone().into())?;
+    let sd = StateDict::load(backbone)?;
+    check_edt_state_dict(&sd, &config)?;
+    let modules = if adapter.method()?.trains_backbone() {
+        return Err(Error::file(&adapter.path, "full fine-tuning adapters of EDT are not supported yet"));
+    } else {
+        adapter.modules(dtype, device)?
+    };
+    let strict = Strict::new(sd);
+    strict.finish_model(Edt::new(strict.var_builder(dtype, device), &config, modules.layers), backbone)
 }

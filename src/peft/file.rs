@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
 use super::Method;
-use crate::backbone::IptConfig;
+use crate::backbone::{BackboneConfig, IptConfig};
 use crate::error::{Error, Result};
 use crate::hooks::{HostDims, MethodModules};
 use crate::params::{StateDict, Strict};
@@ -27,7 +27,8 @@ pub struct AdapterMeta {
     pub task: String,
     pub backbone: String,
     pub backbone_sha256: String,
-    pub backbone_config: IptConfig,
+    /// IPT's config, or EDT's for an adapter trained on an EDT checkpoint.
+    pub backbone_config: BackboneConfig,
     /// Free-form JSON: steps, data, seed, final loss and PSNR, time.
     pub training: Value,
 }
@@ -106,7 +107,7 @@ impl AdapterMeta {
         m.insert("task".into(), self.task.clone());
         m.insert("backbone".into(), self.backbone.clone());
         m.insert("backbone_sha256".into(), self.backbone_sha256.clone());
-        m.insert("backbone_config".into(), serde_json::to_string(&self.backbone_config).unwrap_or_default());
+        m.insert("backbone_config".into(), self.backbone_config.to_value().to_string());
         m.insert("training".into(), self.training.to_string());
         m
     }
@@ -119,7 +120,7 @@ impl AdapterMeta {
             serde_json::from_str(&get(k)?)
                 .map_err(|e| Error::file(path, format!("adapter metadata `{k}` is not JSON: {e}")))
         };
-        let backbone_config: IptConfig = serde_json::from_value(json("backbone_config")?)
+        let backbone_config = BackboneConfig::from_value(json("backbone_config")?)
             .map_err(|e| Error::file(path, format!("adapter metadata `backbone_config`: {e}")))?;
         Ok(Self {
             method: get("method")?,
@@ -192,13 +193,27 @@ impl AdapterFile {
         self.meta.backbone_config.host_dims()
     }
 
+    /// The IPT config the adapter records; an adapter trained on EDT is refused, naming the file, by the paths
+    /// that take IPT adapters only (`what`).
+    pub fn ipt_config(&self, what: &str) -> Result<&IptConfig> {
+        self.meta.backbone_config.ipt().ok_or_else(|| {
+            Error::file(
+                &self.path,
+                format!(
+                    "an adapter for an EDT backbone (task {}): {what} takes IPT adapters only so far",
+                    self.meta.task
+                ),
+            )
+        })
+    }
+
     /// The method, from the registry and the stored configuration.
     pub fn method(&self) -> Result<Box<dyn Method>> {
         super::method(&self.meta.method, &self.meta.method_config, &self.host()).map_err(|m| Error::file(&self.path, m))
     }
 
     /// Refuse a backbone other than the one the adapter was trained on.
-    pub fn check_backbone(&self, backbone: &Path, config: &IptConfig) -> Result<()> {
+    pub fn check_backbone(&self, backbone: &Path, config: &BackboneConfig) -> Result<()> {
         let sha = sha256_file(backbone)?;
         if sha != self.meta.backbone_sha256 {
             return Err(Error::file(

@@ -171,7 +171,7 @@ impl Restorer {
             return Err(Error::file(args.adapter, "expected an adapter file (.safetensors), found no such file"));
         }
         let adapter = AdapterFile::load(args.adapter)?;
-        let config = adapter.meta.backbone_config.clone();
+        let config = adapter.ipt_config("restore")?.clone();
         let task_name = adapter.meta.task.clone();
         let task = task_index(&task_name).ok_or_else(|| {
             Error::file(args.adapter, format!("unknown task `{task_name}` in the adapter's metadata"))

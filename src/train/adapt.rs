@@ -9,9 +9,11 @@ use serde_json::{json, Value};
 use super::batch::{batch_tensors, Source};
 use super::checkpoint::{Checkpoint, History};
 use super::runner::{optimizer, restore_vars, run, trainable, RunSpec};
-use crate::backbone::Ipt;
+use crate::backbone::edt::config::is_edt_config_file;
+use crate::backbone::{BackboneConfig, Edt, EdtConfig, Ipt, IptConfig};
 use crate::data::Image;
 use crate::error::{Error, Result};
+use crate::model::Net;
 use crate::params::{StateDict, Strict};
 use crate::peft::file::{sha256_file, AdapterFile, AdapterMeta};
 
@@ -31,6 +33,9 @@ pub struct TrainArgs {
     pub backbone: PathBuf,
     /// Backbone preset when the backbone file records no config.
     pub preset: Option<String>,
+    /// The backbone's config JSON: an EDT config (`"arch": "edt"`, its task selects the checkpoint's head) makes
+    /// `backbone` an official EDT checkpoint; an IPT config replaces the one the backbone file records.
+    pub config: Option<PathBuf>,
     pub steps: usize,
     pub batch: usize,
     pub patch: usize,
@@ -82,10 +87,43 @@ fn sources(a: &TrainArgs, scale: usize, patch: usize) -> Result<(Source, Option<
     }
 }
 
-pub fn train(a: &TrainArgs) -> Result<TrainReport> {
-    let config = super::backbone_config(&a.backbone, a.preset.as_deref())?;
+/// The backbone's config (from --config, --preset or the backbone file), the task's scale, and IPT's head.
+fn backbone_setup(a: &TrainArgs) -> Result<(BackboneConfig, usize, Option<usize>)> {
+    if let Some(path) = a.config.as_deref().filter(|p| is_edt_config_file(p)) {
+        let config = EdtConfig::from_json_file(path)?;
+        let head = config.edt_task().map_err(|m| Error::file(path, m))?;
+        // Any task whose scale the checkpoint's head has: AdaptIR adapts a head to a new degradation.
+        let scale = match super::data_task(&a.task)? {
+            Some(t) => t.scale(),
+            None => 1,
+        };
+        if scale != head.scale() {
+            return Err(Error::file(
+                path,
+                format!(
+                    "--task {} is a x{scale} task, but the EDT head `{}` (task {}) is x{}: use a checkpoint and \
+                     config whose head has the task's scale",
+                    a.task,
+                    head.head_key(),
+                    config.task,
+                    head.scale()
+                ),
+            ));
+        }
+        let side = head.input_size();
+        if a.patch != side {
+            return Err(Error::invalid(format!(
+                "--patch {}: the EDT task {} takes {side}x{side} inputs, so --patch must be {side}",
+                a.patch, config.task
+            )));
+        }
+        return Ok((config.into(), scale, None));
+    }
+    let config = match &a.config {
+        Some(p) => IptConfig::from_json_file(p)?,
+        None => super::backbone_config(&a.backbone, a.preset.as_deref())?,
+    };
     let head = super::head_of(&a.task, &config)?;
-    let scale = config.scales[head];
     if a.patch != config.patch_size {
         return Err(Error::invalid(format!(
             "--patch {}: IPT takes {p}x{p} inputs (its patch_size), so --patch must be {p}",
@@ -93,12 +131,23 @@ pub fn train(a: &TrainArgs) -> Result<TrainReport> {
             p = config.patch_size
         )));
     }
+    Ok((BackboneConfig::Ipt(config.clone()), config.scales[head], Some(head)))
+}
+
+pub fn train(a: &TrainArgs) -> Result<TrainReport> {
+    let (config, scale, head) = backbone_setup(a)?;
     if a.steps == 0 || a.batch == 0 {
         return Err(Error::invalid("--steps and --batch must be at least 1"));
     }
     let host = config.host_dims();
     let method = crate::peft::method(&a.method, a.method_config.as_ref().unwrap_or(&Value::Null), &host)
         .map_err(|m| Error::invalid(format!("--method: {m}")))?;
+    if method.trains_backbone() && config.edt().is_some() {
+        return Err(Error::invalid(format!(
+            "--method {} with an EDT config: full fine-tuning of EDT is not supported yet",
+            method.name()
+        )));
+    }
     if method.name() == "pretrain" {
         return Err(Error::invalid(
             "--method pretrain trains nothing: it is the unadapted backbone (use it with eval)",
@@ -111,7 +160,7 @@ pub fn train(a: &TrainArgs) -> Result<TrainReport> {
     let ckpt_path = super::checkpoint_path(&a.out);
     let fingerprint = json!({
         "command": "train", "method": method.name(), "method_config": method.config(), "task": a.task,
-        "backbone_sha256": backbone_sha, "config": config, "steps": a.steps, "batch": a.batch, "patch": a.patch,
+        "backbone_sha256": backbone_sha, "config": config.to_value(), "steps": a.steps, "batch": a.batch, "patch": a.patch,
         "lr": a.lr, "seed": a.seed, "data": a.data.as_ref().map(|p| p.display().to_string()),
         "pairs": a.pairs.as_ref().map(|p| p.display().to_string()),
     });
@@ -144,11 +193,23 @@ pub fn train(a: &TrainArgs) -> Result<TrainReport> {
     } else {
         strict.var_builder(DType::F32, &dev)
     };
-    let model = Ipt::new(bb, &config, modules).map_err(|e| Error::file(&a.backbone, e.to_string()))?;
+    let model = match (&config, head) {
+        (BackboneConfig::Ipt(c), Some(head)) => Ipt::new(bb, c, modules).map(|m| Net::Ipt(m, head)),
+        (BackboneConfig::Edt(c), _) => Edt::new(bb, c, modules.layers).map(Net::Edt),
+        (BackboneConfig::Ipt(_), None) => Err(candle_core::Error::Msg("IPT without a head".into())),
+    }
+    .map_err(|e| Error::file(&a.backbone, e.to_string()))?;
     if !method.trains_backbone() {
         strict.finish()?;
     }
-    let vars = trainable(&vm, &|k: &str| !k.starts_with("sub_mean") && !k.starts_with("add_mean"))?;
+    // Constants stored as tensors: IPT's mean shifts, EDT's shifted-window masks (full fine-tuning loads them).
+    let constant = |k: &str| {
+        k.starts_with("sub_mean")
+            || k.starts_with("add_mean")
+            || k.ends_with("attn_mask_h")
+            || k.ends_with("attn_mask_v")
+    };
+    let vars = trainable(&vm, &|k: &str| !constant(k))?;
     let n_trainable: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
     let mut opt = optimizer(vars, ckpt.as_ref())?;
     let (start, history) = ckpt.map(|c| (c.step, c.history)).unwrap_or((0, History::default()));
@@ -165,9 +226,9 @@ pub fn train(a: &TrainArgs) -> Result<TrainReport> {
     let mut loss_at = |step: usize| -> Result<Tensor> {
         let pairs = train.batch(&task, a.batch, a.patch, a.seed, step)?;
         let (x, y) = batch_tensors(&pairs, &dev)?;
-        Ok((model.forward(&x, head, true)? - y)?.abs()?.mean_all()?)
+        Ok((model.forward(&x, true)? - y)?.abs()?.mean_all()?)
     };
-    let mut eval = || super::patch_psnr(&model, head, &vx, &vt);
+    let mut eval = || super::patch_psnr_with(&mut |x| Ok(model.forward(x, false)?), &vx, &vt);
     let buffers = || Ok(model.method_buffers()?);
     let out = run(&spec, &vm, &mut opt, start, history, &mut loss_at, &mut eval, &buffers)?;
     let final_loss = out.history.losses().last().copied();

@@ -10,15 +10,17 @@ use std::path::PathBuf;
 use candle_core::DType;
 use serde::Serialize;
 
-use crate::backbone::Ipt;
+use crate::backbone::edt::config::is_edt_config_file;
+use crate::backbone::EdtConfig;
 use crate::data::degrade::imresize;
 use crate::data::pairs::{list_images, PairedFolder};
 use crate::data::seed::stem_seed;
 use crate::data::{load_image, save_png, BitDepth, Image};
 use crate::error::{Error, Result};
 use crate::metrics::{evaluate, MetricOptions};
+use crate::model::Net;
 use crate::peft::file::AdapterFile;
-use crate::restore::{restore, Tiling};
+use crate::restore::{restore_with, Tiling};
 
 #[derive(Clone, Debug, Default)]
 pub struct EvalArgs {
@@ -28,6 +30,8 @@ pub struct EvalArgs {
     /// `pretrain` (the backbone alone) when there is no adapter.
     pub method: Option<String>,
     pub preset: Option<String>,
+    /// `--method pretrain` on an EDT checkpoint: its EDT config (the task is the config's).
+    pub config: Option<PathBuf>,
     pub task: Option<String>,
     pub data: Option<PathBuf>,
     pub pairs: Option<PathBuf>,
@@ -62,9 +66,58 @@ pub struct EvalReport {
 
 /// The model to evaluate (`crate::model`: the backbone found by its rule, checked against the adapter), its task
 /// and a description.
-fn load_model(a: &EvalArgs) -> Result<(Ipt, String, String)> {
+fn load_model(a: &EvalArgs) -> Result<(Net, String, String)> {
+    let (net, task, desc) = load_net(a)?;
+    let net = match net {
+        Loaded::Ipt(ipt) => {
+            let head = super::head_of(&task, &ipt.config)?;
+            Net::Ipt(ipt, head)
+        }
+        Loaded::Edt(edt) => Net::Edt(edt),
+    };
+    Ok((net, task, desc))
+}
+
+enum Loaded {
+    Ipt(crate::backbone::Ipt),
+    Edt(crate::backbone::Edt),
+}
+
+fn load_net(a: &EvalArgs) -> Result<(Loaded, String, String)> {
     let dev = super::device();
+    let edt_adapter = match &a.adapter {
+        Some(ad) => Some(AdapterFile::load(ad)?).filter(|f| f.meta.backbone_config.edt().is_some()),
+        None => None,
+    };
     match (&a.adapter, &a.method) {
+        // An adapter trained on an EDT checkpoint: that checkpoint, given or found beside the adapter.
+        (Some(ad), _) if edt_adapter.is_some() => {
+            let file = edt_adapter.ok_or_else(|| Error::file(ad, "not an EDT adapter"))?;
+            let task = a.task.clone().unwrap_or_else(|| file.meta.task.clone());
+            if task != file.meta.task {
+                return Err(Error::file(
+                    ad,
+                    format!("was trained for task `{}`, --task says `{task}`", file.meta.task),
+                ));
+            }
+            let beside: Vec<&std::path::Path> = file.path.parent().into_iter().collect();
+            let bb = crate::model::find_backbone(a.backbone.as_deref(), &file.meta.backbone, &beside, "")?;
+            let model = crate::model::edt::load_edt_with_adapter(&bb, &file, DType::F32, &dev)?;
+            let desc = format!("{} adapter {} on EDT {}", file.meta.method, ad.display(), bb.display());
+            Ok((Loaded::Edt(model), task, desc))
+        }
+        (None, Some(m)) if m == crate::peft::PRETRAIN.name && a.config.as_deref().is_some_and(is_edt_config_file) => {
+            let bb = a.backbone.clone().ok_or_else(|| Error::invalid("--method pretrain needs --backbone FILE"))?;
+            let path = a.config.as_deref().unwrap_or(std::path::Path::new(""));
+            let config = EdtConfig::from_json_file(path)?;
+            let task = a.task.clone().unwrap_or_else(|| config.task.clone());
+            let (model, sizes) = crate::model::edt::load_edt(&bb, &config, DType::F32, &dev)?;
+            let desc = match sizes {
+                Some(_) => format!("EDT {} with the AdaptIR modules it holds", bb.display()),
+                None => format!("EDT {} (no adapter)", bb.display()),
+            };
+            Ok((Loaded::Edt(model), task, desc))
+        }
         (Some(ad), _) => {
             let file = AdapterFile::load(ad)?;
             let task = a.task.clone().unwrap_or_else(|| file.meta.task.clone());
@@ -76,14 +129,14 @@ fn load_model(a: &EvalArgs) -> Result<(Ipt, String, String)> {
             }
             let desc = format!("{} adapter {}", file.meta.method, ad.display());
             let model = crate::model::load_model_with(a.backbone.as_deref(), Some(file), None, DType::F32, &dev)?;
-            Ok((model.ipt, task, desc))
+            Ok((Loaded::Ipt(model.ipt), task, desc))
         }
         (None, Some(m)) if m == crate::peft::PRETRAIN.name => {
             let bb = a.backbone.clone().ok_or_else(|| Error::invalid("--method pretrain needs --backbone FILE"))?;
             let task = a.task.clone().ok_or_else(|| Error::invalid("--method pretrain needs --task"))?;
             let config = super::backbone_config(&bb, a.preset.as_deref())?;
             let model = crate::model::load_model_with(Some(&bb), None, Some(config), DType::F32, &dev)?;
-            Ok((model.ipt, task, format!("backbone {} (no adapter)", bb.display())))
+            Ok((Loaded::Ipt(model.ipt), task, format!("backbone {} (no adapter)", bb.display())))
         }
         (None, Some(m)) => Err(Error::invalid(format!(
             "--method {m} without --adapter: only `pretrain` (the backbone alone) needs no adapter file"
@@ -149,8 +202,7 @@ pub fn eval_with(a: &EvalArgs, mut external: Option<ExternalRestore>) -> Result<
         Some(e) => format!("{} ({desc})", e.what),
         None => desc,
     };
-    let head = super::head_of(&task, &model.config)?;
-    let scale = model.config.scales[head];
+    let (p, scale) = (model.input_size(), model.scale());
     let opts = metric_for(&task, scale);
     let dev = super::device();
     if let Some(dir) = &a.save_images {
@@ -166,7 +218,7 @@ pub fn eval_with(a: &EvalArgs, mut external: Option<ExternalRestore>) -> Result<
         }
         let output = match external.as_mut() {
             Some(e) => (e.restore)(&input)?,
-            None => restore(&model, head, &input, Tiling::default(), &dev)?,
+            None => restore_with(p, scale, &input, Tiling::default(), &dev, &mut |x| Ok(model.forward(x, false)?))?,
         };
         let base = if scale > 1 { imresize(&input, target.width, target.height)? } else { input.clone() };
         let m = evaluate(&output, &target, &opts)?;

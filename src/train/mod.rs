@@ -162,7 +162,16 @@ pub fn to_images(t: &Tensor) -> Result<Vec<Image>> {
 
 /// Mean RGB PSNR (8-bit, no crop) of a model on fixed validation patches of one task.
 pub fn patch_psnr(model: &Ipt, task: usize, x: &Tensor, targets: &[Image]) -> Result<f64> {
-    let y = to_images(&model.forward(x, task, false)?)?;
+    patch_psnr_with(&mut |x| Ok(model.forward(x, task, false)?), x, targets)
+}
+
+/// [`patch_psnr`] of any model, given as its eval-mode forward.
+pub fn patch_psnr_with(
+    forward: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+    x: &Tensor,
+    targets: &[Image],
+) -> Result<f64> {
+    let y = to_images(&forward(x)?)?;
     let opts = crate::metrics::MetricOptions::default();
     let mut sum = 0.0;
     for (a, b) in y.iter().zip(targets) {

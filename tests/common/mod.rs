@@ -66,7 +66,7 @@ pub fn write_adapter(method_name: &str, task: &str, backbone: &std::path::Path, 
         task: task.into(),
         backbone: "test-backbone".into(),
         backbone_sha256: sha256_file(backbone).unwrap(),
-        backbone_config: config,
+        backbone_config: config.into(),
         training: serde_json::json!({"steps": 0, "note": "perturbed for a test"}),
     };
     AdapterFile::save(path, &meta, &method_tensors(&vm, modules.buffers().unwrap()).unwrap()).unwrap();

@@ -39,6 +39,11 @@ impl DepthwiseNhwc {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // Frozen taps (inference, adapter training): the op with the one-adjoint backward.
+        if !self.taps.iter().any(|t| t.track_op()) {
+            return adaptir_ops::frozen::depthwise_nhwc(x, &self.taps, self.k)?.broadcast_add(&self.bias);
+        }
+        // Trained taps: candle's own graph, which also gives their gradients.
         let (_, h, w, _) = x.dims4()?;
         let (k, p) = (self.k, self.k / 2);
         let padded = x.pad_with_zeros(1, p, p)?.pad_with_zeros(2, p, p)?;
