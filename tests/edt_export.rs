@@ -148,11 +148,12 @@ fn edt_export_refusals() {
     let config = write_config(&dir, r#"{"arch": "edt", "task": "sr2", "depths": [2, 2], "num_heads": [6, 6]}"#);
     let weights = fixture(EDT_WEIGHTS);
     let file = dir.join("x.onnx");
+    let ipt_adapter = fixture("golden/micro/derain.safetensors");
     let base = ["export", "--backbone", s(&weights), "--config", s(&config)];
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["-o", s(&file), "--task", "sr2"], "--task with an EDT config"),
         (vec!["-o", s(&file), "--whole-image"], "--whole-image with an EDT config"),
-        (vec!["-o", s(&file), "--adapter", s(&weights)], "--adapter with an EDT config"),
+        (vec!["-o", s(&file), "--adapter", s(&ipt_adapter)], "an adapter for an IPT backbone"),
         (vec!["-o", s(&file), "--int8", "--calibrate", s(&dir)], "--int8 with an EDT config"),
         (vec!["--out-dir", s(&dir)], "--out-dir with an EDT config"),
         (vec![], "-o OUT.onnx is required"),

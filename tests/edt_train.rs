@@ -1,6 +1,7 @@
-//! `train` and `eval` on an EDT checkpoint (issue 19, item 3): `train --config edt.json` adapts the checkpoint's
-//! head with any method of the zoo and writes an adapter that records the EDT config; `eval --adapter` finds the
-//! checkpoint beside it, checks its sha256, and measures whole images. What does not fit (a task of another
+//! `train`, `eval`, `export` and `validate` on an EDT checkpoint (issue 19, item 3): `train --config edt.json`
+//! adapts the checkpoint's head with any method of the zoo and writes an adapter that records the EDT config;
+//! `eval --adapter` finds the checkpoint beside it, checks its sha256, and measures whole images; `export
+//! --adapter` writes the ONNX file and `validate` checks it in every runtime. What does not fit (a task of another
 //! scale than the head, another patch size, full fine-tuning, a checkpoint that already holds AdaptIR) is
 //! refused with exit 2, naming what to do.
 //!
@@ -101,6 +102,18 @@ fn adaptir_trains_on_edt_and_the_adapter_evaluates() {
         eval_psnr(&["--method", "pretrain", "--backbone", s(&backbone), "--config", s(&config), "--data", s(&unseen)]);
     eprintln!("unseen photo: backbone alone {plain:.2} dB, with the adapter {adapted:.2} dB");
     assert!(adapted >= plain + UNSEEN_GAIN_AT_LEAST, "{plain} -> {adapted}");
+
+    // export --adapter finds the checkpoint beside the adapter; validate finds both beside the file, and every
+    // runtime of the matrix agrees with the candle model.
+    let onnx = root.join("models").join("sr2.onnx");
+    let (code, _, err) = adaptir_cli(&["export", "--adapter", s(&out), "-o", s(&onnx)]);
+    assert_eq!(code, 0, "{err}");
+    let g = adaptir::compile::onnx::read(&onnx).unwrap();
+    assert_eq!((g.metadata["arch"].as_str(), g.metadata["method"].as_str()), ("edt", "adaptir"));
+    assert_eq!(g.metadata["adapter"], "sr2.safetensors");
+    let (code, stdout, err) = adaptir_cli(&["validate", s(&onnx), "--runtime", "all", "--latency-runs", "0"]);
+    assert_eq!(code, 0, "{stdout}\n{err}");
+    assert!(stdout.contains("adapter") && stdout.contains("PASS"), "{stdout}");
 
     // Another checkpoint than the one trained on is refused by its sha256.
     let other = root.join("other.safetensors");

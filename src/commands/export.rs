@@ -180,8 +180,14 @@ pub fn run(a: &Args) -> Result<ExportOutput> {
     if a.int8 {
         check_int8(a)?;
     }
-    // An EDT config: the official checkpoint given as --backbone, for the config's task (compile::export_edt).
-    if let Some(config) = a.config.as_deref().filter(|p| crate::backbone::edt::config::is_edt_config_file(p)) {
+    // An EDT config (the official checkpoint given as --backbone, for the config's task), or an adapter trained on
+    // an EDT checkpoint: compile::export_edt.
+    let edt_config = a.config.as_deref().filter(|p| crate::backbone::edt::config::is_edt_config_file(p));
+    let edt_adapter = match a.adapter.as_slice() {
+        [one] => crate::peft::file::AdapterFile::load(one)?.meta.backbone_config.edt().is_some(),
+        _ => false,
+    };
+    if edt_config.is_some() || edt_adapter {
         if a.out_dir.is_some() || a.adapter.len() > 1 {
             return Err(Error::invalid("--out-dir with an EDT config: EDT exports one file per checkpoint (-o)"));
         }
@@ -189,7 +195,7 @@ pub fn run(a: &Args) -> Result<ExportOutput> {
             return Err(Error::invalid("--int8 with an EDT config: quantization is IPT-only so far"));
         }
         args.adapter = a.adapter.first().map(PathBuf::as_path);
-        let report = crate::compile::export_edt::export_edt(&args, config)?;
+        let report = crate::compile::export_edt::export_edt(&args, edt_config)?;
         super::remove_stale_temps(&report.output);
         if let Some(g) = &report.golden {
             super::remove_stale_temps(g);

@@ -1,7 +1,8 @@
-//! `adaptir export --backbone EDT --config edt.json`: an official EDT checkpoint (with or without AdaptIR in
-//! its blocks) for its one task -> an ONNX patch model, input `input` (N, 3, S, S) at the task's training size,
-//! output `output`. The same lowering options, passes, targets and golden files as the IPT export; what EDT
-//! does not have yet (adapter files, whole-image graphs, int8) is refused before any work.
+//! `adaptir export --backbone EDT --config edt.json` (an official EDT checkpoint, with or without AdaptIR in its
+//! blocks) or `adaptir export --adapter A` (an adapter trained on an EDT checkpoint, `train --config`): one task
+//! -> an ONNX patch model, input `input` (N, 3, S, S) at the task's training size, output `output`. The same
+//! lowering options, passes, targets and golden files as the IPT export; what EDT does not have yet (whole-image
+//! graphs, int8) is refused before any work.
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -14,7 +15,7 @@ use super::passes::optimize;
 use super::target::Target;
 use crate::backbone::EdtConfig;
 use crate::error::{Error, Result};
-use crate::peft::file::sha256_file;
+use crate::peft::file::{sha256_file, AdapterFile};
 
 /// The `arch` metadata entry of an EDT file (IPT files have none: the entry is absent there).
 pub const ARCH_EDT: &str = "edt";
@@ -29,13 +30,6 @@ pub fn edt_golden_input(side: usize) -> Result<Tensor> {
 /// What an EDT export cannot honour, said before the checkpoint is read.
 fn refuse_unsupported(args: &ExportArgs) -> Result<()> {
     let refuse = |what: &str, why: &str| Err(Error::invalid(format!("{what} with an EDT config: {why}")));
-    if args.adapter.is_some() {
-        return refuse(
-            "--adapter",
-            "adapter files are for IPT so far; an EDT checkpoint holds its AdaptIR modules itself (give it as \
-             --backbone)",
-        );
-    }
     if args.task.is_some() {
         return refuse("--task", "the config's task selects the head, and an EDT checkpoint holds that one head");
     }
@@ -48,23 +42,63 @@ fn refuse_unsupported(args: &ExportArgs) -> Result<()> {
     Ok(())
 }
 
-/// Export the EDT checkpoint `args.backbone` with the EDT config at `config_path`.
-pub fn export_edt(args: &ExportArgs, config_path: &Path) -> Result<ExportReport> {
+/// Export an EDT model: the adapter `args.adapter` (its recorded EDT config; `--config`, if given, must be the
+/// same) on its checkpoint (`--backbone`, else found beside it), or the checkpoint `args.backbone` with the EDT
+/// config at `config_path`.
+pub fn export_edt(args: &ExportArgs, config_path: Option<&Path>) -> Result<ExportReport> {
     let start = Instant::now();
     refuse_unsupported(args)?;
-    let config = EdtConfig::from_json_file(config_path)?;
-    let task = config.edt_task().map_err(|m| Error::file(config_path, m))?;
-    let checkpoint = args.backbone.ok_or_else(|| {
-        Error::invalid("an EDT config needs --backbone CHECKPOINT (the official EDT state dict to export)")
-    })?;
-    let output: PathBuf = args
-        .output
-        .map(Path::to_path_buf)
-        .ok_or_else(|| Error::invalid("-o OUT.onnx is required when exporting an EDT checkpoint"))?;
+    let adapter = args.adapter.map(AdapterFile::load).transpose()?;
+    let given = config_path.map(EdtConfig::from_json_file).transpose()?;
+    let config = match (&adapter, given) {
+        (Some(a), given) => {
+            let recorded =
+                a.meta.backbone_config.edt().cloned().ok_or_else(|| {
+                    Error::file(&a.path, "an adapter for an IPT backbone, but --config is an EDT config")
+                })?;
+            if let Some(g) = given.filter(|g| *g != recorded) {
+                return Err(Error::file(
+                    &a.path,
+                    format!("was trained on the EDT config {recorded:?}, but --config gives {g:?}"),
+                ));
+            }
+            recorded
+        }
+        (None, Some(c)) => c,
+        (None, None) => return Err(Error::invalid("an EDT export needs --adapter A or --config EDT.json")),
+    };
+    let task = config.edt_task().map_err(Error::invalid)?;
+    let checkpoint: PathBuf = match &adapter {
+        Some(a) => {
+            let beside: Vec<&Path> = a.path.parent().into_iter().collect();
+            crate::model::find_backbone(args.backbone, &a.meta.backbone, &beside, "")?
+        }
+        None => args.backbone.map(Path::to_path_buf).ok_or_else(|| {
+            Error::invalid("an EDT config needs --backbone CHECKPOINT (the official EDT state dict to export)")
+        })?,
+    };
+    let output: PathBuf = match (args.output, &adapter) {
+        (Some(o), _) => o.to_path_buf(),
+        (None, Some(a)) => PathBuf::from(
+            a.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
+        )
+        .with_extension("onnx"),
+        (None, None) => return Err(Error::invalid("-o OUT.onnx is required when exporting an EDT checkpoint")),
+    };
     if output.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() != Some("onnx") {
         return Err(Error::file(&output, "-o: expected a path ending in .onnx (export writes an ONNX model)"));
     }
-    let (model, sizes) = crate::model::edt::load_edt(checkpoint, &config, DType::F32, &Device::Cpu)?;
+    let (model, method) = match &adapter {
+        Some(a) => {
+            let model = crate::model::edt::load_edt_with_adapter(&checkpoint, a, DType::F32, &Device::Cpu)?;
+            (model, a.meta.method.clone())
+        }
+        None => {
+            let (model, sizes) = crate::model::edt::load_edt(&checkpoint, &config, DType::F32, &Device::Cpu)?;
+            let method = if sizes.is_some() { crate::peft::adaptir::ENTRY.name } else { crate::peft::PRETRAIN.name };
+            (model, method.to_string())
+        }
+    };
 
     let mut opts = args.target.lower_options(args.fft);
     opts.inline_functions |= args.inline_functions;
@@ -80,15 +114,22 @@ pub fn export_edt(args: &ExportArgs, config_path: &Path) -> Result<ExportReport>
         Target::TensorRt => Some(super::export::check_tensorrt(&graph, &output)?),
         _ => None,
     };
-    let method = if sizes.is_some() { crate::peft::adaptir::ENTRY.name } else { crate::peft::PRETRAIN.name };
     let md = &mut graph.metadata;
     md.insert("tool".into(), "adaptir".into());
     md.insert("tool_version".into(), env!("CARGO_PKG_VERSION").into());
     md.insert("arch".into(), ARCH_EDT.into());
-    md.insert("method".into(), method.into());
-    md.insert("task".into(), config.task.clone());
-    md.insert("backbone".into(), checkpoint.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-    md.insert("backbone_sha256".into(), sha256_file(checkpoint)?);
+    md.insert("method".into(), method);
+    md.insert("task".into(), adapter.as_ref().map_or_else(|| config.task.clone(), |a| a.meta.task.clone()));
+    let backbone_name = match &adapter {
+        Some(a) => a.meta.backbone.clone(),
+        None => checkpoint.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+    };
+    md.insert("backbone".into(), backbone_name);
+    md.insert("backbone_sha256".into(), sha256_file(&checkpoint)?);
+    if let Some(a) = &adapter {
+        md.insert("adapter".into(), a.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        md.insert("adapter_sha256".into(), sha256_file(&a.path)?);
+    }
     md.insert("backbone_config".into(), serde_json::to_string(&config).unwrap_or_default());
     md.insert("fft".into(), format!("{:?}", args.fft).to_lowercase());
     md.insert("target".into(), args.target.as_str().into());

@@ -176,7 +176,7 @@ type Reference = (Vec<(String, Tensor)>, Vec<(String, Tensor)>, String, Option<F
 /// What the f64 forward needs; built only if an output fails the fixed bound (it costs an f64 forward).
 enum F64Model {
     Ipt { backbone: PathBuf, config: IptConfig, adapter: Option<AdapterFile>, task: usize },
-    Edt { checkpoint: PathBuf, config: EdtConfig },
+    Edt { checkpoint: PathBuf, config: EdtConfig, adapter: Option<AdapterFile> },
 }
 
 impl F64Model {
@@ -187,8 +187,11 @@ impl F64Model {
                 let model = build_model(backbone, config, adapter.as_ref(), DType::F64, &Device::Cpu)?;
                 Ok(model.forward(&x, *task, false)?)
             }
-            F64Model::Edt { checkpoint, config } => {
-                let (model, _) = crate::model::edt::load_edt(checkpoint, config, DType::F64, &Device::Cpu)?;
+            F64Model::Edt { checkpoint, config, adapter } => {
+                let model = match adapter {
+                    Some(a) => crate::model::edt::load_edt_with_adapter(checkpoint, a, DType::F64, &Device::Cpu)?,
+                    None => crate::model::edt::load_edt(checkpoint, config, DType::F64, &Device::Cpu)?.0,
+                };
                 Ok(model.forward(&x, false)?)
             }
         }
@@ -203,25 +206,48 @@ fn seeded_input(dims: &[usize]) -> Result<Tensor> {
     Ok(Tensor::from_vec(v, dims, &Device::Cpu)?)
 }
 
-/// The candle reference of an EDT file (`export` with an EDT config): the checkpoint it records, given as
-/// --backbone or found beside the file, checked by sha256, on seeded inputs at the task's training size.
+/// The candle reference of an EDT file (`export` with an EDT config or an EDT adapter): the checkpoint it
+/// records (given as --backbone; else beside the adapter or the file), and its adapter (given as --adapter, else
+/// beside the file), each checked by sha256, on seeded inputs at the task's training size.
 fn edt_reference(g: &Graph, args: &ValidateArgs) -> Result<Reference> {
     let model_path = args.model;
     let config: EdtConfig = serde_json::from_str(meta(g, model_path, "backbone_config")?)
         .map_err(|e| Error::file(model_path, format!("metadata `backbone_config` is not an EDT config: {e}")))?;
     let task = config.edt_task().map_err(|m| Error::file(model_path, format!("metadata `backbone_config`: {m}")))?;
-    if args.images.is_some() || args.adapter.is_some() {
+    if args.images.is_some() {
         return Err(Error::file(
             model_path,
-            "an EDT file is validated on seeded inputs against its checkpoint (--backbone): --images and --adapter \
-             are IPT-only so far",
+            "an EDT file is validated on seeded inputs against its checkpoint: --images is IPT-only so far",
         ));
     }
     let name = meta(g, model_path, "backbone")?;
     let sha = meta(g, model_path, "backbone_sha256")?;
-    let checkpoint = match args.backbone {
-        Some(b) => b.to_path_buf(),
-        None => {
+    let model_dir = model_path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let adapter = match g.metadata.get("adapter") {
+        None => None,
+        Some(file) => {
+            let path = args.adapter.map(Path::to_path_buf).unwrap_or_else(|| model_dir.join(file));
+            if !path.is_file() {
+                return Err(Error::file(
+                    model_path,
+                    format!(
+                        "exported from the adapter `{file}`, not found at {}: pass --adapter PATH, or --golden \
+                         G.safetensors",
+                        path.display()
+                    ),
+                ));
+            }
+            check_sha(&path, meta(g, model_path, "adapter_sha256")?, "adapter", model_path)?;
+            Some(AdapterFile::load(&path)?)
+        }
+    };
+    let checkpoint = match (args.backbone, &adapter) {
+        (Some(b), _) => b.to_path_buf(),
+        (None, Some(a)) => {
+            let beside: Vec<&Path> = a.path.parent().into_iter().chain([model_dir.as_path()]).collect();
+            crate::model::find_backbone(None, name, &beside, ", or --golden G.safetensors")?
+        }
+        (None, None) => {
             let beside = model_path.parent().map(Path::to_path_buf).unwrap_or_default().join(name);
             if !beside.is_file() {
                 return Err(Error::file(
@@ -253,11 +279,19 @@ fn edt_reference(g: &Graph, args: &ValidateArgs) -> Result<Reference> {
         ));
     }
     let x = seeded_input(&dims)?;
-    let (model, _) = crate::model::edt::load_edt(&checkpoint, &config, DType::F32, &Device::Cpu)?;
+    let model = match &adapter {
+        Some(a) => crate::model::edt::load_edt_with_adapter(&checkpoint, a, DType::F32, &Device::Cpu)?,
+        None => crate::model::edt::load_edt(&checkpoint, &config, DType::F32, &Device::Cpu)?.0,
+    };
     let y = model.forward(&x, false)?;
     let out_name = g.outputs.first().map(|o| o.name.clone()).unwrap_or_else(|| "output".into());
-    let what = format!("candle (EDT checkpoint {}), seeded inputs (seed {INPUT_SEED:#x})", checkpoint.display());
-    Ok((vec![(vi.name.clone(), x)], vec![(out_name, y)], what, Some(F64Model::Edt { checkpoint, config })))
+    let what = format!(
+        "candle (EDT checkpoint {}, {}), seeded inputs (seed {INPUT_SEED:#x})",
+        checkpoint.display(),
+        adapter.as_ref().map(|a| format!("adapter {}", a.path.display())).unwrap_or_else(|| "no adapter".into())
+    );
+    let f64_model = F64Model::Edt { checkpoint, config, adapter };
+    Ok((vec![(vi.name.clone(), x)], vec![(out_name, y)], what, Some(f64_model)))
 }
 
 /// The candle reference: inputs (seeded) and outputs, plus a description.
