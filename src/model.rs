@@ -50,6 +50,15 @@ impl Net {
         }
     }
 
+    /// Seed the randomness of the next training forward: EDT's stochastic depth (IPT has none). The trainer calls
+    /// it before each step with a seed of the run and the step, so a resumed run draws the same masks.
+    pub fn seed_step(&self, seed: u64) -> candle_core::Result<()> {
+        match self {
+            Net::Ipt(..) => Ok(()),
+            Net::Edt(m) => m.body.seed_drop_path(seed),
+        }
+    }
+
     /// The method's own buffers (BatchNorm statistics), by model path.
     pub fn method_buffers(&self) -> candle_core::Result<Vec<(String, candle_core::Tensor)>> {
         match self {

@@ -290,3 +290,38 @@ fn configs_the_official_code_cannot_build_are_refused() {
     assert!(err.contains("c.json") && err.contains("unknown field `n_feats`"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Stochastic depth (official `drop_path_rate` 0.1, `linspace(0, rate, blocks)` over the blocks): only a training
+/// forward whose step was seeded drops anything; the same seed draws the same masks, another seed others; an eval
+/// forward, or a training forward without a seed, is the plain model.
+#[test]
+fn stochastic_depth_is_seeded_and_training_only() {
+    let cfg = EdtConfig { drop_path_rate: 0.5, ..config("sr2", vec![4], vec![6], 60, [6, 24]) };
+    let rates = cfg.drop_path_rates();
+    assert_eq!(rates.len(), 4);
+    for (k, want) in [0.0, 0.5 / 3.0, 1.0 / 3.0, 0.5].into_iter().enumerate() {
+        assert!((rates[k] - want).abs() < 1e-12, "{rates:?}");
+    }
+    assert_eq!(EdtConfig::official("sr2").drop_path_rate, 0.1);
+
+    // No method: the train flag changes nothing else (AdaptIR's BatchNorm would).
+    let vm = candle_nn::VarMap::new();
+    let model = Edt::fresh(&vm, &cfg, Edt::no_hooks(&cfg), DType::F32, &Device::Cpu).unwrap();
+    let x = random_input((4, 3, 48, 48), DType::F32, 3);
+    let max_diff = |a: &Tensor, b: &Tensor| {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    };
+    let plain = model.forward(&x, false).unwrap();
+    assert_eq!(max_diff(&model.forward(&x, true).unwrap(), &plain), 0.0, "unseeded training forward");
+    let seeded = |seed: u64, train: bool| {
+        model.body.seed_drop_path(seed).unwrap();
+        model.forward(&x, train).unwrap()
+    };
+    assert_eq!(max_diff(&seeded(7, false), &plain), 0.0, "eval forward");
+    // The eval forward left the seed for the next training forward, which uses it once.
+    let first = model.forward(&x, true).unwrap();
+    assert_eq!(max_diff(&first, &seeded(7, true)), 0.0, "same seed, same masks");
+    assert_eq!(max_diff(&model.forward(&x, true).unwrap(), &plain), 0.0, "a seed serves one forward");
+    assert!(max_diff(&first, &plain) > 0.0, "rate 0.5 over 4 samples and 4 blocks dropped nothing");
+    assert!(max_diff(&first, &seeded(8, true)) > 0.0, "another seed, the same masks");
+}

@@ -17,6 +17,9 @@ use crate::model::Net;
 use crate::params::{StateDict, Strict};
 use crate::peft::file::{sha256_file, AdapterFile, AdapterMeta};
 
+/// Salt of the stochastic-depth seeds, so that they differ from the data's for the same run seed.
+const DROP_PATH_STREAM: u64 = 0xd809_7a70_0000_0001;
+
 /// Fixed validation patches drawn from the held-out image(s).
 pub const VAL_PATCHES: usize = 8;
 
@@ -226,6 +229,8 @@ pub fn train(a: &TrainArgs) -> Result<TrainReport> {
     let mut loss_at = |step: usize| -> Result<Tensor> {
         let pairs = train.batch(&task, a.batch, a.patch, a.seed, step)?;
         let (x, y) = batch_tensors(&pairs, &dev)?;
+        // EDT's stochastic depth draws from the run's seed and the step (its own stream: not the data's).
+        model.seed_step(crate::data::seed::sample_seed(a.seed ^ DROP_PATH_STREAM, step as u64))?;
         Ok((model.forward(&x, true)? - y)?.abs()?.mean_all()?)
     };
     let mut eval = || super::patch_psnr_with(&mut |x| Ok(model.forward(x, false)?), &vx, &vt);

@@ -31,6 +31,9 @@ fn default_embed_dim() -> usize {
 fn default_window_size() -> [usize; 2] {
     [6, 24]
 }
+fn default_drop_path_rate() -> f64 {
+    0.1
+}
 
 /// `{"arch": "edt", "task": "sr2"}` plus optional `depths`, `num_heads`, `embed_dim`, `window_size` with the
 /// official EDT-B defaults (six stages of 6 blocks, 6 heads each, embed 180, windows [6, 24]). Unknown fields
@@ -54,6 +57,10 @@ pub struct EdtConfig {
     /// the second (long rows x short columns).
     #[serde(default = "default_window_size")]
     pub window_size: [usize; 2],
+    /// Stochastic depth in training (official `drop_path_rate` 0.1): block k of n drops its two residual branches
+    /// per sample with probability `rate k / (n - 1)` (torch's `linspace(0, rate, n)`). Eval is unaffected.
+    #[serde(default = "default_drop_path_rate")]
+    pub drop_path_rate: f64,
 }
 
 /// The task an EDT checkpoint is built for: one head and one tail (the official `de_type`).
@@ -154,6 +161,7 @@ impl EdtConfig {
             num_heads: default_num_heads(),
             embed_dim: default_embed_dim(),
             window_size: default_window_size(),
+            drop_path_rate: default_drop_path_rate(),
         }
     }
 
@@ -169,6 +177,12 @@ impl EdtConfig {
     pub fn edt_task(&self) -> std::result::Result<EdtTask, String> {
         EdtTask::parse(&self.task)
             .ok_or_else(|| format!("task `{}` is not an EDT task: expected one of {TASK_NAMES}", self.task))
+    }
+
+    /// Each block's stochastic-depth rate, in forward order: `linspace(0, drop_path_rate, blocks)`.
+    pub fn drop_path_rates(&self) -> Vec<f64> {
+        let n = self.num_blocks();
+        (0..n).map(|k| if n > 1 { self.drop_path_rate * k as f64 / (n - 1) as f64 } else { 0.0 }).collect()
     }
 
     /// Total Swin blocks over all stages.
@@ -208,6 +222,9 @@ impl EdtConfig {
             return Err(format!("arch is `{}`, expected `edt`", self.arch));
         }
         self.edt_task()?;
+        if !(0.0..1.0).contains(&self.drop_path_rate) {
+            return Err(format!("drop_path_rate is {}, expected at least 0 and below 1", self.drop_path_rate));
+        }
         if self.depths.is_empty() {
             return Err("depths is empty, expected at least one stage".into());
         }

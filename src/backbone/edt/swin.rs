@@ -5,6 +5,8 @@
 //! (N, H, W, C), throughout, which is also the layout AdaptIR's EDT variant takes.
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use super::config::{EdtConfig, BODY_SIZE, MLP_RATIO};
 use crate::backbone::layers::{conv, Conv, LayerNorm};
@@ -203,6 +205,8 @@ pub struct SwinBlock {
     proj: Linear,
     norm2: LayerNorm,
     mlp: Mlp,
+    /// Stochastic-depth rate of this block (training only).
+    drop_path: f64,
     /// Shift of each branch, (rows, columns); `None` for the even, unshifted blocks.
     shifts: Option<[(usize, usize); 2]>,
     /// Each branch's mask on the 48x48 construction grid: the checkpoint's `attn_mask_h` / `attn_mask_v` buffers
@@ -216,7 +220,7 @@ impl SwinBlock {
         vb: VarBuilder,
         config: &EdtConfig,
         heads: usize,
-        shifted: bool,
+        (shifted, drop_path): (bool, f64),
         hooks: Box<dyn LayerHooks>,
     ) -> Result<Self> {
         let e = config.embed_dim;
@@ -260,6 +264,7 @@ impl SwinBlock {
                 dwconv: DepthwiseNhwc::new(vb.pp("mlp.dwconv"), hidden, 5)?,
                 fc2: linear(vb.pp("mlp.fc2"), hidden, e)?,
             },
+            drop_path,
             shifts,
             construction_masks,
             hooks,
@@ -277,9 +282,23 @@ impl SwinBlock {
         shifted_window_mask((h, w), self.attns[i].window, shifts[i], dtype, device).map(Some)
     }
 
-    /// x: (N, H, W, C) -> (N, H, W, C).
-    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let (_, h, w, c) = x.dims4()?;
+    /// x: (N, H, W, C) -> (N, H, W, C). `drop`: the training step's stochastic-depth RNG (see
+    /// [`SwinBody::seed_drop_path`]); with it and a positive rate, each residual branch is kept per sample with
+    /// probability `1 - rate` and scaled by its inverse (timm's `DropPath`), else passed as it is.
+    pub fn forward(&self, x: &Tensor, train: bool, mut drop: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
+        let (n, h, w, c) = x.dims4()?;
+        let mut drop_path = |branch: Tensor| -> Result<Tensor> {
+            match drop.as_deref_mut() {
+                Some(rng) if train && self.drop_path > 0.0 => {
+                    let keep = 1.0 - self.drop_path;
+                    let m: Vec<f32> =
+                        (0..n).map(|_| if rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 }).collect();
+                    let m = Tensor::from_vec(m, (n, 1, 1, 1), branch.device())?.to_dtype(branch.dtype())?;
+                    branch.broadcast_mul(&m)
+                }
+                _ => Ok(branch),
+            }
+        };
         let half = c / 2;
         let hooks = self.hooks.as_ref();
         let y = self.norm1.forward(x, hooks)?;
@@ -306,20 +325,22 @@ impl SwinBlock {
         }
         let cat = Tensor::cat(&outs, 3)?;
         let a = hooks.site(Site::Attn(Attn::SelfAttn, Proj::Out), &cat, linear_map(&self.proj, &cat)?)?;
-        let x = (x + hooks.after_attention(Attn::SelfAttn, a, train)?)?;
+        let x = (x + drop_path(hooks.after_attention(Attn::SelfAttn, a, train)?)?)?;
         let y = self.norm2.forward(&x, hooks)?;
         let ffn = hooks.after_ffn(self.mlp.forward(&y, hooks)?, train)?;
         let ffn = match hooks.beside_ffn(&y, train)? {
             Some(extra) => (ffn + extra)?,
             None => ffn,
         };
-        x + ffn
+        x + drop_path(ffn)?
     }
 }
 
 /// `SwinBody`: LayerNorm on the tokens (`patch_embed.norm`), stages of blocks each with a residual around the
 /// stage, a final LayerNorm, then `conv_after_body` on the image plus the body's input.
 pub struct SwinBody {
+    /// The stochastic-depth RNG of the current training step, if one was seeded.
+    drop_rng: std::sync::Mutex<Option<ChaCha8Rng>>,
     patch_norm: LayerNorm,
     pub stages: Vec<Vec<SwinBlock>>,
     norm: LayerNorm,
@@ -333,6 +354,7 @@ impl SwinBody {
             candle_core::bail!("method modules for {} blocks, the model has {}", hooks.len(), config.num_blocks());
         }
         let mut hooks = hooks.into_iter();
+        let mut rates = config.drop_path_rates().into_iter();
         let e = config.embed_dim;
         let mut stages = vec![];
         for (i, (&depth, &heads)) in config.depths.iter().zip(&config.num_heads).enumerate() {
@@ -340,12 +362,14 @@ impl SwinBody {
             let blocks = (0..depth)
                 .map(|j| {
                     let h = hooks.next().ok_or_else(|| candle_core::Error::Msg("missing block hooks".into()))?;
-                    SwinBlock::new(vb.pp(j), config, heads, j % 2 == 1, h)
+                    let rate = rates.next().unwrap_or(0.0);
+                    SwinBlock::new(vb.pp(j), config, heads, (j % 2 == 1, rate), h)
                 })
                 .collect::<Result<Vec<_>>>()?;
             stages.push(blocks);
         }
         Ok(Self {
+            drop_rng: std::sync::Mutex::new(None),
             patch_norm: LayerNorm::new(vb.pp("patch_embed.norm"), e, 1)?,
             stages,
             norm: LayerNorm::new(vb.pp("norm"), e, 1)?,
@@ -353,13 +377,26 @@ impl SwinBody {
         })
     }
 
+    /// The next training forward (`train = true`) applies stochastic depth with masks drawn from this seed (the
+    /// trainer seeds it from the run's seed and the step, so a resumed run draws the same masks). Without a seed,
+    /// and in eval, no block drops anything.
+    pub fn seed_drop_path(&self, seed: u64) -> Result<()> {
+        let mut rng = self.drop_rng.lock().map_err(|_| candle_core::Error::Msg("drop-path RNG poisoned".into()))?;
+        *rng = Some(ChaCha8Rng::seed_from_u64(seed));
+        Ok(())
+    }
+
     /// x: (N, E, H, W) -> (N, E, H, W).
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut rng = self.drop_rng.lock().map_err(|_| candle_core::Error::Msg("drop-path RNG poisoned".into()))?;
+        // A seed serves one training forward.
+        let mut drop_rng = if train { rng.take() } else { None };
+        std::mem::drop(rng);
         let mut t = self.patch_norm.forward(&x.permute((0, 2, 3, 1))?.contiguous()?, &NoHooks)?;
         for stage in &self.stages {
             let input = t.clone();
             for block in stage {
-                t = block.forward(&t, train)?;
+                t = block.forward(&t, train, drop_rng.as_mut())?;
             }
             t = (t + input)?;
         }
