@@ -7,13 +7,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use adaptir::backbone::edt::Edt;
 use adaptir::backbone::EdtConfig;
-use adaptir::model::edt::adaptir_hooks;
-use adaptir::peft::{AdaptIrConfig, Layout};
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
-use common::{adaptir_cli, fixture, load};
+use common::{adaptir_cli, fixture, load, write_random_edt};
 
 const EDT_WEIGHTS: &str = "parity/edt_small_adaptir_sr2/weights.safetensors";
 const EDT_IO: &str = "parity/edt_small_adaptir_sr2/io.safetensors";
@@ -100,19 +95,6 @@ fn the_official_edt_fixture_exports_and_matches_pytorch_in_every_runtime() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// A seeded EDT of `config` with AdaptIR in every block and every weight perturbed (the zero-initialised ones
-/// included, so that every branch acts), written with official keys.
-fn write_random_edt(config: &EdtConfig, path: &Path) {
-    let vm = VarMap::new();
-    let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-    let sizes = AdaptIrConfig::official(config.embed_dim, Layout::Edt);
-    Edt::fresh(&vm, config, adaptir_hooks(&vb, config, sizes).unwrap(), DType::F32, &Device::Cpu).unwrap();
-    for var in vm.all_vars().into_iter().filter(|v| v.dtype().is_float()) {
-        var.set(&(var.as_tensor() + var.as_tensor().randn_like(0.0, 0.05).unwrap()).unwrap()).unwrap();
-    }
-    vm.save(path).unwrap();
-}
-
 /// The denoise and derain heads (two stride-2 convs down, transposed convs up, the input skip) and the x3 / x4
 /// tails lower too: each file matches its candle model in every runtime of the matrix.
 #[test]
@@ -123,7 +105,7 @@ fn every_edt_head_and_tail_exports_and_matches_candle_in_every_runtime() {
         let config = write_config(&dir, &json);
         let cfg = EdtConfig::from_json_file(&config).unwrap();
         let weights = dir.join("backbone.safetensors");
-        write_random_edt(&cfg, &weights);
+        write_random_edt(&cfg, &weights, true);
         let file = dir.join("edt.onnx");
         let (code, _, err) =
             adaptir_cli(&["export", "--backbone", s(&weights), "--config", s(&config), "-o", s(&file)]);

@@ -14,7 +14,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{adaptir_cli, fixture, load};
+use adaptir::backbone::EdtConfig;
+use common::{adaptir_cli, fixture, load, write_random_edt};
 
 const EDT_WEIGHTS: &str = "parity/edt_small_adaptir_sr2/weights.safetensors";
 const CONFIG: &str = r#"{"arch": "edt", "task": "sr2", "depths": [2, 2], "num_heads": [6, 6]}"#;
@@ -34,7 +35,7 @@ fn s(p: &Path) -> &str {
 fn setup(name: &str) -> (PathBuf, PathBuf, PathBuf) {
     let root = std::env::temp_dir().join(format!("adaptir-edt-train-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    for d in ["train", "unseen", "models"] {
+    for d in ["train", "unseen", "models", "small"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     let backbone = root.join("models").join("backbone.safetensors");
@@ -47,6 +48,8 @@ fn setup(name: &str) -> (PathBuf, PathBuf, PathBuf) {
         std::fs::copy(fixture(&format!("images/set5/{f}")), root.join("train").join(f)).unwrap();
     }
     std::fs::copy(fixture("images/jpeg/chelsea_256.png"), root.join("unseen").join("chelsea_256.png")).unwrap();
+    // A small image for quick whole-image checks.
+    std::fs::copy(fixture("images/metrics/astronaut_clean.png"), root.join("small").join("astronaut.png")).unwrap();
     (root, backbone, config)
 }
 
@@ -128,13 +131,20 @@ fn adaptir_trains_on_edt_and_the_adapter_evaluates() {
     std::fs::remove_dir_all(&root).ok();
 }
 
-/// Every other method of the zoo trains on EDT too (one step each: it runs and writes its adapter).
+/// Every other method of the zoo trains on EDT too, full fine-tuning included (one step each: it runs and writes
+/// its adapter, which `eval` then loads on the checkpoint).
 #[test]
 fn every_method_trains_on_edt() {
-    let (root, backbone, config) = setup("methods");
+    let (root, _, _) = setup("methods");
     let train = root.join("train");
-    for m in ["lora", "adapter", "adaptformer", "ssf", "fact", "moe"] {
-        let out = root.join(format!("{m}.safetensors"));
+    // A small random EDT (one stage of two blocks, width 60): this test checks that each method runs end to end.
+    let config = root.join("small.json");
+    std::fs::write(&config, r#"{"arch": "edt", "task": "sr2", "depths": [2], "num_heads": [6], "embed_dim": 60}"#)
+        .unwrap();
+    let backbone = root.join("models").join("backbone.safetensors");
+    write_random_edt(&EdtConfig::from_json_file(&config).unwrap(), &backbone, false);
+    for m in ["lora", "adapter", "adaptformer", "ssf", "fact", "moe", "full"] {
+        let out = root.join("models").join(format!("{m}.safetensors"));
         let mut args = train_args(&backbone, &config, &train, &out);
         args.extend_from_slice(&["--method", m, "--task", "sr2", "--steps", "1", "--batch", "2", "--eval-every", "1"]);
         let (code, _, err) = adaptir_cli(&args);
@@ -142,6 +152,8 @@ fn every_method_trains_on_edt() {
         let file = adaptir::peft::file::AdapterFile::load(&out).unwrap();
         assert_eq!(file.meta.method, m);
         assert!(file.meta.backbone_config.edt().is_some());
+        let (code, _, err) = adaptir_cli(&["eval", "--adapter", s(&out), "--data", s(&root.join("small"))]);
+        assert_eq!(code, 0, "{m}: {err}");
     }
     std::fs::remove_dir_all(&root).ok();
 }
@@ -154,7 +166,6 @@ fn edt_training_refusals() {
     let cases: Vec<(Vec<&str>, &[&str])> = vec![
         (vec!["--method", "adaptir", "--task", "lr4-noise30"], &["x4 task", "head_sr_x2", "edt.json"]),
         (vec!["--method", "adaptir", "--task", "sr2", "--patch", "64"], &["--patch 64", "must be 48"]),
-        (vec!["--method", "full", "--task", "sr2"], &["full fine-tuning of EDT"]),
         (vec!["--method", "vpt", "--task", "sr2"], &["does not apply to EDT"]),
     ];
     for (extra, needles) in cases {

@@ -110,13 +110,14 @@ pub fn load_edt_with_adapter(backbone: &Path, adapter: &AdapterFile, dtype: DTyp
             Error::file(&adapter.path, "an adapter for an IPT backbone, where an EDT one was expected")
         })?;
     adapter.check_backbone(backbone, &config.clone().into())?;
-    let sd = StateDict::load(backbone)?;
-    check_edt_state_dict(&sd, &config)?;
-    let modules = if adapter.method()?.trains_backbone() {
-        return Err(Error::file(&adapter.path, "full fine-tuning adapters of EDT are not supported yet"));
+    // Full fine-tuning: the adapter file holds every weight of the model itself.
+    let (sd, hooks) = if adapter.method()?.trains_backbone() {
+        (StateDict { path: adapter.path.clone(), tensors: adapter.tensors.clone() }, Edt::no_hooks(&config))
     } else {
-        adapter.modules(dtype, device)?
+        (StateDict::load(backbone)?, adapter.modules(dtype, device)?.layers)
     };
+    check_edt_state_dict(&sd, &config)?;
+    let path = sd.path.clone();
     let strict = Strict::new(sd);
-    strict.finish_model(Edt::new(strict.var_builder(dtype, device), &config, modules.layers), backbone)
+    strict.finish_model(Edt::new(strict.var_builder(dtype, device), &config, hooks), &path)
 }

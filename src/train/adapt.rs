@@ -145,12 +145,6 @@ pub fn train(a: &TrainArgs) -> Result<TrainReport> {
     let host = config.host_dims();
     let method = crate::peft::method(&a.method, a.method_config.as_ref().unwrap_or(&Value::Null), &host)
         .map_err(|m| Error::invalid(format!("--method: {m}")))?;
-    if method.trains_backbone() && config.edt().is_some() {
-        return Err(Error::invalid(format!(
-            "--method {} with an EDT config: full fine-tuning of EDT is not supported yet",
-            method.name()
-        )));
-    }
     if method.name() == "pretrain" {
         return Err(Error::invalid(
             "--method pretrain trains nothing: it is the unadapted backbone (use it with eval)",

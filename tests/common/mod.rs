@@ -129,3 +129,22 @@ pub fn fft_edges_adapter(weights: &str, dim: usize, layout: adaptir::peft::Layou
     strict.finish().unwrap();
     m
 }
+
+/// A seeded EDT of `config` written with official keys, every weight perturbed (so that zero-initialised parts act
+/// too); with `adaptir`, AdaptIR's official EDT modules in every block.
+pub fn write_random_edt(config: &adaptir::backbone::EdtConfig, path: &std::path::Path, adaptir: bool) {
+    use adaptir::backbone::Edt;
+    let vm = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let hooks = if adaptir {
+        let sizes = adaptir::peft::AdaptIrConfig::official(config.embed_dim, adaptir::peft::Layout::Edt);
+        adaptir::model::edt::adaptir_hooks(&vb, config, sizes).unwrap()
+    } else {
+        Edt::no_hooks(config)
+    };
+    Edt::fresh(&vm, config, hooks, DType::F32, &Device::Cpu).unwrap();
+    for var in vm.all_vars().into_iter().filter(|v| v.dtype().is_float()) {
+        var.set(&(var.as_tensor() + var.as_tensor().randn_like(0.0, 0.05).unwrap()).unwrap()).unwrap();
+    }
+    vm.save(path).unwrap();
+}
