@@ -37,8 +37,8 @@ pub const BACKBONE_FILE: &str = "backbone.safetensors";
 /// A model for one task, whichever the backbone: IPT with the head of the task, or an EDT checkpoint's one
 /// head. What training and evaluation need of it.
 pub enum Net {
-    Ipt(Ipt, usize),
-    Edt(crate::backbone::Edt),
+    Ipt(Box<Ipt>, usize),
+    Edt(Box<crate::backbone::Edt>),
 }
 
 impl Net {

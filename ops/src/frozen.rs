@@ -85,7 +85,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, padding: usize) -> 
 /// reversed (the kernel flipped), instead of a graph of k^2 slices, products and sums whose intermediates all stay
 /// alive until the backward (EDT's 5x5 MLP convs made that gigabytes per step).
 pub fn depthwise_nhwc(x: &Tensor, taps: &[Tensor], k: usize) -> Result<Tensor> {
-    if taps.len() != k * k || k % 2 == 0 {
+    if taps.len() != k * k || k.is_multiple_of(2) {
         candle_core::bail!("depthwise_nhwc: {} taps for an odd k x k kernel, k = {k}", taps.len());
     }
     if taps.iter().any(|t| t.track_op()) {

@@ -191,8 +191,8 @@ pub fn train(a: &TrainArgs) -> Result<TrainReport> {
         strict.var_builder(DType::F32, &dev)
     };
     let model = match (&config, head) {
-        (BackboneConfig::Ipt(c), Some(head)) => Ipt::new(bb, c, modules).map(|m| Net::Ipt(m, head)),
-        (BackboneConfig::Edt(c), _) => Edt::new(bb, c, modules.layers).map(Net::Edt),
+        (BackboneConfig::Ipt(c), Some(head)) => Ipt::new(bb, c, modules).map(|m| Net::Ipt(Box::new(m), head)),
+        (BackboneConfig::Edt(c), _) => Edt::new(bb, c, modules.layers).map(|m| Net::Edt(Box::new(m))),
         (BackboneConfig::Ipt(_), None) => Err(candle_core::Error::Msg("IPT without a head".into())),
     }
     .map_err(|e| Error::file(&a.backbone, e.to_string()))?;

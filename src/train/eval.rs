@@ -66,24 +66,13 @@ pub struct EvalReport {
 
 /// The model to evaluate (`crate::model`: the backbone found by its rule, checked against the adapter), its task
 /// and a description.
+/// IPT with the head of `task`.
+fn ipt_net(ipt: crate::backbone::Ipt, task: &str) -> Result<Net> {
+    let head = super::head_of(task, &ipt.config)?;
+    Ok(Net::Ipt(Box::new(ipt), head))
+}
+
 fn load_model(a: &EvalArgs) -> Result<(Net, String, String)> {
-    let (net, task, desc) = load_net(a)?;
-    let net = match net {
-        Loaded::Ipt(ipt) => {
-            let head = super::head_of(&task, &ipt.config)?;
-            Net::Ipt(ipt, head)
-        }
-        Loaded::Edt(edt) => Net::Edt(edt),
-    };
-    Ok((net, task, desc))
-}
-
-enum Loaded {
-    Ipt(crate::backbone::Ipt),
-    Edt(crate::backbone::Edt),
-}
-
-fn load_net(a: &EvalArgs) -> Result<(Loaded, String, String)> {
     let dev = super::device();
     let edt_adapter = match &a.adapter {
         Some(ad) => Some(AdapterFile::load(ad)?).filter(|f| f.meta.backbone_config.edt().is_some()),
@@ -104,7 +93,7 @@ fn load_net(a: &EvalArgs) -> Result<(Loaded, String, String)> {
             let bb = crate::model::find_backbone(a.backbone.as_deref(), &file.meta.backbone, &beside, "")?;
             let model = crate::model::edt::load_edt_with_adapter(&bb, &file, DType::F32, &dev)?;
             let desc = format!("{} adapter {} on EDT {}", file.meta.method, ad.display(), bb.display());
-            Ok((Loaded::Edt(model), task, desc))
+            Ok((Net::Edt(Box::new(model)), task, desc))
         }
         (None, Some(m)) if m == crate::peft::PRETRAIN.name && a.config.as_deref().is_some_and(is_edt_config_file) => {
             let bb = a.backbone.clone().ok_or_else(|| Error::invalid("--method pretrain needs --backbone FILE"))?;
@@ -116,7 +105,7 @@ fn load_net(a: &EvalArgs) -> Result<(Loaded, String, String)> {
                 Some(_) => format!("EDT {} with the AdaptIR modules it holds", bb.display()),
                 None => format!("EDT {} (no adapter)", bb.display()),
             };
-            Ok((Loaded::Edt(model), task, desc))
+            Ok((Net::Edt(Box::new(model)), task, desc))
         }
         (Some(ad), _) => {
             let file = AdapterFile::load(ad)?;
@@ -129,14 +118,14 @@ fn load_net(a: &EvalArgs) -> Result<(Loaded, String, String)> {
             }
             let desc = format!("{} adapter {}", file.meta.method, ad.display());
             let model = crate::model::load_model_with(a.backbone.as_deref(), Some(file), None, DType::F32, &dev)?;
-            Ok((Loaded::Ipt(model.ipt), task, desc))
+            Ok((ipt_net(model.ipt, &task)?, task, desc))
         }
         (None, Some(m)) if m == crate::peft::PRETRAIN.name => {
             let bb = a.backbone.clone().ok_or_else(|| Error::invalid("--method pretrain needs --backbone FILE"))?;
             let task = a.task.clone().ok_or_else(|| Error::invalid("--method pretrain needs --task"))?;
             let config = super::backbone_config(&bb, a.preset.as_deref())?;
             let model = crate::model::load_model_with(Some(&bb), None, Some(config), DType::F32, &dev)?;
-            Ok((Loaded::Ipt(model.ipt), task, format!("backbone {} (no adapter)", bb.display())))
+            Ok((ipt_net(model.ipt, &task)?, task, format!("backbone {} (no adapter)", bb.display())))
         }
         (None, Some(m)) => Err(Error::invalid(format!(
             "--method {m} without --adapter: only `pretrain` (the backbone alone) needs no adapter file"
