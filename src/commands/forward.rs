@@ -164,8 +164,8 @@ fn edt_checkpoint_or(checkpoint: &Path, refused: Error) -> Error {
 fn run_edt(a: &Args, config_path: &Path, device: &Device) -> Result<ForwardReport> {
     if a.adapter.is_some() {
         return Err(Error::invalid(
-            "--adapter with an EDT config: adapter files are for IPT so far; an EDT checkpoint holds its AdaptIR \
-             modules itself (give it as --checkpoint)",
+            "--adapter with an EDT config: forward runs an EDT checkpoint as it is (with the AdaptIR modules it \
+             holds); an adapter trained on EDT runs with `adaptir eval --adapter` or `adaptir export --adapter`",
         ));
     }
     let config = EdtConfig::from_json_file(config_path)?;

@@ -132,19 +132,29 @@ pub fn fft_edges_adapter(weights: &str, dim: usize, layout: adaptir::peft::Layou
 
 /// A seeded EDT of `config` written with official keys, every weight perturbed (so that zero-initialised parts act
 /// too); with `adaptir`, AdaptIR's official EDT modules in every block.
+///
+/// Seeded (initialisation and perturbation, by variable name): the same file on every machine and every run, so
+/// a numerical test on it is a fixed check rather than a draw.
 pub fn write_random_edt(config: &adaptir::backbone::EdtConfig, path: &std::path::Path, adaptir: bool) {
     use adaptir::backbone::Edt;
+    use adaptir::train::init::{init_tensor, Seeded};
+    const SEED: u64 = 19;
     let vm = candle_nn::VarMap::new();
-    let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let vb = Seeded::var_builder(&vm, SEED, &Device::Cpu);
     let hooks = if adaptir {
         let sizes = adaptir::peft::AdaptIrConfig::official(config.embed_dim, adaptir::peft::Layout::Edt);
         adaptir::model::edt::adaptir_hooks(&vb, config, sizes).unwrap()
     } else {
         Edt::no_hooks(config)
     };
-    Edt::fresh(&vm, config, hooks, DType::F32, &Device::Cpu).unwrap();
-    for var in vm.all_vars().into_iter().filter(|v| v.dtype().is_float()) {
-        var.set(&(var.as_tensor() + var.as_tensor().randn_like(0.0, 0.05).unwrap()).unwrap()).unwrap();
+    Edt::new(vb, config, hooks).unwrap();
+    let perturb = candle_nn::Init::Randn { mean: 0.0, stdev: 0.05 };
+    for (name, var) in vm.data().lock().unwrap().iter() {
+        if var.dtype().is_float() {
+            let seed = adaptir::data::seed::stem_seed(SEED + 1, name);
+            let noise = init_tensor(var.shape(), perturb, DType::F32, &Device::Cpu, seed).unwrap();
+            var.set(&(var.as_tensor() + noise).unwrap()).unwrap();
+        }
     }
     vm.save(path).unwrap();
 }
