@@ -28,7 +28,9 @@ ARGS=(pretrain --preset ipt-tiny
   --out "$RUN/backbone.safetensors" --checkpoint-every 200 --eval-every 500
   --device "${DEVICE:-cpu}")
 # --init is read only when no checkpoint exists; later runs resume, and the shipped backbone it names must not
-# change under them (the fingerprint records its sha256).
+# change under them (the fingerprint records its sha256). The run finished on 2026-12-05 and its backbone became
+# models/ipt-tiny/backbone.safetensors, so --init now names another file than the one it started from (sha256
+# 28a7cf5c..., in git history before that date): the finished checkpoint stays as the record of the run.
 case "${1:-status}" in
   start)
     if [ -f "$RUN/pid" ] && kill -0 "$(cat "$RUN/pid")" 2>/dev/null; then

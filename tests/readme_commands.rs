@@ -69,3 +69,39 @@ fn the_quick_start_commands_work_from_another_folder() {
     }
     let _ = std::fs::remove_dir_all(&cwd);
 }
+
+/// The README's training examples (`adaptir train ... --backbone models/ipt-tiny/backbone.safetensors --out
+/// T.safetensors`) are the settings of the shipped adapter `models/ipt-tiny/T.safetensors`: its metadata records
+/// the same data folder or pairs, steps, batch, learning rate and seed (issue 14: they had drifted apart).
+#[test]
+fn the_readme_training_examples_are_the_shipped_adapters_settings() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    // Shell lines joined across trailing backslashes.
+    let joined = readme.replace("\\\n", " ");
+    let examples: Vec<Vec<&str>> = joined
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|a| a.starts_with(&["adaptir", "train"]) && a.contains(&"models/ipt-tiny/backbone.safetensors"))
+        .collect();
+    assert!(examples.len() >= 2, "expected the derain and realnoise examples, found {examples:?}");
+    for args in examples {
+        let value = |flag: &str| args.iter().position(|a| *a == flag).map(|i| args[i + 1]);
+        let out = value("--out").expect("an --out");
+        let shipped = repo().join("models/ipt-tiny").join(out);
+        let meta = adaptir::peft::file::AdapterFile::load(&shipped).unwrap_or_else(|e| panic!("{out}: {e}")).meta;
+        let t = &meta.training;
+        let line = args.join(" ");
+        assert_eq!(value("--task"), Some(meta.task.as_str()), "{line}");
+        assert_eq!(value("--method"), Some(meta.method.as_str()), "{line}");
+        if let Some(d) = value("--data") {
+            assert_eq!(t["data"], d, "{line}");
+        }
+        if let Some(p) = value("--pairs") {
+            assert_eq!(t["pairs"], p, "{line}");
+        }
+        for (flag, key) in [("--steps", "steps"), ("--batch", "batch"), ("--seed", "seed")] {
+            assert_eq!(value(flag).map(|v| v.parse::<u64>().unwrap()), t[key].as_u64(), "{flag} in {line}");
+        }
+        assert_eq!(value("--lr").map(|v| v.parse::<f64>().unwrap()), t["lr"].as_f64(), "--lr in {line}");
+    }
+}
