@@ -58,6 +58,7 @@ if [ "${PART:-all}" != adapters ]; then
     if ! want $t; then continue; fi
     both Set5 $t --data $D/benchmarks/Set5/HR
     both Set14 $t --data $D/benchmarks/Set14/HR
+    both BSD100 $t --data $D/benchmarks/BSD100/HR # issue 14's targets are on Set14 and BSD100
   done
   if want lowlight; then both Kodak24 lowlight --data $D/benchmarks/Kodak24 --limit 6; fi
   if want realnoise; then both CC15 realnoise --pairs $D/paired/CC15_real_noise --limit 8; fi
