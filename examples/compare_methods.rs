@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! cargo run --release --example compare_methods -- --budget 21000 --seeds 0,1,2 --tasks lr4-noise30,derain \
-//!   --steps 500 --batch 16 --lr 5e-4 --backbone models/ipt-tiny/backbone.safetensors \
+//!   --steps 500 --batch 16 --lr 1e-2 --backbone models/ipt-tiny/backbone.safetensors \
 //!   --data ../shared/data/train/photos_hr --work models/ipt-tiny/table1 --out models/ipt-tiny/table1/TABLE1.md
 //! ```
 //! Other options: `--methods a,b,c` (default: every registered method but `full` and `pretrain`), `--bench DIR`
@@ -156,7 +156,7 @@ fn parse(argv: &[String]) -> Result<Opts> {
         .collect();
     let mut seeds: Vec<u64> = list("seeds", &get("seeds", "0,1,2"))?;
     seeds.dedup();
-    let lr: f64 = get("lr", "5e-4").parse().map_err(|_| Error::invalid("--lr expects a number"))?;
+    let lr: f64 = get("lr", "1e-2").parse().map_err(|_| Error::invalid("--lr expects a number"))?;
     if !(lr.is_finite() && lr > 0.0) {
         return Err(Error::invalid(format!("--lr must be positive, got {lr}")));
     }
