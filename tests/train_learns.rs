@@ -4,7 +4,7 @@
 //! The task is `lowlight` on the shipped backbone: its head (denoise50's) never brightens, so there is a lot to
 //! learn, and an untrained AdaptIR adds exactly zero (zero-initialised output projection), so "before" is the
 //! backbone alone. lr 1e-2 because the zero-initialised output lets only its own gradient through at first:
-//! at the shipped adapters' 5e-4 the same 60 steps barely move (docs/training.md "Why adapters barely moved").
+//! at the previous shipped adapters' 5e-4 the same 60 steps barely move (docs/training.md "Why adapters barely moved").
 //!
 //! Measured when written (2 threads): loss over the first ten steps 0.60, over the last ten 0.14; held-out
 //! patches 4.1 -> 11.6 dB; `chelsea_256` 6.90 -> 8.61 dB. The margins below are a fraction of those.
