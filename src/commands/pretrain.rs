@@ -8,7 +8,8 @@ use crate::train::pretrain::{backbone_from_checkpoint, pretrain, PretrainArgs, P
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Backbone size preset (ipt-tiny is the shipped default).
+    /// Backbone size preset: ipt-tiny (the shipped default), ipt-small, ipt-base (all six IPT tasks), or edt-tiny
+    /// (EDT, its one task: x2; also writes the `--config` for it beside --out, X.edt.json).
     #[arg(long, default_value = "ipt-tiny")]
     pub preset: String,
     /// Folder of clean training photos (not recursive); repeat for several folders. The last image by name of
@@ -47,13 +48,11 @@ pub enum PretrainOutput {
         report: PretrainReport,
         steps: usize,
         out: PathBuf,
+        /// An EDT preset's config file, written beside `out` (`--config` for train / eval / forward / export).
+        config_file: Option<PathBuf>,
     },
     /// `--export-checkpoint`: the checkpoint read, its step, the backbone written.
-    Exported {
-        checkpoint: PathBuf,
-        step: usize,
-        out: PathBuf,
-    },
+    Exported { checkpoint: PathBuf, step: usize, out: PathBuf },
 }
 
 pub fn run(a: &Args) -> Result<PretrainOutput> {
@@ -86,7 +85,9 @@ pub fn run(a: &Args) -> Result<PretrainOutput> {
         stop_after: a.run.stop_after,
         quiet: false,
     })?;
-    Ok(PretrainOutput::Trained { report, steps, out: a.out.clone() })
+    let config_file =
+        crate::backbone::EdtConfig::preset(&a.preset).map(|_| crate::train::pretrain_edt::edt_config_path(&a.out));
+    Ok(PretrainOutput::Trained { report, steps, out: a.out.clone(), config_file })
 }
 
 impl Report for PretrainOutput {
@@ -95,7 +96,7 @@ impl Report for PretrainOutput {
             PretrainOutput::Exported { checkpoint, step, out } => {
                 format!("wrote the backbone of {} (step {step}) to {}\n", checkpoint.display(), out.display())
             }
-            PretrainOutput::Trained { report: r, steps, out } => {
+            PretrainOutput::Trained { report: r, steps, out, config_file } => {
                 let mut s = format!(
                     "{} {} steps of {steps} in {:.1} s ({} parameters), held-out PSNR {}; checkpoint {}\n",
                     if r.finished { "finished:" } else { "stopped:" },
@@ -107,6 +108,9 @@ impl Report for PretrainOutput {
                 );
                 if r.finished {
                     s += &format!("wrote {}\n", out.display());
+                    if let Some(c) = config_file {
+                        s += &format!("wrote {} (its --config)\n", c.display());
+                    }
                 }
                 s
             }

@@ -14,6 +14,7 @@ pub mod eval;
 pub mod init;
 pub mod optim;
 pub mod pretrain;
+pub mod pretrain_edt;
 pub mod progress;
 pub mod runner;
 
@@ -107,9 +108,19 @@ pub fn save_backbone(
     config: &IptConfig,
     summary: &serde_json::Value,
 ) -> Result<()> {
+    save_backbone_with(path, tensors, ("ipt_config", serde_json::to_string(config).unwrap_or_default()), summary)
+}
+
+/// [`save_backbone`] with the config (as JSON text) under another metadata key (`edt_config` for EDT).
+pub fn save_backbone_with(
+    path: &Path,
+    tensors: &BTreeMap<String, Tensor>,
+    (config_key, config): (&str, String),
+    summary: &serde_json::Value,
+) -> Result<()> {
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), BACKBONE_FORMAT.to_string());
-    meta.insert("ipt_config".to_string(), serde_json::to_string(config).unwrap_or_default());
+    meta.insert(config_key.to_string(), config);
     meta.insert("training".to_string(), summary.to_string());
     let data: Vec<(String, Tensor)> = tensors.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let bytes = safetensors::tensor::serialize(data, Some(meta))

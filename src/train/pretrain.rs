@@ -12,6 +12,7 @@ use serde_json::json;
 use super::batch::{batch_tensors, Source};
 use super::checkpoint::{Checkpoint, History};
 use super::runner::{optimizer, restore_vars, run, trainable, RunSpec};
+use crate::backbone::edt::config::{EdtConfig, PRESETS as EDT_PRESETS};
 use crate::backbone::{Ipt, IptConfig};
 use crate::data::{Image, Task};
 use crate::error::{Error, Result};
@@ -60,7 +61,13 @@ pub struct PretrainReport {
 }
 
 pub fn pretrain(a: &PretrainArgs) -> Result<PretrainReport> {
-    let config = IptConfig::preset(&a.preset)?;
+    if let Some(config) = EdtConfig::preset(&a.preset) {
+        return super::pretrain_edt::pretrain_edt(a, config);
+    }
+    let config = IptConfig::preset(&a.preset).map_err(|_| {
+        let all: Vec<&str> = crate::backbone::config::PRESETS.iter().chain(EDT_PRESETS).copied().collect();
+        Error::invalid(format!("unknown backbone preset `{}`: expected one of {}", a.preset, all.join(", ")))
+    })?;
     if config.num_tasks != TASKS.len() {
         return Err(Error::invalid(format!(
             "preset `{}` has {} tasks, pre-training needs 6",
@@ -81,30 +88,15 @@ pub fn pretrain(a: &PretrainArgs) -> Result<PretrainReport> {
         None => None,
     };
     let data = data_record(&a.data);
-    let mut fingerprint = json!({
-        "command": "pretrain", "config": config, "steps": a.steps, "batch": a.batch, "lr": a.lr, "seed": a.seed,
-        "data": data,
-    });
-    // Only runs that use them record these, so the checkpoints of earlier runs still resume.
-    if !a.exclude.is_empty() {
-        fingerprint["exclude"] = json!(a.exclude);
-    }
+    let mut fingerprint = run_fingerprint(a, json!(config));
     if let Some(sha) = &init_sha {
         fingerprint["init_sha256"] = json!(sha);
     }
     let ckpt = if a.resume && ckpt_path.exists() { Some(Checkpoint::load(&ckpt_path, &fingerprint)?) } else { None };
 
-    let dirs: Vec<&Path> = a.data.iter().map(|d| d.as_path()).collect();
-    let hold: Vec<String> =
-        super::held_out_dirs(&dirs)?.into_iter().filter(|h| !a.exclude.iter().any(|x| x == h)).collect();
-    let excluded = |s: &str| a.exclude.iter().any(|x| x == s);
-    let train = Source::clean_dirs(&dirs, patch * 4, &|s: &str| !hold.iter().any(|h| h == s) && !excluded(s))?;
-    let val_src = if hold.is_empty() {
-        None
-    } else {
-        Source::clean_dirs(&dirs, patch * 4, &|s: &str| hold.iter().any(|h| h == s)).ok()
-    };
-    let val_src = val_src.as_ref().unwrap_or(&train);
+    let photos = Photos::load(a, patch)?;
+    let (train, hold) = (&photos.train, &photos.held_out);
+    let val_src = photos.val.as_ref().unwrap_or(train);
     let val: Vec<(usize, Tensor, Vec<Image>)> = TASKS
         .iter()
         .map(|(idx, _, task)| {
@@ -177,8 +169,44 @@ pub fn pretrain(a: &PretrainArgs) -> Result<PretrainReport> {
     })
 }
 
+/// The checkpoint fingerprint of a pre-training run of `config` (a resumed run must match it).
+pub(super) fn run_fingerprint(a: &PretrainArgs, config: serde_json::Value) -> serde_json::Value {
+    let mut fingerprint = json!({
+        "command": "pretrain", "config": config, "steps": a.steps, "batch": a.batch, "lr": a.lr, "seed": a.seed,
+        "data": data_record(&a.data),
+    });
+    // Only runs that use it record this, so the checkpoints of earlier runs still resume.
+    if !a.exclude.is_empty() {
+        fingerprint["exclude"] = json!(a.exclude);
+    }
+    fingerprint
+}
+
+/// The clean photos of `--data`: the training set, and the held-out photos (the last by name of each folder,
+/// less `--exclude`d stems) with their source for validation; photos are cut to `patch * 4` crops.
+pub(super) struct Photos {
+    pub train: Source,
+    pub val: Option<Source>,
+    pub held_out: Vec<String>,
+}
+
+impl Photos {
+    pub(super) fn load(a: &PretrainArgs, patch: usize) -> Result<Self> {
+        let dirs: Vec<&Path> = a.data.iter().map(|d| d.as_path()).collect();
+        let excluded = |s: &str| a.exclude.iter().any(|x| x == s);
+        let held_out: Vec<String> = super::held_out_dirs(&dirs)?.into_iter().filter(|h| !excluded(h)).collect();
+        let train = Source::clean_dirs(&dirs, patch * 4, &|s: &str| !held_out.iter().any(|h| h == s) && !excluded(s))?;
+        let val = if held_out.is_empty() {
+            None
+        } else {
+            Source::clean_dirs(&dirs, patch * 4, &|s: &str| held_out.iter().any(|h| h == s)).ok()
+        };
+        Ok(Self { train, val, held_out })
+    }
+}
+
 /// `--data` as the metadata records it: the folder for one (as before), the list for several.
-fn data_record(dirs: &[PathBuf]) -> serde_json::Value {
+pub(super) fn data_record(dirs: &[PathBuf]) -> serde_json::Value {
     match dirs {
         [one] => json!(one.display().to_string()),
         many => json!(many.iter().map(|d| d.display().to_string()).collect::<Vec<_>>()),
@@ -207,7 +235,7 @@ fn init_vars(vm: &VarMap, init: &Path, config: &IptConfig, dev: &candle_core::De
     Ok(())
 }
 
-fn vm_tensors(vm: &VarMap) -> Result<BTreeMap<String, Tensor>> {
+pub(super) fn vm_tensors(vm: &VarMap) -> Result<BTreeMap<String, Tensor>> {
     Ok(vm
         .data()
         .lock()
@@ -239,15 +267,20 @@ pub fn backbone_from_checkpoint(ckpt_path: &Path, out: &Path) -> Result<usize> {
         .and_then(|m| m.get("fingerprint"))
         .and_then(|s| serde_json::from_str(s).ok())
         .ok_or_else(|| Error::file(ckpt_path, "checkpoint has no fingerprint"))?;
+    let summary = |step: usize| {
+        json!({"from_checkpoint_step": step, "of_steps": fp["steps"],
+        "batch": fp["batch"], "lr": fp["lr"], "seed": fp["seed"], "data": fp["data"]})
+    };
+    if fp["config"]["arch"] == "edt" {
+        let config: EdtConfig = serde_json::from_value(fp["config"].clone())
+            .map_err(|e| Error::file(ckpt_path, format!("not an EDT pre-training checkpoint: {e}")))?;
+        let c = Checkpoint::load(ckpt_path, &fp)?;
+        super::pretrain_edt::write_edt_backbone(out, &c.vars, &config, &summary(c.step))?;
+        return Ok(c.step);
+    }
     let config: IptConfig = serde_json::from_value(fp["config"].clone())
         .map_err(|e| Error::file(ckpt_path, format!("not a pre-training checkpoint: {e}")))?;
     let c = Checkpoint::load(ckpt_path, &fp)?;
-    super::save_backbone(
-        out,
-        &c.vars,
-        &config,
-        &json!({"from_checkpoint_step": c.step, "of_steps": fp["steps"],
-        "batch": fp["batch"], "lr": fp["lr"], "seed": fp["seed"], "data": fp["data"]}),
-    )?;
+    super::save_backbone(out, &c.vars, &config, &summary(c.step))?;
     Ok(c.step)
 }

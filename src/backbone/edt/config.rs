@@ -151,7 +151,22 @@ fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
+/// The EDT presets `adaptir pretrain --preset` builds (docs/training.md "edt-tiny").
+pub const PRESETS: &[&str] = &["edt-tiny"];
+
 impl EdtConfig {
+    /// A named size, or `None` when the name is not an EDT preset. `edt-tiny`: the official x2 model with a small
+    /// body (two stages of 2 blocks, embed 60, 2 heads per branch: the official head width of 15 channels),
+    /// the official windows and stochastic depth; light enough to pre-train on two CPU cores.
+    pub fn preset(name: &str) -> Option<Self> {
+        match name {
+            "edt-tiny" => {
+                Some(Self { depths: vec![2, 2], num_heads: vec![2, 2], embed_dim: 60, ..Self::official("sr2") })
+            }
+            _ => None,
+        }
+    }
+
     /// The official EDT-B for `task`.
     pub fn official(task: &str) -> Self {
         Self {

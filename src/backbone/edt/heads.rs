@@ -75,7 +75,10 @@ impl ResBlockUp {
 /// matrix product over channels followed by a depth-to-space: `y[o, 2i+a, 2j+b] = sum_c x[c, i, j] w[c, o, a, b]
 /// + bias[o]`. Exact, and differentiable with the frozen-linear backward.
 struct ConvTranspose2x2 {
-    /// (out * 4, in): the official (in, out, 2, 2) weight as a linear map from channels to (o, a, b).
+    /// The official (in, out, 2, 2) weight, as loaded (a trained variable when the backbone is trained).
+    raw: Tensor,
+    /// (out * 4, in): `raw` as a linear map from channels to (o, a, b), copied once: only a frozen weight may
+    /// use it (an optimizer updates `raw` in place, not this copy).
     weight: Tensor,
     bias: Tensor,
     cout: usize,
@@ -87,13 +90,21 @@ impl ConvTranspose2x2 {
         let init = default_init(cout * 4);
         let w = vb.get_with_hints((cin, cout, 2, 2), "weight", init)?;
         let bias = vb.get_with_hints(cout, "bias", init)?;
-        Ok(Self { weight: w.reshape((cin, cout * 4))?.t()?.contiguous()?, bias, cout })
+        let weight = w.detach().reshape((cin, cout * 4))?.t()?.contiguous()?;
+        Ok(Self { raw: w, weight, bias, cout })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (n, _, h, w) = x.dims4()?;
         let o = self.cout;
-        let y = adaptir_ops::frozen::linear_t(&x.permute((0, 2, 3, 1))?, &self.weight)?; // (n, h, w, o*4)
+        let x = x.permute((0, 2, 3, 1))?;
+        let y = if self.raw.track_op() {
+            // Trained weight: candle's product, which also gives its gradient.
+            let cin = self.raw.dim(0)?;
+            x.contiguous()?.broadcast_matmul(&self.raw.reshape((cin, o * 4))?)?
+        } else {
+            adaptir_ops::frozen::linear_t(&x, &self.weight)? // (n, h, w, o*4)
+        };
         let y = y.reshape((n, h, w, o, 2, 2))?.permute((0, 3, 1, 4, 2, 5))?.reshape((n, o, 2 * h, 2 * w))?;
         y.broadcast_add(&self.bias.reshape((1, o, 1, 1))?)
     }

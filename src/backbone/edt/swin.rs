@@ -24,7 +24,10 @@ fn linear(vb: VarBuilder, cin: usize, cout: usize) -> Result<Linear> {
 /// shifted copies of the padded input, each scaled per channel. Exact, differentiable with candle's own ops, and
 /// needs no transpose to NCHW and back (the official code permutes around an `nn.Conv2d(groups=C)`).
 struct DepthwiseNhwc {
-    /// Tap (ky, kx) at `ky * k + kx`: the (C,) weights of that kernel position.
+    /// The official (C, 1, k, k) kernel, as loaded (a trained variable when the backbone is trained).
+    weight: Tensor,
+    /// Tap (ky, kx) at `ky * k + kx`: the (C,) weights of that kernel position, copied out of `weight` once.
+    /// Only a frozen kernel may use them: an optimizer updates `weight` in place, not this copy.
     taps: Vec<Tensor>,
     bias: Tensor,
     k: usize,
@@ -33,26 +36,33 @@ struct DepthwiseNhwc {
 impl DepthwiseNhwc {
     fn new(vb: VarBuilder, c: usize, k: usize) -> Result<Self> {
         let init = crate::backbone::layers::default_init(k * k);
-        let w = vb.get_with_hints((c, 1, k, k), "weight", init)?;
+        let weight = vb.get_with_hints((c, 1, k, k), "weight", init)?;
         let bias = vb.get_with_hints(c, "bias", init)?;
-        let w = w.reshape((c, k * k))?.t()?.contiguous()?;
-        let taps = (0..k * k).map(|i| w.get(i)).collect::<Result<Vec<_>>>()?;
-        Ok(Self { taps, bias, k })
+        let taps = Self::taps_of(&weight.detach(), k)?;
+        Ok(Self { weight, taps, bias, k })
+    }
+
+    fn taps_of(weight: &Tensor, k: usize) -> Result<Vec<Tensor>> {
+        let c = weight.dim(0)?;
+        let w = weight.reshape((c, k * k))?.t()?.contiguous()?;
+        (0..k * k).map(|i| w.get(i)).collect()
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // Frozen taps (inference, adapter training): the op with the one-adjoint backward.
-        if !self.taps.iter().any(|t| t.track_op()) {
+        // Frozen kernel (inference, adapter training): the op with the one-adjoint backward.
+        if !self.weight.track_op() {
             return adaptir_ops::frozen::depthwise_nhwc(x, &self.taps, self.k)?.broadcast_add(&self.bias);
         }
-        // Trained taps: candle's own graph, which also gives their gradients.
+        // Trained kernel (pre-training): taps from the variable's current values through candle's own graph,
+        // which also gives their gradients.
+        let taps = Self::taps_of(&self.weight, self.k)?;
         let (_, h, w, _) = x.dims4()?;
         let (k, p) = (self.k, self.k / 2);
         let padded = x.pad_with_zeros(1, p, p)?.pad_with_zeros(2, p, p)?;
         let mut acc: Option<Tensor> = None;
         for ky in 0..k {
             for kx in 0..k {
-                let term = padded.narrow(1, ky, h)?.narrow(2, kx, w)?.broadcast_mul(&self.taps[ky * k + kx])?;
+                let term = padded.narrow(1, ky, h)?.narrow(2, kx, w)?.broadcast_mul(&taps[ky * k + kx])?;
                 acc = Some(match acc {
                     Some(a) => (a + term)?,
                     None => term,
