@@ -1,4 +1,5 @@
-//! `adaptir pretrain`: an IPT backbone from scratch on clean photos, all tasks (`train::pretrain`); or, with
+//! `adaptir pretrain`: an IPT backbone from scratch on clean photos, all tasks (`train::pretrain`), or an EDT one
+//! for its one task (`--preset edt-tiny`, `train::pretrain_edt`); or, with
 //! `--export-checkpoint`, the backbone of an unfinished run.
 use std::path::PathBuf;
 
