@@ -31,6 +31,15 @@ fn edt_tiny_pretrains_resumes_bit_identically_and_its_output_is_adaptable() {
     let (code, _, err) = cli(&stop);
     assert_eq!(code, 0, "{err}");
     assert!(!cut.exists(), "a stopped run wrote its backbone");
+    // The backbone of the unfinished run, with its config beside it (the resumed run overwrites both).
+    let (code, _, err) = cli(&["pretrain", "--preset", "edt-tiny", "--out", s(&cut), "--export-checkpoint"]);
+    assert_eq!(code, 0, "{err}");
+    let exported = adaptir::params::StateDict::load(&cut).unwrap();
+    assert!(exported.tensors.contains_key("head_sr_x2.0.weight"), "{:?}", exported.tensors.keys());
+    assert_eq!(
+        EdtConfig::from_json_file(&root.join("cut").join("cut.edt.json")).unwrap(),
+        EdtConfig::preset("edt-tiny").unwrap()
+    );
     let mut resume = pretrain_args(s(&data), s(&cut));
     resume.push("--resume");
     let (code, _, err) = cli(&resume);
