@@ -297,8 +297,11 @@ impl ConvTranspose2x2 {
     /// As the forward: a 1x1 conv to (o, a, b) channels, then DepthToSpace (CRD: channel `o 4 + a 2 + b` goes
     /// to pixel (2i + a, 2j + b) of channel o), then the bias. Standard ops every runtime of the matrix has.
     fn lower(&self, b: &mut dyn GraphBuilder, x: &str, hint: &str) -> Result<String> {
-        let (o4, cin) = self.weight.dims2()?;
-        let w = b.constant(&format!("{hint}.weight"), &self.weight.reshape((o4, cin, 1, 1))?)?;
+        // The variable's current values (as the forward uses them), not the copy taken at construction.
+        let cin = self.raw.dim(0)?;
+        let o4 = self.cout * 4;
+        let map = self.raw.detach().reshape((cin, o4))?.t()?.contiguous()?;
+        let w = b.constant(&format!("{hint}.weight"), &map.reshape((o4, cin, 1, 1))?)?;
         let y = b.op("Conv", &[x, &w], vec![])?;
         let y = b.op("DepthToSpace", &[&y], vec![("blocksize", Attr::Int(2)), ("mode", Attr::Str("CRD".into()))])?;
         let bias = b.constant(&format!("{hint}.bias"), &self.bias.reshape((1, self.cout, 1, 1))?)?;

@@ -427,11 +427,10 @@ use crate::linear::lower_linear;
 
 impl DepthwiseNhwc {
     /// The conv of a channels-first (B, C, H, W) graph value: one grouped Conv with the official (C, 1, k, k)
-    /// kernel rebuilt from the taps.
+    /// kernel, at the variable's current values (as the forward uses them).
     fn lower_nchw(&self, b: &mut dyn GraphBuilder, x: &str, hint: &str) -> Result<String> {
         let (k, c) = (self.k, self.bias.dim(0)?);
-        let w = Tensor::stack(&self.taps, 0)?.t()?.contiguous()?.reshape((c, 1, k, k))?;
-        let w = b.constant(&format!("{hint}.weight"), &w)?;
+        let w = b.constant(&format!("{hint}.weight"), &self.weight.detach().contiguous()?)?;
         let bias = b.constant(&format!("{hint}.bias"), &self.bias)?;
         let p = (k / 2) as i64;
         b.op("Conv", &[x, &w, &bias], vec![("group", Attr::Int(c as i64)), ("pads", Attr::Ints(vec![p, p, p, p]))])
