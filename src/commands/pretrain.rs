@@ -70,7 +70,7 @@ pub fn run(a: &Args) -> Result<PretrainOutput> {
         return Err(Error::invalid("pretrain needs --data DIR and --steps N"));
     };
     let data = a.data.clone();
-    let report = pretrain(&PretrainArgs {
+    let args = PretrainArgs {
         preset: a.preset.clone(),
         data,
         exclude: a.exclude.clone(),
@@ -85,9 +85,14 @@ pub fn run(a: &Args) -> Result<PretrainOutput> {
         eval_every: a.eval_every,
         stop_after: a.run.stop_after,
         quiet: false,
-    })?;
-    let config_file =
-        crate::backbone::EdtConfig::preset(&a.preset).map(|_| crate::train::pretrain_edt::edt_config_path(&a.out));
+    };
+    // EDT presets train one task (train::pretrain_edt); the IPT ones all six (train::pretrain).
+    let edt = crate::backbone::EdtConfig::preset(&a.preset);
+    let config_file = edt.as_ref().map(|_| crate::train::edt_config_path(&a.out));
+    let report = match edt {
+        Some(config) => crate::train::pretrain_edt::pretrain_edt(&args, config)?,
+        None => pretrain(&args)?,
+    };
     Ok(PretrainOutput::Trained { report, steps, out: a.out.clone(), config_file })
 }
 

@@ -208,3 +208,24 @@ pub fn curve_path(out: &Path) -> PathBuf {
 pub fn device() -> Device {
     crate::device::current()
 }
+
+/// The config file written beside an EDT backbone: `X.safetensors` -> `X.edt.json`.
+pub fn edt_config_path(out: &Path) -> PathBuf {
+    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    out.with_file_name(format!("{stem}.edt.json"))
+}
+
+/// Write an EDT backbone (f32 tensors, config and summary in the metadata) and its config JSON beside it.
+pub fn write_edt_backbone(
+    out: &Path,
+    tensors: &BTreeMap<String, Tensor>,
+    config: &crate::backbone::EdtConfig,
+    summary: &serde_json::Value,
+) -> Result<()> {
+    let t: BTreeMap<String, Tensor> =
+        tensors.iter().map(|(k, v)| Ok((k.clone(), v.to_dtype(candle_core::DType::F32)?))).collect::<Result<_>>()?;
+    let text = serde_json::to_string(config).unwrap_or_default();
+    save_backbone_with(out, &t, ("edt_config", text.clone()), summary)?;
+    let path = edt_config_path(out);
+    Ok(crate::fsutil::write_atomic(&path, format!("{text}\n").as_bytes())?)
+}

@@ -60,10 +60,8 @@ pub struct PretrainReport {
     pub checkpoint: PathBuf,
 }
 
+/// IPT presets; `commands::pretrain` sends EDT presets to [`super::pretrain_edt`].
 pub fn pretrain(a: &PretrainArgs) -> Result<PretrainReport> {
-    if let Some(config) = EdtConfig::preset(&a.preset) {
-        return super::pretrain_edt::pretrain_edt(a, config);
-    }
     let config = IptConfig::preset(&a.preset).map_err(|_| {
         let all: Vec<&str> = crate::backbone::config::PRESETS.iter().chain(EDT_PRESETS).copied().collect();
         Error::invalid(format!("unknown backbone preset `{}`: expected one of {}", a.preset, all.join(", ")))
@@ -275,7 +273,7 @@ pub fn backbone_from_checkpoint(ckpt_path: &Path, out: &Path) -> Result<usize> {
         let config: EdtConfig = serde_json::from_value(fp["config"].clone())
             .map_err(|e| Error::file(ckpt_path, format!("not an EDT pre-training checkpoint: {e}")))?;
         let c = Checkpoint::load(ckpt_path, &fp)?;
-        super::pretrain_edt::write_edt_backbone(out, &c.vars, &config, &summary(c.step))?;
+        super::write_edt_backbone(out, &c.vars, &config, &summary(c.step))?;
         return Ok(c.step);
     }
     let config: IptConfig = serde_json::from_value(fp["config"].clone())

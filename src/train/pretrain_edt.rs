@@ -7,8 +7,6 @@
 //! Writes the state dict under the official key names (no shifted-window masks: `Edt::new` computes them) with
 //! the config in the metadata (`edt_config`), and the config beside it as `X.edt.json`, the `--config` that
 //! `train`, `eval`, `forward` and `export` take for an EDT checkpoint.
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
 use candle_nn::VarMap;
@@ -88,7 +86,7 @@ pub fn pretrain_edt(a: &PretrainArgs, config: EdtConfig) -> Result<PretrainRepor
             "data": data_record(&a.data), "exclude": a.exclude, "held_out": photos.held_out,
             "final_val_psnr": final_psnr,
         });
-        write_edt_backbone(&a.out, &vm_tensors(&vm)?, &config, &summary)?;
+        super::write_edt_backbone(&a.out, &vm_tensors(&vm)?, &config, &summary)?;
         super::progress::write_curve(&super::curve_path(&a.out), &out.history.losses(), &out.history.psnrs())?;
     }
     Ok(PretrainReport {
@@ -99,25 +97,4 @@ pub fn pretrain_edt(a: &PretrainArgs, config: EdtConfig) -> Result<PretrainRepor
         final_psnr,
         checkpoint: ckpt_path,
     })
-}
-
-/// The config file written beside an EDT backbone: `X.safetensors` -> `X.edt.json`.
-pub fn edt_config_path(out: &Path) -> PathBuf {
-    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-    out.with_file_name(format!("{stem}.edt.json"))
-}
-
-/// Write an EDT backbone (f32 tensors, config and summary in the metadata) and its config JSON beside it.
-pub fn write_edt_backbone(
-    out: &Path,
-    tensors: &BTreeMap<String, Tensor>,
-    config: &EdtConfig,
-    summary: &serde_json::Value,
-) -> Result<()> {
-    let t: BTreeMap<String, Tensor> =
-        tensors.iter().map(|(k, v)| Ok((k.clone(), v.to_dtype(candle_core::DType::F32)?))).collect::<Result<_>>()?;
-    let text = serde_json::to_string(config).unwrap_or_default();
-    super::save_backbone_with(out, &t, ("edt_config", text.clone()), summary)?;
-    let path = edt_config_path(out);
-    Ok(crate::fsutil::write_atomic(&path, format!("{text}\n").as_bytes())?)
 }
