@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Issue 17 item 3: each shipped adapter as a static INT8 file (`export --int8 --calibrate DIR`): what it costs in
-# PSNR / SSIM against the f32 model on held-out images, whether each runtime of the matrix runs it, and its ONNX
-# Runtime latency against the f32 file's (BENCHMARKS.md "INT8").
+# Issue 17 item 3: each shipped adapter as a static INT8 file (`export --int8 --calibrate DIR`) and the f32 file run
+# with OpenVINO's bf16 inference (`--precision bf16`): what each costs in PSNR / SSIM against the f32 model on
+# held-out images, whether each runtime of the matrix runs the int8 file, and the latency of each against the f32
+# file's, in ONNX Runtime (int8) and in OpenVINO (int8, bf16) (BENCHMARKS.md "INT8 and bf16").
 #
 #   bash scripts/int8_eval.sh [WORK_DIR]        (default /tmp/int8-eval; ADAPTERS, THREADS, ROUNDS in the env)
 #
@@ -43,6 +44,8 @@ for a in $ADAPTERS; do
     "$BIN" eval --adapter "$A" "${eval_data[@]}" | tail -n 1
     "$BIN" eval --adapter "$A" "${eval_data[@]}" --onnx "$WORK/$a.int8.onnx" | tail -n 1
     "$BIN" eval --adapter "$A" "${eval_data[@]}" --onnx "$WORK/$a.onnx" | tail -n 1
+    echo "-- $a: the f32 file in OpenVINO, bf16 inference"
+    "$BIN" eval --adapter "$A" "${eval_data[@]}" --onnx "$WORK/$a.onnx" --engine openvino --precision bf16 | tail -n 1
     echo "-- $a: every runtime of the matrix on patches of its calibration images"
     "$BIN" validate "$WORK/$a.int8.onnx" --adapter "$A" --images "$CAL" --runtime all --latency-runs 0 | grep -oE "^\[[a-z]+\]|psnr [0-9.]+ dB|^(PASS|FAIL).*" | paste -sd" " || true
     echo "-- $a: ONNX Runtime latency, batch 2, $THREADS threads, $ROUNDS rounds of f32 then int8 (median of 50 runs each)"
@@ -50,6 +53,15 @@ for a in $ADAPTERS; do
         f=$("$BIN" ort-latency "$WORK/$a.onnx" --golden "$WORK/$a.golden.safetensors" --threads "$THREADS" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["median_ms"])')
         q=$("$BIN" ort-latency "$WORK/$a.int8.onnx" --golden "$WORK/$a.golden.safetensors" --threads "$THREADS" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["median_ms"])')
         python3 -c "print(f'round $r: f32 {$f:.2f} ms, int8 {$q:.2f} ms, ratio {$q/$f:.3f}')"
+    done
+    echo "-- $a: OpenVINO latency, batch 2, $THREADS threads, $ROUNDS rounds of f32, bf16 inference, int8 (median of 50 runs each)"
+    ov_ms() {
+        "$BIN" validate "$@" --golden "$WORK/$a.golden.safetensors" --runtime openvino --threads "$THREADS" \
+            --latency-runs 50 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["runtimes"][0]["latency_ms"])'
+    }
+    for r in $(seq "$ROUNDS"); do
+        f=$(ov_ms "$WORK/$a.onnx"); b=$(ov_ms "$WORK/$a.onnx" --precision bf16); q=$(ov_ms "$WORK/$a.int8.onnx")
+        python3 -c "print(f'round $r: f32 {$f:.2f} ms, bf16 {$b:.2f} ms, int8 {$q:.2f} ms, ratios bf16 {$b/$f:.3f} int8 {$q/$f:.3f}')"
     done
 done
 echo "== done $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -13,7 +13,7 @@ use candle_core::{Device, Tensor};
 use onnx_support::*;
 
 fn opts() -> RunOptions {
-    RunOptions { ep: Ep::Cpu, strict_ep: false, threads: Some(1), profile: None }
+    RunOptions { ep: Ep::Cpu, strict_ep: false, threads: Some(1), ..Default::default() }
 }
 
 fn tensor(dims: &[usize], seed: u64) -> Tensor {

@@ -12,7 +12,7 @@ use adaptir::compile::ir::{Data, ElemType, Graph};
 use adaptir::restore::Tiling;
 use adaptir::runtime::engine::Runtime;
 use adaptir::runtime::restorer::{Engine, Restorer, RestorerArgs};
-use adaptir::runtime::{compare, RunOptions, Tolerance};
+use adaptir::runtime::{compare, Precision, RunOptions, Tolerance};
 use candle_core::{DType, Device, Tensor};
 use common::adaptir_cli;
 use onnx_support::{mlp, node, values};
@@ -331,4 +331,95 @@ fn restore_with_tract_equals_onnx_runtime() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--engine onnx --ep cuda"), "{err}");
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Whether this CPU computes bf16 natively (OpenVINO's CPU plugin infers in bf16 only there).
+fn cpu_has_bf16() -> bool {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    info.lines().filter(|l| l.starts_with("flags")).any(|l| l.contains("avx512_bf16") || l.contains("amx_bf16"))
+}
+
+/// `--precision bf16`: OpenVINO runs the f32 file with bf16 inference, judged by the PSNR of its difference from
+/// the f32 model (BF16_MIN_PSNR_DB); the compiled model reports bf16 (on a CPU without bf16 the load is refused,
+/// never an f32 run reported as bf16). ONNX Runtime and tract refuse it (exit 2 naming OpenVINO).
+#[test]
+fn bf16_inference_runs_in_openvino_only_and_is_judged_by_psnr() {
+    let d = dir().join("bf16");
+    std::fs::create_dir_all(&d).unwrap();
+    let adapter = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/ipt-tiny/derain.safetensors");
+    let m = d.join("derain.onnx");
+    export(&adapter, &m, &[]);
+    let (code, text, err) = adaptir_cli(&[
+        "validate",
+        s(&m),
+        "--runtime",
+        "openvino",
+        "--precision",
+        "bf16",
+        "--threads",
+        "1",
+        "--latency-runs",
+        "0",
+        "--json",
+    ]);
+    if cpu_has_bf16() || code == 0 {
+        assert_eq!(code, 0, "{text}\n{err}");
+        let v = json(&text);
+        assert_eq!(v["tolerance"]["name"], "BF16_MIN_PSNR_DB");
+        let (_, r) = &rows(&v)[0];
+        assert_eq!(r["passed"], true, "{r}");
+        let placement = r["placement"].as_str().unwrap();
+        assert!(placement.contains("inference precision bf16"), "{placement}");
+        let psnr = r["outputs"][0]["psnr_db"].as_f64().unwrap();
+        // Not the f32 file run in f32 (that is 140 dB from candle here): the products really ran in bf16.
+        assert!(psnr < 100.0, "bf16 inference {psnr} dB from f32: did OpenVINO compute in f32?");
+        eprintln!("bf16 inference in OpenVINO: {psnr:.2} dB from the f32 model, max_abs {}", r["max_abs"]);
+    } else {
+        assert_eq!(code, 1, "{text}\n{err}");
+        assert!(text.contains("without bf16 support"), "{text}");
+    }
+    for rt in ["ort", "tract"] {
+        let (code, _, err) = adaptir_cli(&["validate", s(&m), "--runtime", rt, "--precision", "bf16"]);
+        assert_eq!(code, 2, "{rt}: {err}");
+        assert!(err.contains("--precision bf16") && err.contains("OpenVINO's"), "{rt}: {err}");
+    }
+    let (code, _, err) = adaptir_cli(&["validate", s(&m), "--runtime", "openvino", "--precision", "f16"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--precision: expected `f32` or `bf16`, found `f16`"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// `restore --engine openvino` restores as ONNX Runtime does (f32, within F32 tolerance); with bf16 inference
+/// within BF16_MIN_PSNR_DB of it; the other engines refuse bf16.
+#[test]
+fn restore_with_openvino_equals_onnx_runtime_and_bf16_is_within_its_bound() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let adapter = root.join("models/ipt-tiny/derain.safetensors");
+    let image = root.join("fixtures/images/set5/butterflyx3.png");
+    let img = adaptir::commands::restore::load(&image).unwrap().rgb;
+    let tiling = Tiling { overlap: 8, batch: 4 };
+    let restore = |engine: Engine, precision: Precision| {
+        let run = RunOptions { threads: Some(1), precision, ..Default::default() };
+        let args = RestorerArgs { adapter: &adapter, backbone: None, engine, onnx: None, run };
+        let mut r = Restorer::new(&args)?;
+        let out = r.restore(&img, tiling, &mut |_| {})?;
+        Ok::<_, adaptir::Error>(Tensor::from_vec(out.data, (out.height, out.width, 3), &Device::Cpu).unwrap())
+    };
+    let onnx = restore(Engine::Onnx, Precision::F32).unwrap();
+    let ov = restore(Engine::OpenVino, Precision::F32).unwrap();
+    let c = compare("OpenVINO vs ONNX Runtime", &ov, &onnx, Tolerance::F32).unwrap();
+    eprintln!("{c}");
+    assert!(c.passed, "{c}");
+    match restore(Engine::OpenVino, Precision::Bf16) {
+        Ok(bf16) => {
+            let c = compare("OpenVINO bf16 vs ONNX Runtime f32", &bf16, &onnx, Tolerance::BF16).unwrap();
+            eprintln!("{c}");
+            assert!(c.passed, "{c}");
+        }
+        Err(e) => assert!(!cpu_has_bf16() && e.to_string().contains("without bf16 support"), "{e}"),
+    }
+    for engine in [Engine::Candle, Engine::Onnx, Engine::Tract] {
+        let e = restore(engine, Precision::Bf16).expect_err("bf16 outside OpenVINO");
+        assert!(e.to_string().contains("OpenVINO's"), "{engine}: {e}");
+    }
 }

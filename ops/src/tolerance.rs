@@ -96,6 +96,11 @@ pub const NOISE_STAT_REL: f64 = 0.02;
 /// that for every model of up to 33.7 dB (the shipped adapters measure 22-33 dB on their benchmarks).
 pub const INT8_MIN_PSNR_DB: f64 = 50.0;
 
+/// An f32 file run with bf16 inference (OpenVINO, `--precision bf16`) against the same file in f32, on the same
+/// inputs: the least PSNR (dB) of the difference. The same target and derivation as `INT8_MIN_PSNR_DB` (at most
+/// 0.1 dB lost by a model of up to 33.7 dB).
+pub const BF16_MIN_PSNR_DB: f64 = INT8_MIN_PSNR_DB;
+
 /// An `export --int8` file's PSNR against the ground truth may be at most this far below its f32 model's, on the
 /// same images (issue 17's target for the shipped adapters on Set14).
 pub const INT8_MAX_PSNR_LOSS_DB: f64 = 0.1;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::{DeviceArgs, Report};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::train::eval::{eval, eval_with, EvalArgs, EvalReport, ExternalRestore};
 
 #[derive(clap::Args, Debug)]
@@ -48,10 +48,16 @@ pub struct Args {
     pub limit: Option<usize>,
     #[command(flatten)]
     pub device: DeviceArgs,
-    /// Restore with this exported file of the adapter in ONNX Runtime (CPU) instead of candle, e.g. an
-    /// `export --int8` file, to measure what it costs against the f32 model on the same images.
+    /// Restore with this exported file of the adapter instead of candle, e.g. an `export --int8` file, to measure
+    /// what it costs against the f32 model on the same images.
     #[arg(long, value_name = "FILE", requires = "adapter")]
     pub onnx: Option<std::path::PathBuf>,
+    /// The runtime that runs --onnx: onnx (ONNX Runtime, CPU), tract or openvino.
+    #[arg(long, default_value = "onnx", requires = "onnx")]
+    pub engine: String,
+    /// With --engine openvino: f32, or bf16 (bf16 inference on the f32 file).
+    #[arg(long, default_value = "f32", requires = "onnx")]
+    pub precision: String,
 }
 
 pub struct EvalOutput {
@@ -77,16 +83,26 @@ pub fn run(a: &Args) -> Result<EvalOutput> {
     let report = match (&a.onnx, &a.adapter) {
         (Some(file), Some(adapter)) => {
             use crate::runtime::restorer::{Engine, Restorer, RestorerArgs};
+            let engine: Engine = a.engine.parse()?;
+            if engine == Engine::Candle {
+                return Err(Error::invalid("--engine: --onnx runs in onnx, tract or openvino, found `candle`"));
+            }
+            let precision: crate::runtime::Precision = a.precision.parse()?;
             let mut restorer = Restorer::new(&RestorerArgs {
                 adapter,
                 backbone: a.backbone.as_deref(),
-                engine: Engine::Onnx,
+                engine,
                 onnx: Some(file),
-                run: crate::runtime::session::RunOptions::default(),
+                run: crate::runtime::session::RunOptions { precision, ..Default::default() },
             })?;
             let mut restore =
                 |img: &crate::data::Image| restorer.restore(img, crate::restore::Tiling::default(), &mut |_| {});
-            let what = format!("ONNX file {} in ONNX Runtime", file.display());
+            let runtime = match engine {
+                Engine::Tract => "tract".to_string(),
+                Engine::OpenVino => format!("OpenVINO ({precision} inference)"),
+                _ => "ONNX Runtime".to_string(),
+            };
+            let what = format!("ONNX file {} in {runtime}", file.display());
             eval_with(&args, Some(ExternalRestore { what, restore: &mut restore }))?
         }
         _ => eval(&args)?,

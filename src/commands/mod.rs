@@ -61,12 +61,22 @@ pub struct RuntimeArgs {
     /// Threads: ONNX Runtime's intra-op threads, tract's matrix-product pool, OpenVINO's INFERENCE_NUM_THREADS.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// f32, or bf16: OpenVINO only (`--runtime openvino`), which then runs the f32 file with bf16 matrix products
+    /// on CPUs with AVX-512 BF16 or AMX; judged like an int8 file, by the PSNR of its difference from f32.
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
 }
 
 impl RuntimeArgs {
     /// The library's options (`--ep` checked), with ONNX Runtime's profile file prefix where asked.
     pub fn options(&self, profile: Option<std::path::PathBuf>) -> Result<RunOptions> {
-        Ok(RunOptions { ep: self.ep.parse()?, strict_ep: self.strict_ep, threads: self.threads, profile })
+        Ok(RunOptions {
+            ep: self.ep.parse()?,
+            strict_ep: self.strict_ep,
+            threads: self.threads,
+            profile,
+            precision: self.precision.parse()?,
+        })
     }
 }
 

@@ -28,8 +28,8 @@ pub struct Args {
     /// Output PNG (default: <input folder>/<stem>_<task>.png).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
-    /// candle, onnx (the model compiled to ONNX in memory, or --onnx FILE, run by ONNX Runtime), or tract (the
-    /// same ONNX run by tract, pure Rust: no C++ library).
+    /// candle, onnx (the model compiled to ONNX in memory, or --onnx FILE, run by ONNX Runtime), tract (the
+    /// same ONNX run by tract, pure Rust: no C++ library), or openvino (OpenVINO's CPU plugin; --precision bf16).
     #[arg(long, default_value = "candle")]
     pub engine: String,
     /// Tile side: the model's patch size.
@@ -45,10 +45,11 @@ pub struct Args {
     /// folder or in the repository of this executable).
     #[arg(long)]
     pub backbone: Option<PathBuf>,
-    /// With --engine onnx or tract: an exported file of this adapter to run instead of compiling in memory.
+    /// With --engine onnx, tract or openvino: an exported file of this adapter to run instead of compiling in
+    /// memory.
     #[arg(long)]
     pub onnx: Option<PathBuf>,
-    /// With --engine onnx or tract (--ep, --strict-ep: onnx only).
+    /// With --engine onnx, tract or openvino (--ep, --strict-ep: onnx only; --precision bf16: openvino only).
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     /// No progress bar.

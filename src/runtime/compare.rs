@@ -38,6 +38,8 @@ impl Tolerance {
     pub const F16: Tolerance = Tolerance::rel("F16_REL", tolerance::F16_REL);
     /// int8 model against its f32 model, on real images.
     pub const INT8: Tolerance = Tolerance::psnr("INT8_MIN_PSNR_DB", tolerance::INT8_MIN_PSNR_DB);
+    /// An f32 file run with bf16 inference (OpenVINO) against its f32 reference.
+    pub const BF16: Tolerance = Tolerance::psnr("BF16_MIN_PSNR_DB", tolerance::BF16_MIN_PSNR_DB);
 
     /// The absolute bound for a reference whose largest magnitude is `ref_max_abs`.
     pub fn absolute_bound(&self, ref_max_abs: f64) -> f64 {

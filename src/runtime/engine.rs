@@ -1,5 +1,5 @@
 //! One interface over the runtimes of the matrix (`validate --runtime`): ONNX Runtime ([`Session`], on its
-//! execution provider), tract ([`TractModel`], pure Rust) and OpenVINO ([`OpenVinoModel`], CPU, f32 hint). Open
+//! execution provider), tract ([`TractModel`], pure Rust) and OpenVINO ([`OpenVinoModel`], CPU, f32 or bf16 hint). Open
 //! one on a file with fixed input shapes, run it, read where it placed the model, time it.
 use std::path::Path;
 use std::time::Instant;
@@ -88,8 +88,13 @@ impl Engine {
     ) -> Result<Engine> {
         Ok(match runtime {
             Runtime::Ort => Engine::Ort(Box::new(Session::new(path, opts)?)),
-            Runtime::Tract => Engine::Tract(TractModel::load(path, input_shapes, opts.threads)?),
-            Runtime::OpenVino => Engine::OpenVino(OpenVinoModel::load(path, input_shapes, opts.threads)?),
+            Runtime::Tract => {
+                opts.precision.refuse_unless_f32("tract")?;
+                Engine::Tract(TractModel::load(path, input_shapes, opts.threads)?)
+            }
+            Runtime::OpenVino => {
+                Engine::OpenVino(OpenVinoModel::load(path, input_shapes, opts.threads, opts.precision)?)
+            }
         })
     }
 

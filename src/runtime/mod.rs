@@ -21,4 +21,4 @@ pub mod validate;
 pub use checker::check_model;
 pub use compare::{compare, Comparison, Tolerance};
 pub use library::{locate, runtime, Located, Search, Source, INSTALL_COMMAND, ORT_VERSION};
-pub use session::{parse_placements, Ep, RunOptions, Session};
+pub use session::{parse_placements, Ep, Precision, RunOptions, Session};

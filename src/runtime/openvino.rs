@@ -15,8 +15,10 @@
 //! (`openvino/include/openvino/c/`), so every call and enum matches the library.
 //!
 //! Precision: OpenVINO's CPU plugin infers in bf16 by default where the CPU has it, which is not the model the
-//! user exported (1e-2 errors on the derain export); the device is compiled with `INFERENCE_PRECISION_HINT=f32`,
-//! and the compiled model's own value of that property is reported as placement, so the hint is checked.
+//! user exported (1e-2 errors on the derain export); the device is compiled with `INFERENCE_PRECISION_HINT=f32`
+//! unless bf16 is asked for (`--precision bf16`: the same file, its products in bf16, judged by PSNR like an int8
+//! file), and the compiled model's own value of that property is reported as placement and checked against the
+//! request: a CPU that cannot run bf16 is an error, never an f32 run reported as bf16.
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -25,6 +27,7 @@ use candle_core::{DType, Device, Tensor};
 use openvino::{Core, DeviceType, ElementType, PropertyKey, RwPropertyKey};
 
 use super::library::Search;
+use super::session::Precision;
 use super::tract::panic_text;
 use crate::error::{Error, Result};
 
@@ -158,16 +161,21 @@ fn ov(e: openvino::InferenceError) -> String {
 
 impl OpenVinoModel {
     /// Load an ONNX file with every graph input fixed to its shape in `input_shapes` (by name), with
-    /// `INFERENCE_NUM_THREADS` = `threads` (None: OpenVINO's default, every core).
+    /// `INFERENCE_NUM_THREADS` = `threads` (None: OpenVINO's default, every core), inferring in `precision`.
     /// External data (`export --out-dir`) is checked against its recorded size and sha256 first, and such a model
     /// is read from its path (OpenVINO resolves external data relative to the model's folder, not from bytes).
-    pub fn load(path: &Path, input_shapes: &[(String, Vec<usize>)], threads: Option<usize>) -> Result<Self> {
+    pub fn load(
+        path: &Path,
+        input_shapes: &[(String, Vec<usize>)],
+        threads: Option<usize>,
+        precision: Precision,
+    ) -> Result<Self> {
         let bytes = crate::compile::onnx::read_bytes(path)?;
         let m = crate::compile::onnx::decode_model(&bytes, path)?;
         if crate::compile::onnx::external::check(&m, path)?.is_some() {
-            return Self::open(Source::File(path), path, input_shapes, threads);
+            return Self::open(Source::File(path), path, input_shapes, threads, precision);
         }
-        Self::open(Source::Bytes(&bytes), path, input_shapes, threads)
+        Self::open(Source::Bytes(&bytes), path, input_shapes, threads, precision)
     }
 
     /// Load a model from its ONNX bytes; `name` names it in errors. A model with external data needs
@@ -177,8 +185,9 @@ impl OpenVinoModel {
         name: &Path,
         input_shapes: &[(String, Vec<usize>)],
         threads: Option<usize>,
+        precision: Precision,
     ) -> Result<Self> {
-        Self::open(Source::Bytes(bytes), name, input_shapes, threads)
+        Self::open(Source::Bytes(bytes), name, input_shapes, threads, precision)
     }
 
     fn open(
@@ -186,6 +195,7 @@ impl OpenVinoModel {
         name: &Path,
         input_shapes: &[(String, Vec<usize>)],
         threads: Option<usize>,
+        precision: Precision,
     ) -> Result<Self> {
         if threads == Some(0) {
             return Err(Error::invalid("--threads: expected at least 1, found 0"));
@@ -195,7 +205,7 @@ impl OpenVinoModel {
         let loaded = guarded(|| {
             let mut core = Core::new().map_err(|e| e.to_string())?;
             let cpu = DeviceType::CPU;
-            core.set_property(&cpu, &RwPropertyKey::HintInferencePrecision, "f32").map_err(ov)?;
+            core.set_property(&cpu, &RwPropertyKey::HintInferencePrecision, precision.as_str()).map_err(ov)?;
             if let Some(n) = threads {
                 core.set_property(&cpu, &RwPropertyKey::InferenceNumThreads, &n.to_string()).map_err(ov)?;
             }
@@ -224,10 +234,16 @@ impl OpenVinoModel {
             let mut compiled = core.compile_model(&model, cpu).map_err(ov)?;
             let prop =
                 |k: PropertyKey| compiled.get_property(&k).map(|v| v.into_owned()).unwrap_or_else(|_| "?".into());
+            let compiled_precision = prop(PropertyKey::Rw(RwPropertyKey::HintInferencePrecision));
+            if !compiled_precision.eq_ignore_ascii_case(precision.as_str()) {
+                return Err(format!(
+                    "asked to infer in {precision}, OpenVINO compiled the model for `{compiled_precision}` (a CPU \
+                     without bf16 support runs f32; run with --precision f32)"
+                ));
+            }
             let placement = format!(
-                "{} (inference precision {}, threads {})",
+                "{} (inference precision {compiled_precision}, threads {})",
                 prop(PropertyKey::Other("EXECUTION_DEVICES".into())),
-                prop(PropertyKey::Rw(RwPropertyKey::HintInferencePrecision)),
                 prop(PropertyKey::Rw(RwPropertyKey::InferenceNumThreads)),
             );
             let request = compiled.create_infer_request().map_err(ov)?;

@@ -5,7 +5,8 @@
 //! * `onnx`: the same model compiled to ONNX in memory (the lowering and passes of `adaptir export`, default
 //!   options) or an exported file given with `--onnx` (checked against the adapter by sha256), run by ONNX
 //!   Runtime on the chosen execution provider;
-//! * `tract`: the same ONNX (in memory or `--onnx`) run by tract, in process: no C++ library at all.
+//! * `tract`: the same ONNX (in memory or `--onnx`) run by tract, in process: no C++ library at all;
+//! * `openvino`: the same ONNX run by OpenVINO's CPU plugin, in f32 or (`--precision bf16`) with bf16 inference.
 //!
 //! A whole-image export (`export --whole-image`) takes the image whole: the tiling is in its graph. The command,
 //! with its image policy, is `commands::restore`.
@@ -15,8 +16,9 @@ use std::path::{Path, PathBuf};
 use adaptir_ops::graph::FftLowering;
 use candle_core::{DType, Device, Tensor};
 
+use super::openvino::OpenVinoModel;
 use super::tract::TractModel;
-use super::{RunOptions, Session};
+use super::{Precision, RunOptions, Session};
 use crate::backbone::config::task_index;
 use crate::backbone::Ipt;
 use crate::compile::export::image_to_nchw;
@@ -34,6 +36,7 @@ pub enum Engine {
     Candle,
     Onnx,
     Tract,
+    OpenVino,
 }
 
 impl std::str::FromStr for Engine {
@@ -43,7 +46,10 @@ impl std::str::FromStr for Engine {
             "candle" => Ok(Engine::Candle),
             "onnx" => Ok(Engine::Onnx),
             "tract" => Ok(Engine::Tract),
-            other => Err(Error::invalid(format!("--engine: expected `candle`, `onnx` or `tract`, found `{other}`"))),
+            "openvino" => Ok(Engine::OpenVino),
+            other => Err(Error::invalid(format!(
+                "--engine: expected `candle`, `onnx`, `tract` or `openvino`, found `{other}`"
+            ))),
         }
     }
 }
@@ -54,6 +60,7 @@ impl std::fmt::Display for Engine {
             Engine::Candle => "candle",
             Engine::Onnx => "onnx",
             Engine::Tract => "tract",
+            Engine::OpenVino => "openvino",
         })
     }
 }
@@ -66,14 +73,15 @@ pub struct Restorer {
     pub scale: usize,
     pub engine: Engine,
     session: Option<Session>,
-    tract: Option<TractBatches>,
+    /// tract or OpenVINO: engines that fix the input shape when they load.
+    fixed: Option<FixedShapeBatches>,
     /// Set when the given `--onnx` file is a whole-image export: the tiling is in the graph.
     whole_image: Option<WholeImageFile>,
 }
 
 /// What `restore` needs to know of a whole-image export (`export --whole-image`): its tiling and tile bound, and
-/// its name (tract, which fixes the image size when it optimises, builds one model per image from the bytes it
-/// keeps in `TractBatches`).
+/// its name (tract and OpenVINO, which fix the image size when they load, build one model per image from the bytes
+/// kept in `FixedShapeBatches`).
 struct WholeImageFile {
     overlap: usize,
     max_tiles: usize,
@@ -93,31 +101,61 @@ fn whole_image_meta(metadata: &BTreeMap<String, String>, file: &Path) -> Result<
     Ok(Some((num("tile_overlap")?, num("whole_image_max_tiles")?)))
 }
 
-/// tract fixes input shapes when it optimises a model: one optimised model per batch size met (the full batch
-/// and the last, smaller one), made from the same ONNX bytes.
-struct TractBatches {
+/// tract (when it optimises) and OpenVINO (when it compiles) fix input shapes: one model per batch size met (the
+/// full batch and the last, smaller one), made from the same ONNX bytes.
+struct FixedShapeBatches {
+    engine: Engine,
     bytes: Vec<u8>,
     name: PathBuf,
     threads: Option<usize>,
-    models: Vec<(usize, TractModel)>,
+    precision: Precision,
+    models: Vec<(usize, FixedShapeModel)>,
 }
 
-impl TractBatches {
+enum FixedShapeModel {
+    Tract(TractModel),
+    OpenVino(OpenVinoModel),
+}
+
+impl FixedShapeBatches {
+    /// Load the model for inputs of `shapes` (the file's one input).
+    fn load(&self, shapes: &[(String, Vec<usize>)]) -> Result<FixedShapeModel> {
+        Ok(match self.engine {
+            Engine::OpenVino => FixedShapeModel::OpenVino(OpenVinoModel::from_memory(
+                &self.bytes,
+                &self.name,
+                shapes,
+                self.threads,
+                self.precision,
+            )?),
+            _ => FixedShapeModel::Tract(TractModel::from_memory(&self.bytes, &self.name, shapes, self.threads)?),
+        })
+    }
+
     fn run(&mut self, x: &Tensor) -> Result<Tensor> {
         let n = x.dims().first().copied().unwrap_or(0);
         let i = match self.models.iter().position(|(b, _)| *b == n) {
             Some(i) => i,
             None => {
-                let shapes = [("input".to_string(), x.dims().to_vec())];
-                self.models.push((n, TractModel::from_memory(&self.bytes, &self.name, &shapes, self.threads)?));
+                let model = self.load(&[("input".to_string(), x.dims().to_vec())])?;
+                self.models.push((n, model));
                 self.models.len() - 1
             }
         };
-        let mut out = self.models[i].1.run(&[("input", x.clone())])?;
+        let mut out = self.models[i].1.run("input", x)?;
         if out.is_empty() {
-            return Err(Error::file(&self.name, "tract returned no output"));
+            return Err(Error::file(&self.name, format!("{} returned no output", self.engine)));
         }
         Ok(out.swap_remove(0).1)
+    }
+}
+
+impl FixedShapeModel {
+    fn run(&self, input: &str, x: &Tensor) -> Result<Vec<(String, Tensor)>> {
+        match self {
+            FixedShapeModel::Tract(m) => m.run(&[(input, x.clone())]),
+            FixedShapeModel::OpenVino(m) => m.run(&[(input, x.clone())]),
+        }
     }
 }
 
@@ -160,7 +198,7 @@ pub struct RestorerArgs<'a> {
     /// Default: found by `crate::model`'s rule (beside the adapter, then under models/).
     pub backbone: Option<&'a Path>,
     pub engine: Engine,
-    /// With the onnx or tract engine: run this exported file instead of compiling in memory.
+    /// With the onnx, tract or openvino engine: run this exported file instead of compiling in memory.
     pub onnx: Option<&'a Path>,
     pub run: RunOptions,
 }
@@ -187,7 +225,10 @@ impl Restorer {
             )));
         }
         if args.engine == Engine::Candle && args.onnx.is_some() {
-            return Err(Error::invalid("--onnx needs --engine onnx or --engine tract"));
+            return Err(Error::invalid("--onnx needs --engine onnx, tract or openvino"));
+        }
+        if args.engine != Engine::OpenVino {
+            args.run.precision.refuse_unless_f32(&format!("the {} engine", args.engine))?;
         }
         // The ONNX bytes for the onnx and tract engines: the given export, or the model compiled in memory.
         let name = match args.onnx {
@@ -211,7 +252,7 @@ impl Restorer {
                 Some(crate::compile::onnx::to_bytes(&g, env!("CARGO_PKG_VERSION"))?)
             }
         };
-        let (mut session, mut tract) = (None, None);
+        let (mut session, mut fixed) = (None, None);
         let whole_image = match (whole, &bytes) {
             (Some((overlap, max_tiles)), Some(_)) => Some(WholeImageFile { overlap, max_tiles, name: name.clone() }),
             _ => None,
@@ -220,15 +261,31 @@ impl Restorer {
             // ONNX Runtime reads external data from the model's folder only when given the path (checked above).
             (Engine::Onnx, Some(_)) if external => session = Some(Session::new(&name, &args.run)?),
             (Engine::Onnx, Some(bytes)) => session = Some(Session::from_memory(&bytes, &name, &args.run)?),
-            (Engine::Tract, Some(bytes)) => {
+            (Engine::Tract | Engine::OpenVino, Some(bytes)) => {
                 if args.run.threads == Some(0) {
                     return Err(Error::invalid("--threads: expected at least 1, found 0"));
                 }
-                tract = Some(TractBatches { bytes, name, threads: args.run.threads, models: Vec::new() });
+                if external && args.engine == Engine::OpenVino {
+                    return Err(Error::file(
+                        &name,
+                        "an export with external data (`export --out-dir`) runs with --engine onnx or tract here",
+                    ));
+                }
+                if args.engine == Engine::OpenVino {
+                    super::openvino::load_library()?;
+                }
+                fixed = Some(FixedShapeBatches {
+                    engine: args.engine,
+                    bytes,
+                    name,
+                    threads: args.run.threads,
+                    precision: args.run.precision,
+                    models: Vec::new(),
+                });
             }
             _ => {}
         }
-        Ok(Restorer { model, task, task_name, scale, engine: args.engine, session, tract, whole_image })
+        Ok(Restorer { model, task, task_name, scale, engine: args.engine, session, fixed, whole_image })
     }
 
     /// The model's tile side (its patch size).
@@ -244,10 +301,10 @@ impl Restorer {
         }
         let (p, s, task) = (self.tile(), self.scale, self.task);
         let model = &self.model;
-        let (session, tract) = (&mut self.session, &mut self.tract);
+        let (session, fixed) = (&mut self.session, &mut self.fixed);
         let mut done = 0usize;
         let mut f = |x: &Tensor| -> Result<Tensor> {
-            let y = match (session.as_mut(), tract.as_mut()) {
+            let y = match (session.as_mut(), fixed.as_mut()) {
                 (Some(sess), _) => {
                     let mut out = sess.run(&[("input", x.clone())])?;
                     if out.is_empty() {
@@ -300,13 +357,10 @@ impl Restorer {
             ));
         }
         let x = image_to_nchw(img)?;
-        let mut out = match (self.session.as_mut(), self.tract.as_ref()) {
+        let mut out = match (self.session.as_mut(), self.fixed.as_ref()) {
             (Some(sess), _) => sess.run(&[("image", x)])?,
-            (None, Some(t)) => {
-                let shapes = [("image".to_string(), x.dims().to_vec())];
-                TractModel::from_memory(&t.bytes, &t.name, &shapes, t.threads)?.run(&[("image", x)])?
-            }
-            _ => return Err(Error::invalid("a whole-image export runs with --engine onnx or --engine tract")),
+            (None, Some(f)) => f.load(&[("image".to_string(), x.dims().to_vec())])?.run("image", &x)?,
+            _ => return Err(Error::invalid("a whole-image export runs with --engine onnx, tract or openvino")),
         };
         if out.is_empty() {
             return Err(Error::file(&w.name, "the runtime returned no output"));

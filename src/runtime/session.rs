@@ -60,6 +60,55 @@ impl std::str::FromStr for Ep {
     }
 }
 
+/// The precision a runtime computes in. `Bf16` is OpenVINO's CPU plugin running an f32 file with bf16 inference
+/// (`INFERENCE_PRECISION_HINT=bf16`: its matrix products and convolutions in bf16 on CPUs with AVX-512 BF16 or
+/// AMX); ONNX Runtime and tract run the file's own precision only and refuse it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    /// The command-line spelling, which is also OpenVINO's hint value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// bf16 is OpenVINO's alone: a runtime that computes in the file's own precision refuses it rather than run
+    /// f32 and report it as bf16.
+    pub fn refuse_unless_f32(self, runtime: &str) -> Result<()> {
+        if self == Precision::F32 {
+            return Ok(());
+        }
+        Err(Error::invalid(format!(
+            "--precision {self}: {runtime} computes in the file's own precision; bf16 inference on an f32 file is \
+             OpenVINO's (validate --runtime openvino, restore / eval --engine openvino)"
+        )))
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            other => Err(Error::invalid(format!("--precision: expected `f32` or `bf16`, found `{other}`"))),
+        }
+    }
+}
+
 /// How to build a session.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunOptions {
@@ -74,6 +123,8 @@ pub struct RunOptions {
     /// Write ONNX Runtime's per-node profile (chrome-tracing JSON) to a file starting with this path;
     /// [`Session::end_profiling`] closes it and says which file it is.
     pub profile: Option<PathBuf>,
+    /// The precision to compute in: `Bf16` only in OpenVINO (the other runtimes refuse it).
+    pub precision: Precision,
 }
 
 /// A loaded model.
@@ -205,6 +256,7 @@ impl Session {
     }
 
     fn load(model: Model, name: &Path, opts: &RunOptions) -> Result<Session> {
+        opts.precision.refuse_unless_f32("ONNX Runtime")?;
         let placements: Placements = Arc::default();
         let mut b = builder(opts, &placements, name)?;
         let committed = match model {

@@ -572,9 +572,11 @@ pub fn validate(args: &ValidateArgs) -> Result<ValidateReport> {
     }
     let g = crate::compile::onnx::read(args.model)?;
     let precision = g.metadata.get("precision").cloned().unwrap_or_else(|| "fp32".into());
+    let bf16 = args.run.precision == crate::runtime::Precision::Bf16;
     let tolerance = match precision.as_str() {
         "fp16" => Tolerance::F16,
         "int8" => Tolerance::INT8,
+        _ if bf16 => Tolerance::BF16,
         _ => Tolerance::F32,
     };
     if precision == "int8" && args.images.is_none() && args.golden.is_none() {
@@ -609,7 +611,7 @@ pub fn validate(args: &ValidateArgs) -> Result<ValidateReport> {
             Err((loaded, e)) => (failed_row(rt, loaded, e.to_string()), Vec::new()),
         };
         // The peer check, for f32 files whose fixed-bound comparison failed (the model has one input and output).
-        if let (Some(m), "fp32", [(_, x)]) = (&f64_model, precision.as_str(), inputs.as_slice()) {
+        if let (Some(m), "fp32", false, [(_, x)]) = (&f64_model, precision.as_str(), bf16, inputs.as_slice()) {
             if exact.is_none() && row.outputs.iter().any(|o| !o.comparison.passed) {
                 exact = Some(m.forward(x)?);
             }
