@@ -55,9 +55,11 @@ for a in $ADAPTERS; do
         python3 -c "print(f'round $r: f32 {$f:.2f} ms, int8 {$q:.2f} ms, ratio {$q/$f:.3f}')"
     done
     echo "-- $a: OpenVINO latency, batch 2, $THREADS threads, $ROUNDS rounds of f32, bf16 inference, int8 (median of 50 runs each)"
+    # Timed on the golden's seeded inputs: the int8 file's FAIL there (noise lies outside its calibrated ranges;
+    # it is judged on real images above) does not change its latency.
     ov_ms() {
-        "$BIN" validate "$@" --golden "$WORK/$a.golden.safetensors" --runtime openvino --threads "$THREADS" \
-            --latency-runs 50 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["runtimes"][0]["latency_ms"])'
+        { "$BIN" validate "$@" --golden "$WORK/$a.golden.safetensors" --runtime openvino --threads "$THREADS" \
+            --latency-runs 50 --json || true; } | python3 -c 'import json,sys; print(json.load(sys.stdin)["runtimes"][0]["latency_ms"])'
     }
     for r in $(seq "$ROUNDS"); do
         f=$(ov_ms "$WORK/$a.onnx"); b=$(ov_ms "$WORK/$a.onnx" --precision bf16); q=$(ov_ms "$WORK/$a.int8.onnx")
