@@ -1,0 +1,73 @@
+"""Denormal f32 values in an exported file, run by ONNX Runtime (CPU): where they appear, and what they cost.
+
+BENCHMARKS.md "INT8 and bf16": ORT's f32 latency differed between adapters whose graphs have the same shape. This
+times each file with ONNX Runtime's `session.set_denormal_as_zero` off and on (interleaved, 2 threads, median of
+30 runs, on the golden's inputs), and lists the tensors that hold denormals (every node output made a graph output,
+graph optimisations off, one run).
+
+    .venv/bin/python scripts/ort_denormals.py WORK_DIR NAME [NAME ...]
+
+WORK_DIR holds NAME.onnx and NAME.golden.safetensors (as scripts/int8_eval.sh writes them: /tmp/int8-eval).
+Needs the `onnxruntime` and `onnx` packages of .venv (scripts/setup-ort.sh).
+"""
+import collections, json, struct, sys, time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+
+def load_safetensors(path):
+    b = open(path, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    header, data = json.loads(b[8 : 8 + n]), b[8 + n :]
+    dtypes = {"F32": np.float32, "F64": np.float64}
+    return {k: np.frombuffer(data[v["data_offsets"][0] : v["data_offsets"][1]], dtype=dtypes[v["dtype"]]).reshape(v["shape"])
+            for k, v in header.items() if k != "__metadata__"}
+
+
+def median_ms(path, x, daz):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    so.add_session_config_entry("session.set_denormal_as_zero", daz)
+    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    feed = {s.get_inputs()[0].name: x}
+    s.run(None, feed)
+    t = []
+    for _ in range(30):
+        t0 = time.perf_counter()
+        s.run(None, feed)
+        t.append(time.perf_counter() - t0)
+    return float(np.median(t)) * 1e3
+
+
+def denormal_tensors(path, x):
+    m = onnx.load(path)
+    have = {v.name for v in m.graph.output}
+    for n in m.graph.node:
+        for o in n.output:
+            if o and o not in have:
+                m.graph.output.append(onnx.ValueInfoProto(name=o))
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    s = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    outs = s.run(None, {s.get_inputs()[0].name: x})
+    tiny = np.finfo(np.float32).tiny
+    found = collections.Counter()
+    for meta, v in zip(s.get_outputs(), outs):
+        if isinstance(v, np.ndarray) and v.dtype == np.float32 and v.size:
+            c = int(((np.abs(v) > 0) & (np.abs(v) < tiny)).sum())
+            if c:
+                found[meta.name] = c
+    return found
+
+
+work = sys.argv[1]
+for name in sys.argv[2:]:
+    path = f"{work}/{name}.onnx"
+    x = load_safetensors(f"{work}/{name}.golden.safetensors")["input"].astype(np.float32)
+    times = [(daz, median_ms(path, x, daz)) for daz in ["0", "1", "0", "1"]]
+    print(f"{name} {tuple(x.shape)}: " + ", ".join(f"denormal_as_zero={d} {ms:.2f} ms" for d, ms in times))
+    found = denormal_tensors(path, x)
+    print(f"  {sum(found.values())} denormal values in {len(found)} tensors" +
+          "".join(f"\n  {c} in {t}" for t, c in found.most_common(10)))
