@@ -3,7 +3,7 @@
 BENCHMARKS.md "INT8 and bf16": ORT's f32 latency differed between adapters whose graphs have the same shape. This
 times each file with ONNX Runtime's `session.set_denormal_as_zero` off and on, and a copy of the file whose
 Softmax outputs below f32's smallest normal are set to 0 in the graph (Less + Where after every Softmax; same outputs)
-(interleaved, 2 threads, median of 30 runs, on the golden's inputs), and lists the tensors that hold denormals (every node output made a graph output,
+(interleaved, each timing in a process of its own, 2 threads, median of 30 runs, on the golden's inputs), and lists the tensors that hold denormals (every node output made a graph output,
 graph optimisations off, one run).
 
     .venv/bin/python scripts/ort_denormals.py WORK_DIR NAME [NAME ...]
@@ -11,7 +11,7 @@ graph optimisations off, one run).
 WORK_DIR holds NAME.onnx and NAME.golden.safetensors (as scripts/int8_eval.sh writes them: /tmp/int8-eval).
 Needs the `onnxruntime` and `onnx` packages of .venv (scripts/setup-ort.sh).
 """
-import collections, json, struct, sys, time
+import collections, json, struct, subprocess, sys, time
 
 import numpy as np
 import onnx
@@ -28,7 +28,16 @@ def load_safetensors(path):
             for k, v in header.items() if k != "__metadata__"}
 
 
-def median_ms(path, x, daz):
+def median_ms(path, golden, daz):
+    """Time `path` in a process of its own: ONNX Runtime sets `session.set_denormal_as_zero` on the calling thread
+    for a process's first session only (its pool threads get it per session), so sessions with and without it in
+    one process would leave the calling thread unflushed."""
+    out = subprocess.run([sys.executable, __file__, "--time", path, golden, daz], check=True, capture_output=True, text=True)
+    return float(out.stdout)
+
+
+def time_one(path, golden, daz):
+    x = load_safetensors(golden)["input"].astype(np.float32)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
     so.add_session_config_entry("session.set_denormal_as_zero", daz)
@@ -85,13 +94,16 @@ def denormal_tensors(path, x):
     return found
 
 
+if sys.argv[1] == "--time":
+    print(time_one(*sys.argv[2:5]))
+    sys.exit(0)
 work = sys.argv[1]
 for name in sys.argv[2:]:
-    path = f"{work}/{name}.onnx"
-    x = load_safetensors(f"{work}/{name}.golden.safetensors")["input"].astype(np.float32)
+    path, golden = f"{work}/{name}.onnx", f"{work}/{name}.golden.safetensors"
+    x = load_safetensors(golden)["input"].astype(np.float32)
     flushed = flushed_copy(path)
     runs = [("file", path, "0"), ("DAZ", path, "1"), ("flushed in graph", flushed, "0")] * 2
-    times = [(label, median_ms(p, x, daz)) for label, p, daz in runs]
+    times = [(label, median_ms(p, golden, daz)) for label, p, daz in runs]
     print(f"{name} {tuple(x.shape)}: " + ", ".join(f"{label} {ms:.2f} ms" for label, ms in times))
     found = denormal_tensors(path, x)
     print(f"  {sum(found.values())} denormal values in {len(found)} tensors" +

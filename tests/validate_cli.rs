@@ -270,6 +270,25 @@ fn ort_latency_profiles_the_export_per_part() {
     assert!(err.contains("--profile: the folder") && err.contains("does not exist"), "{err}");
 }
 
+/// `--denormal-as-zero` is ONNX Runtime's: `ort-latency` and `validate` take it and say so; tract and OpenVINO
+/// refuse it before any run (its effect on the values is `tests/denormal_as_zero.rs`).
+#[test]
+fn denormal_as_zero_runs_in_onnx_runtime_and_the_other_runtimes_refuse_it() {
+    let (_, _, m, g) = files();
+    let (code, text, err) =
+        adaptir_cli(&["ort-latency", s(&m), "--golden", s(&g), "--threads", "1", "--iters", "2", "--denormal-as-zero"]);
+    assert_eq!(code, 0, "{text}\n{err}");
+    assert!(text.contains("denormals flushed to zero"), "{text}");
+    let (code, text, err) = adaptir_cli(&["validate", s(&m), "--golden", s(&g), "--denormal-as-zero"]);
+    assert_eq!(code, 0, "{text}\n{err}");
+    for runtime in ["tract", "openvino", "all"] {
+        let (code, _, err) =
+            adaptir_cli(&["validate", s(&m), "--golden", s(&g), "--runtime", runtime, "--denormal-as-zero"]);
+        assert_eq!(code, 2, "{runtime}: {err}");
+        assert!(err.contains("--denormal-as-zero: an ONNX Runtime session option"), "{runtime}: {err}");
+    }
+}
+
 #[test]
 fn bad_input_exits_2_and_says_what_to_do() {
     let (w, a, m, g) = files();

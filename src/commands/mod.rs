@@ -65,6 +65,10 @@ pub struct RuntimeArgs {
     /// on CPUs with AVX-512 BF16 or AMX; judged like an int8 file, by the PSNR of its difference from f32.
     #[arg(long, default_value = "f32")]
     pub precision: String,
+    /// ONNX Runtime only: flush f32 denormals to zero in its threads (`session.set_denormal_as_zero`), which
+    /// spares the CPU kernels the slow path of underflowing attention probabilities (BENCHMARKS.md).
+    #[arg(long)]
+    pub denormal_as_zero: bool,
 }
 
 impl RuntimeArgs {
@@ -76,6 +80,7 @@ impl RuntimeArgs {
             threads: self.threads,
             profile,
             precision: self.precision.parse()?,
+            denormal_as_zero: self.denormal_as_zero,
         })
     }
 }

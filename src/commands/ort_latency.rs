@@ -54,9 +54,10 @@ impl Report for LatencyOutput {
             ),
             None => String::new(),
         };
+        let daz = if r.denormal_as_zero { ", denormals flushed to zero" } else { "" };
         let mut s = format!(
             "{} on {}: median {:.3} ms, mean {:.3} ms, min {:.3} ms over {} runs (after {} warm-up), inputs {:?}, \
-             nodes {:?}{profile}",
+             nodes {:?}{daz}{profile}",
             r.model, r.ep, r.median_ms, r.mean_ms, r.min_ms, r.iters, r.warmup, r.input_shapes, r.nodes_by_ep
         );
         s.push('\n');

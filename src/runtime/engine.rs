@@ -90,9 +90,11 @@ impl Engine {
             Runtime::Ort => Engine::Ort(Box::new(Session::new(path, opts)?)),
             Runtime::Tract => {
                 opts.precision.refuse_unless_f32("tract")?;
+                opts.refuse_denormal_as_zero("tract")?;
                 Engine::Tract(TractModel::load(path, input_shapes, opts.threads)?)
             }
             Runtime::OpenVino => {
+                opts.refuse_denormal_as_zero("OpenVINO")?;
                 Engine::OpenVino(OpenVinoModel::load(path, input_shapes, opts.threads, opts.precision)?)
             }
         })

@@ -19,6 +19,8 @@ pub struct Latency {
     pub mean_ms: f64,
     pub median_ms: f64,
     pub min_ms: f64,
+    /// `RunOptions::denormal_as_zero`: the runs flushed f32 denormals to zero (`--denormal-as-zero`).
+    pub denormal_as_zero: bool,
     /// With `RunOptions::profile`: the profile file and its kernel time per part of the model.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<Profile>,
@@ -82,6 +84,7 @@ pub fn latency(model: &Path, golden: &Path, opts: &RunOptions, warmup: usize, it
         mean_ms,
         median_ms: ms[iters / 2],
         min_ms: ms[0],
+        denormal_as_zero: opts.denormal_as_zero,
         profile,
     })
 }

@@ -230,6 +230,9 @@ impl Restorer {
         if args.engine != Engine::OpenVino {
             args.run.precision.refuse_unless_f32(&format!("the {} engine", args.engine))?;
         }
+        if args.engine != Engine::Onnx {
+            args.run.refuse_denormal_as_zero(&format!("the {} engine", args.engine))?;
+        }
         // The ONNX bytes for the onnx and tract engines: the given export, or the model compiled in memory.
         let name = match args.onnx {
             Some(file) => file.to_path_buf(),

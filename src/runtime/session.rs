@@ -125,6 +125,22 @@ pub struct RunOptions {
     pub profile: Option<PathBuf>,
     /// The precision to compute in: `Bf16` only in OpenVINO (the other runtimes refuse it).
     pub precision: Precision,
+    /// ONNX Runtime's `session.set_denormal_as_zero`: its threads flush f32 values below 1.2e-38 to zero. Attention
+    /// probabilities that underflow to denormals cost its CPU kernels 20-30 % of some files' time (BENCHMARKS.md
+    /// "INT8 and bf16"); the change to any value is below 1.2e-38. ONNX Runtime only (the others refuse it).
+    pub denormal_as_zero: bool,
+}
+
+impl RunOptions {
+    /// An error naming the option when `runtime` (not ONNX Runtime) is asked for `denormal_as_zero`.
+    pub fn refuse_denormal_as_zero(&self, runtime: &str) -> Result<()> {
+        if self.denormal_as_zero {
+            return Err(Error::invalid(format!(
+                "--denormal-as-zero: an ONNX Runtime session option; {runtime} has none (use --runtime ort / --engine onnx)"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// A loaded model.
@@ -181,6 +197,9 @@ fn builder(opts: &RunOptions, placements: &Placements, source: &Path) -> Result<
             return Err(Error::invalid("--threads: expected at least 1, found 0"));
         }
         b = b.with_intra_threads(n).map_err(|e| fail("cannot set the thread count", &e))?;
+    }
+    if opts.denormal_as_zero {
+        b = b.with_config_entry("session.set_denormal_as_zero", "1").map_err(|e| fail("denormal as zero", &e))?;
     }
     if let Some(prefix) = &opts.profile {
         b = b.with_profiling(prefix).map_err(|e| fail("cannot enable profiling", &e))?;

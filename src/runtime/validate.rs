@@ -570,6 +570,10 @@ pub fn validate(args: &ValidateArgs) -> Result<ValidateReport> {
     if args.run.threads == Some(0) {
         return Err(Error::invalid("--threads: expected at least 1, found 0"));
     }
+    // Bad input before any work: a row that could not honour the option would only fail later.
+    for rt in args.runtimes.iter().filter(|rt| **rt != Runtime::Ort) {
+        args.run.refuse_denormal_as_zero(rt.as_str())?;
+    }
     let g = crate::compile::onnx::read(args.model)?;
     let precision = g.metadata.get("precision").cloned().unwrap_or_else(|| "fp32".into());
     let bf16 = args.run.precision == crate::runtime::Precision::Bf16;
