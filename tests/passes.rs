@@ -78,6 +78,7 @@ fn each_pass_keeps_the_output() {
         ("merge-linear", "ssf"),
         ("merge-linear", "fact"),
         ("pointwise-through-transpose", "adaptir"),
+        ("softmax-floor", "adaptir"),
         ("constant-folding", "adaptir"),
         ("dedup-constants", "adaptir"),
         ("dead-nodes", "adaptir"),
@@ -138,7 +139,9 @@ fn optimize_folds_linear_methods_away() {
         let y = run(&g, &x);
         eprintln!("{m}: {} -> {} nodes, passes {counts:?}", g0.nodes.len(), g.nodes.len());
         assert_same(m, &y0, &y);
-        assert!(g.nodes.len() <= g0.nodes.len());
+        // Every pass but softmax-floor removes nodes; it adds three before each Softmax.
+        let floors = 3 * g0.nodes.iter().filter(|n| n.op == "Softmax").count();
+        assert!(g.nodes.len() <= g0.nodes.len() + floors, "{m}: {} nodes, from {}", g.nodes.len(), g0.nodes.len());
         if ["lora", "fact", "full", "pretrain"].contains(&m) {
             assert_eq!(g.op_counts(), base_counts, "{m} was not folded away");
         }
@@ -150,4 +153,37 @@ fn optimize_folds_linear_methods_away() {
             assert_eq!(g.op_counts(), want, "{m} was not folded away");
         }
     }
+}
+
+/// `softmax-floor`: a softmax row that spreads by more than 87 (here [0, -95]) gives a denormal probability
+/// (exp(-95) ~ 5.5e-42); floored at the row's maximum - 80 it gives e^-80 / (1 + e^-80), a normal f32, and the
+/// other entry stays 1. Applied once per Softmax.
+#[test]
+fn softmax_floor_keeps_probabilities_out_of_the_denormal_range() {
+    use adaptir::compile::ir::{Attr, Dim, ElemType, Node, ValueInfo};
+    let value =
+        |name: &str| ValueInfo { name: name.into(), elem: ElemType::F32, shape: vec![Dim::Fixed(1), Dim::Fixed(2)] };
+    let mut g = Graph { name: "softmax".into(), ..Default::default() };
+    g.inputs.push(value("input"));
+    g.outputs.push(value("output"));
+    g.nodes.push(Node {
+        name: "softmax".into(),
+        op: "Softmax".into(),
+        domain: String::new(),
+        inputs: vec!["input".into()],
+        outputs: vec!["output".into()],
+        attrs: [("axis".to_string(), Attr::Int(-1))].into_iter().collect(),
+    });
+    let x = Tensor::from_vec(vec![0f32, -95.0], (1, 2), &Device::Cpu).unwrap();
+    let plain = run(&g, &x).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!(plain[1] > 0.0 && plain[1] < f32::MIN_POSITIVE, "expected a denormal, found {:e}", plain[1]);
+    let pass = by_name("softmax-floor").unwrap();
+    assert!(pass.run(&mut g).unwrap());
+    assert!(!pass.run(&mut g).unwrap(), "applied twice to one Softmax");
+    g.check().unwrap();
+    let floored = run(&g, &x).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let want = (-80f64).exp() / (1.0 + (-80f64).exp());
+    assert_eq!(floored[0], 1.0);
+    assert!(floored[1] >= f32::MIN_POSITIVE, "{:e}", floored[1]);
+    assert!((floored[1] as f64 - want).abs() <= 1e-6 * want, "{:e} vs {want:e}", floored[1]);
 }

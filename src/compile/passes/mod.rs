@@ -9,6 +9,7 @@ mod lim_kernel;
 mod mean_shift;
 mod merge_linear;
 mod pointwise_transpose;
+mod softmax_floor;
 pub mod util;
 
 use super::ir::Graph;
@@ -28,6 +29,7 @@ pub const PASSES: &[&dyn Pass] = &[
     &mean_shift::FoldMeanShift,
     &merge_linear::MergeLinear,
     &pointwise_transpose::PointwiseThroughTranspose,
+    &softmax_floor::SoftmaxFloor,
     &constant_folding::ConstantFolding,
     &dedup_constants::DedupConstants,
     &dead_nodes::DeadNodes,
