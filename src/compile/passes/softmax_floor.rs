@@ -3,13 +3,14 @@
 //!
 //! Why: attention logits can spread by more than 87 within a row (the decoder's second attention does in four of the
 //! five shipped adapters), and then `exp(x - max)` underflows into denormals. ONNX Runtime's CPU kernels take a slow
-//! path on them: the derain export ran 1.7x slower than with denormals flushed (BENCHMARKS.md "INT8 and bf16").
-//! Flooring each logit at `max - 80` keeps every probability at least `e^-80 / L` for a row of `L` entries, a
-//! normal f32 for rows up to about 1,500 entries (`e^-87.3` is the smallest normal); beyond that only the speed-up
-//! is lost. What it changes: a probability below `e^-80 / Σ` becomes `e^-80 / Σ'` with `Σ' ≥ Σ`, so each value moves
-//! by less than `e^-80 ≈ 1.8e-35`, far under f32 rounding of any output; the row still sums to 1 and its maximum
-//! and order are kept. Applied once per Softmax of the main graph (a Softmax whose input is already floored is
-//! left alone); standard ops only, so every runtime of the matrix runs it.
+//! path on them: the derain export ran about 1.6x slower than with denormals flushed (BENCHMARKS.md "Denormal
+//! attention"). Flooring each logit at `max - 80` keeps every probability at least `e^-80 / L` for a row of `L`
+//! entries, a normal f32 for rows up to about 1,500 entries (`e^-87.3` is the smallest normal); beyond that only the
+//! speed-up is lost. What it changes: a probability below `e^-80` becomes another value below `e^-80`, and the row's
+//! sum grows by less than `L e^-80`, so every probability moves by less than `L e^-80` (4.6e-33 for IPT's 256
+//! tokens), far under the f32 rounding of any output; the row still sums to 1. Applied once per Softmax of the main
+//! graph (a Softmax whose input is already floored is left alone); standard ops only, so every runtime of the
+//! matrix runs it.
 use super::{util, Pass};
 use crate::compile::ir::{Attr, Constant, Graph, Node};
 use candle_core::Result;
