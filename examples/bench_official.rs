@@ -7,12 +7,14 @@
 //!
 //!     cargo run --release --example bench_official -- --ours A.onnx --official B.onnx \
 //!         [--ours-backbone C.onnx --official-backbone D.onnx] [--official-b16 B16.onnx] \
-//!         [--threads 2] [--pairs 15] [--pairs16 7] [--json OUT.json]
+//!         [--threads 2] [--pairs 15] [--pairs16 7] [--denormal-as-zero] [--json OUT.json]
 //!         ONNX Runtime CPU latency of both files in one process, interleaved: each round runs every session
 //!         once, in an order rotated every round, after one untimed run of each; the median of each and the
 //!         median and quartiles of the per-round ratios ours / official, at batch 1 and 16. With the backbone-only
 //!         files, also each side's adapter overhead (with / without AdaptIR, per round). `--official-b16`: an
 //!         official file exported for batch 16 only (when torch's exporter could not make the batch dynamic).
+//!         `--denormal-as-zero`: every session with ONNX Runtime's `session.set_denormal_as_zero` (the first
+//!         session of the process sets it for the main thread too, so all four run flushed).
 //!
 //! Sessions are made from the bytes (`Session::from_memory`), so the official file goes to ONNX Runtime as torch
 //! wrote it. Ratios from this one run; never a timed assertion.
@@ -101,7 +103,8 @@ fn main() -> Result<()> {
     }
     let threads = common::arg("--threads", 2);
     let (pairs1, pairs16) = (common::arg("--pairs", 15), common::arg("--pairs16", 7));
-    let opts = RunOptions { threads: Some(threads), ..Default::default() };
+    let denormal_as_zero = std::env::args().any(|a| a == "--denormal-as-zero");
+    let opts = RunOptions { threads: Some(threads), denormal_as_zero, ..Default::default() };
     let need = |n: &str| opt(n).ok_or_else(|| Error::invalid(format!("{n} FILE is required")));
     let (ours, official) = (need("--ours")?, need("--official")?);
     let backbones = match (opt("--ours-backbone"), opt("--official-backbone")) {
@@ -111,10 +114,12 @@ fn main() -> Result<()> {
     };
     println!(
         "ONNX Runtime CPU EP, {threads} intra-op threads, one process; rounds interleaved (order rotated every \
-         round), one untimed run of each first"
+         round), one untimed run of each first{}",
+        if denormal_as_zero { "; denormals flushed to zero (session.set_denormal_as_zero)" } else { "" }
     );
     let mut json = serde_json::Map::new();
     json.insert("threads".into(), threads.into());
+    json.insert("denormal_as_zero".into(), denormal_as_zero.into());
     for batch in [1usize, 16] {
         let pairs = if batch == 1 { pairs1 } else { pairs16 };
         if pairs == 0 {

@@ -15,7 +15,8 @@
 #            torch.onnx.export(dynamo=True), dynamic batch, with AdaptIR and with every AdaptIR replaced by zero
 #   train    one adapter-only training step, batch 16, 48x48, 2 threads: PyTorch first, then bench_train with
 #            PyTorch's figures (--torch-json) and the same weights (--weights)
-#   ort      all four files in one ONNX Runtime process, interleaved, 2 intra-op threads, batch 1 and 16
+#   ort      all four files in one ONNX Runtime process, interleaved, 2 intra-op threads, batch 1 and 16; then
+#            again with ONNX Runtime's denormal_as_zero in every session
 #   count    node counts by op type of each file and of ONNX Runtime's optimized model
 #
 # Environment: VENV (default /tmp/official-venv; reused if it imports torch and onnxscript, else created and
@@ -39,7 +40,7 @@ PY=$VENV/bin/python
 BENCH=scripts/official_bench.py
 
 [ -f "$OFFICIAL/net/ipt.py" ] || { echo "$OFFICIAL/net/ipt.py: not an AdaptIR checkout" >&2; exit 2; }
-mkdir -p "$WORK"
+mkdir -p "$WORK/ours"
 if ! "$PY" -c 'import torch, onnxscript, safetensors' 2>/dev/null; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install torch safetensors numpy onnx onnxscript
@@ -74,6 +75,10 @@ if has ort; then
     target/release/examples/bench_official --ours "$WORK/ours.onnx" --official "$WORK/official.onnx" \
         --ours-backbone "$WORK/ours-backbone.onnx" --official-backbone "$WORK/official-backbone.onnx" \
         --threads "$THREADS" --pairs "$PAIRS" --pairs16 "$PAIRS16" --json "$WORK/ort.json"
+    # The same with denormals flushed in every session: what is left once neither file pays for them.
+    target/release/examples/bench_official --ours "$WORK/ours.onnx" --official "$WORK/official.onnx" \
+        --ours-backbone "$WORK/ours-backbone.onnx" --official-backbone "$WORK/official-backbone.onnx" \
+        --threads "$THREADS" --pairs "$PAIRS" --pairs16 "$PAIRS16" --denormal-as-zero --json "$WORK/ort-daz.json"
 fi
 
 if has count; then
