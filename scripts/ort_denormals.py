@@ -7,6 +7,7 @@ Softmax outputs below f32's smallest normal are set to 0 in the graph (Less + Wh
 graph optimisations off, one run).
 
     .venv/bin/python scripts/ort_denormals.py WORK_DIR NAME [NAME ...]
+    .venv/bin/python scripts/ort_denormals.py --count FILE.onnx     (only the denormal count, one seeded 48x48 input)
 
 WORK_DIR holds NAME.onnx and NAME.golden.safetensors (as scripts/int8_eval.sh writes them: /tmp/int8-eval).
 Needs the `onnxruntime` and `onnx` packages of .venv (scripts/setup-ort.sh).
@@ -94,6 +95,13 @@ def denormal_tensors(path, x):
     return found
 
 
+if sys.argv[1] == "--count":
+    # Any exported file (e.g. the official export of scripts/official_bench.sh), on one seeded 48x48 image.
+    x = np.random.default_rng(0).random((1, 3, 48, 48), dtype=np.float32)
+    found = denormal_tensors(sys.argv[2], x)
+    print(f"{sys.argv[2]}: {sum(found.values())} denormal values in {len(found)} tensors" +
+          "".join(f"\n  {c} in {t}" for t, c in found.most_common(12)))
+    sys.exit(0)
 if sys.argv[1] == "--time":
     print(time_one(*sys.argv[2:5]))
     sys.exit(0)
