@@ -14,7 +14,10 @@
 //! the AdaptIR start both tools use) instead of a random backbone and a seeded adapter.
 //!
 //!     cargo run --release --example bench_train -- --steps 3 [--batch 16] [--task denoise30]
-//!         [--torch-json torch-train.json] [--weights weights.safetensors]
+//!         [--torch-json torch-train.json] [--weights weights.safetensors] [--flush-denormals]
+//!
+//! `--flush-denormals`: as `adaptir train --flush-denormals` (FTZ / DAZ in every candle thread); compare it with
+//! PyTorch's `official_bench.py train --flush-denormal`.
 use std::time::Instant;
 
 use adaptir::backbone::{Ipt, IptConfig};
@@ -100,6 +103,11 @@ fn torch_figures() -> Result<Torch> {
 }
 
 fn main() -> Result<()> {
+    // `adaptir train --flush-denormals`: before any computation, so every candle thread has it.
+    let flush = std::env::args().any(|a| a == "--flush-denormals");
+    if flush {
+        adaptir::device::flush_denormals()?;
+    }
     adaptir::memory::keep_freed_memory_in_process();
     let steps: usize = arg("--steps", 3)?;
     let batch: usize = arg("--batch", 16)?;
@@ -163,9 +171,10 @@ fn main() -> Result<()> {
 
     println!(
         "AdaptIR training step on ipt-base (backbone frozen, {}), CPU, {} candle threads; task {task} \
-         (x{scale}), batch {batch}, {patch}x{patch} -> {out}x{out}",
+         (x{scale}), batch {batch}, {patch}x{patch} -> {out}x{out}{}",
         if weights.is_some() { "weights from --weights" } else { "random" },
-        candle_core::utils::get_num_threads()
+        candle_core::utils::get_num_threads(),
+        if flush { "; denormals flushed to zero (--flush-denormals)" } else { "" }
     );
     println!(
         "method {} ({}): {n_trainable} trainable parameters; L1 loss, AdamW lr {LR} wd {}",

@@ -100,6 +100,9 @@ def restore_adapters(saved):
 def cmd_train(a):
     import torch
 
+    if a.flush_denormal:
+        # torch's own switch (FTZ / DAZ on x86), before its thread pool exists (threads inherit the mode).
+        assert torch.set_flush_denormal(True), "this CPU cannot flush denormals"
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     model, _ = official_model(a.official, a.weights)
@@ -237,6 +240,7 @@ def main():
     t.add_argument("--batch", type=int, default=16)
     t.add_argument("--steps", type=int, default=3)
     t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--flush-denormal", action="store_true", help="torch.set_flush_denormal(True) before building")
     t.add_argument("--json")
     e = sub.add_parser("export")
     e.add_argument("official")

@@ -14,7 +14,7 @@
 #   export   ours: adaptir export (default portable target) with AdaptIR and the backbone alone; official:
 #            torch.onnx.export(dynamo=True), dynamic batch, with AdaptIR and with every AdaptIR replaced by zero
 #   train    one adapter-only training step, batch 16, 48x48, 2 threads: PyTorch first, then bench_train with
-#            PyTorch's figures (--torch-json) and the same weights (--weights)
+#            PyTorch's figures (--torch-json) and the same weights (--weights); then both with denormals flushed
 #   ort      all four files in one ONNX Runtime process, interleaved, 2 intra-op threads, batch 1 and 16; then
 #            again with ONNX Runtime's denormal_as_zero in every session
 #   count    node counts by op type of each file and of ONNX Runtime's optimized model
@@ -69,6 +69,12 @@ if has train; then
         --threads "$THREADS" --json "$WORK/torch-train.json"
     target/release/examples/bench_train --steps "$STEPS" --batch 16 --task denoise30 \
         --weights "$WORK/weights.safetensors" --torch-json "$WORK/torch-train.json"
+    # Both again with denormals flushed (torch.set_flush_denormal / --flush-denormals): attention that underflows
+    # costs each side differently, so the default ratio alone says little.
+    "$PY" "$BENCH" train "$OFFICIAL" "$WORK/weights.safetensors" --batch 16 --steps "$STEPS" \
+        --threads "$THREADS" --flush-denormal --json "$WORK/torch-train-flush.json"
+    target/release/examples/bench_train --steps "$STEPS" --batch 16 --task denoise30 \
+        --weights "$WORK/weights.safetensors" --torch-json "$WORK/torch-train-flush.json" --flush-denormals
 fi
 
 if has ort; then

@@ -60,6 +60,40 @@ pub fn current() -> Device {
     SELECTED.lock().ok().and_then(|d| d.clone()).unwrap_or(Device::Cpu)
 }
 
+static DENORMALS_FLUSHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--flush-denormals` (`train`, `pretrain`): the CPU flushes f32 denormals to zero (x86 MXCSR FTZ and DAZ) in this
+/// thread and in every thread of candle's CPU pool (rayon's global pool; threads started later inherit the mode).
+/// Attention that underflows into denormals sends the CPU's arithmetic down a slow path: an ipt-base AdaptIR step
+/// is about 1.26x faster flushed, PyTorch's 2.6x with `torch.set_flush_denormal(True)` (BENCHMARKS.md). Each
+/// flushed value is below 1.2e-38. x86-64 only.
+pub fn flush_denormals() -> Result<()> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        fn set_ftz_daz() {
+            let mut csr: u32 = 0;
+            // SAFETY: stmxcsr / ldmxcsr read and write this thread's SSE control register; setting FTZ (bit 15) and
+            // DAZ (bit 6) changes only how denormals are treated.
+            unsafe {
+                std::arch::asm!("stmxcsr [{}]", in(reg) &mut csr, options(nostack));
+                csr |= (1 << 15) | (1 << 6);
+                std::arch::asm!("ldmxcsr [{}]", in(reg) &csr, options(nostack));
+            }
+        }
+        set_ftz_daz();
+        rayon::broadcast(|_| set_ftz_daz());
+        DENORMALS_FLUSHED.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    Err(Error::invalid("--flush-denormals: implemented for x86-64 CPUs only"))
+}
+
+/// Whether [`flush_denormals`] ran in this process (recorded in training checkpoints' fingerprints).
+pub fn denormals_flushed() -> bool {
+    DENORMALS_FLUSHED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// `cpu` or `cuda:N`, for reports.
 pub fn describe(d: &Device) -> String {
     match d.location() {

@@ -147,3 +147,44 @@ fn pretrain_refuses_an_empty_folder() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("/e:") && err.contains("image"), "{err}");
 }
+
+/// `--flush-denormals` is part of a run's fingerprint: a run stopped with it resumes with it, and a resume without
+/// it is refused naming the field (its steps would be computed in another mode).
+#[test]
+fn a_flushed_run_resumes_only_flushed() {
+    let root = dir("flush");
+    backbone(&root.join("bb.safetensors"));
+    photos(&root.join("p"), 2, 60, 60);
+    let (out, bb, data) = (root.join("f.safetensors"), root.join("bb.safetensors"), root.join("p"));
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--method",
+            "adaptir",
+            "--task",
+            "denoise30",
+            "--backbone",
+            s(&bb),
+            "--data",
+            s(&data),
+            "--steps",
+            "2",
+            "--batch",
+            "1",
+            "--checkpoint-every",
+            "1",
+            "--out",
+            s(&out),
+        ];
+        args.extend_from_slice(extra);
+        cli(&args)
+    };
+    let (code, _, err) = run(&["--flush-denormals", "--stop-after", "1"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&["--resume"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("flush_denormals"), "{err}");
+    let (code, _, err) = run(&["--resume", "--flush-denormals"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.exists());
+}

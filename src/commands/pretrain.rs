@@ -57,7 +57,7 @@ pub enum PretrainOutput {
 }
 
 pub fn run(a: &Args) -> Result<PretrainOutput> {
-    a.run.device.select()?;
+    a.run.prepare()?;
     for p in [a.out.clone(), crate::train::checkpoint_path(&a.out), crate::train::curve_path(&a.out)] {
         super::remove_stale_temps(&p);
     }

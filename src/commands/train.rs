@@ -70,7 +70,7 @@ pub struct TrainOutput {
 }
 
 pub fn run(a: &Args) -> Result<TrainOutput> {
-    a.run.device.select()?;
+    a.run.prepare()?;
     for p in [a.out.clone(), crate::train::checkpoint_path(&a.out), crate::train::curve_path(&a.out)] {
         super::remove_stale_temps(&p);
     }

@@ -155,12 +155,16 @@ pub fn train(a: &TrainArgs) -> Result<TrainReport> {
     let (train, val, held) = sources(a, scale, a.patch)?;
     let backbone_sha = sha256_file(&a.backbone)?;
     let ckpt_path = super::checkpoint_path(&a.out);
-    let fingerprint = json!({
+    let mut fingerprint = json!({
         "command": "train", "method": method.name(), "method_config": method.config(), "task": a.task,
         "backbone_sha256": backbone_sha, "config": config.to_value(), "steps": a.steps, "batch": a.batch, "patch": a.patch,
         "lr": a.lr, "seed": a.seed, "data": a.data.as_ref().map(|p| p.display().to_string()),
         "pairs": a.pairs.as_ref().map(|p| p.display().to_string()),
     });
+    // Only flushed runs record it, so the checkpoints of earlier runs still resume.
+    if crate::device::denormals_flushed() {
+        fingerprint["flush_denormals"] = json!(true);
+    }
     let ckpt = if a.resume && ckpt_path.exists() { Some(Checkpoint::load(&ckpt_path, &fingerprint)?) } else { None };
 
     // Validation patches, fixed for the run.
