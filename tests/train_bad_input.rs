@@ -1,7 +1,7 @@
 //! Bad input to train / eval / pretrain: exit code 2 and a message that says what to do.
 mod train_util;
 
-use train_util::{backbone, cli, dir, photos, s};
+use train_util::{backbone, cli, dir, photos, s, train_args};
 
 #[test]
 fn a_folder_without_usable_images_is_refused() {
@@ -157,25 +157,8 @@ fn a_flushed_run_resumes_only_flushed() {
     photos(&root.join("p"), 2, 60, 60);
     let (out, bb, data) = (root.join("f.safetensors"), root.join("bb.safetensors"), root.join("p"));
     let run = |extra: &[&str]| {
-        let mut args = vec![
-            "train",
-            "--method",
-            "adaptir",
-            "--task",
-            "denoise30",
-            "--backbone",
-            s(&bb),
-            "--data",
-            s(&data),
-            "--steps",
-            "2",
-            "--batch",
-            "1",
-            "--checkpoint-every",
-            "1",
-            "--out",
-            s(&out),
-        ];
+        let mut args = train_args(&bb, &data, &out, "2");
+        args.extend_from_slice(&["--checkpoint-every", "1"]);
         args.extend_from_slice(extra);
         cli(&args)
     };

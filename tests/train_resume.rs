@@ -3,7 +3,7 @@
 mod train_util;
 
 use adaptir::train::adapt::{train, TrainArgs};
-use train_util::{backbone, cli, dir, photos, s};
+use train_util::{backbone, cli, dir, photos, s, train_args};
 
 fn args(root: &std::path::Path, out: &str) -> TrainArgs {
     TrainArgs {
@@ -65,23 +65,7 @@ fn resume_with_another_configuration_is_refused() {
     backbone(&root.join("backbone.safetensors"));
     photos(&root.join("photos"), 2, 60, 60);
     let (bb, data, out) = (root.join("backbone.safetensors"), root.join("photos"), root.join("x.safetensors"));
-    let base = [
-        "train",
-        "--method",
-        "adaptir",
-        "--task",
-        "denoise30",
-        "--backbone",
-        s(&bb),
-        "--data",
-        s(&data),
-        "--steps",
-        "3",
-        "--batch",
-        "1",
-        "--out",
-        s(&out),
-    ];
+    let base = train_args(&bb, &data, &out, "3");
     let mut first = base.to_vec();
     first.extend(["--stop-after", "1"]);
     let (code, _, err) = cli(&first);

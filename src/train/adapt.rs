@@ -161,10 +161,7 @@ pub fn train(a: &TrainArgs) -> Result<TrainReport> {
         "lr": a.lr, "seed": a.seed, "data": a.data.as_ref().map(|p| p.display().to_string()),
         "pairs": a.pairs.as_ref().map(|p| p.display().to_string()),
     });
-    // Only flushed runs record it, so the checkpoints of earlier runs still resume.
-    if crate::device::denormals_flushed() {
-        fingerprint["flush_denormals"] = json!(true);
-    }
+    super::record_run_mode(&mut fingerprint);
     let ckpt = if a.resume && ckpt_path.exists() { Some(Checkpoint::load(&ckpt_path, &fingerprint)?) } else { None };
 
     // Validation patches, fixed for the run.

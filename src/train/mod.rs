@@ -192,6 +192,14 @@ pub fn patch_psnr_with(
     Ok(sum / targets.len().max(1) as f64)
 }
 
+/// Record in a checkpoint fingerprint what of the process's CPU mode changes a run's bits (`--flush-denormals`).
+/// Only flushed runs record it, so the checkpoints of earlier runs still resume.
+pub(crate) fn record_run_mode(fingerprint: &mut serde_json::Value) {
+    if crate::device::denormals_flushed() {
+        fingerprint["flush_denormals"] = serde_json::json!(true);
+    }
+}
+
 /// The checkpoint path of an output: `X.safetensors` -> `X.ckpt.safetensors`.
 pub fn checkpoint_path(out: &Path) -> PathBuf {
     let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());

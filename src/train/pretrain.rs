@@ -177,9 +177,7 @@ pub(super) fn run_fingerprint(a: &PretrainArgs, config: serde_json::Value) -> se
     if !a.exclude.is_empty() {
         fingerprint["exclude"] = json!(a.exclude);
     }
-    if crate::device::denormals_flushed() {
-        fingerprint["flush_denormals"] = json!(true);
-    }
+    super::record_run_mode(&mut fingerprint);
     fingerprint
 }
 

@@ -73,3 +73,24 @@ pub fn cli(args: &[&str]) -> (i32, String, String) {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// `adaptir train` of AdaptIR for denoise30 on `data`, batch 1: the arguments the resume tests vary.
+pub fn train_args<'a>(backbone: &'a Path, data: &'a Path, out: &'a Path, steps: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--method",
+        "adaptir",
+        "--task",
+        "denoise30",
+        "--backbone",
+        s(backbone),
+        "--data",
+        s(data),
+        "--steps",
+        steps,
+        "--batch",
+        "1",
+        "--out",
+        s(out),
+    ]
+}
