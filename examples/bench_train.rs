@@ -195,7 +195,13 @@ fn main() -> Result<()> {
 
     // Per step: forward + L1 loss, backward, optimizer.
     let mut parts: Vec<[f64; 3]> = vec![];
+    // The backward's share per fused node kind (frozen linear, attention, LayerNorm, ...), summed over the timed
+    // steps; the rest of the backward is candle's own autograd (residual adds, ReLU, the adapters' ops).
+    let mut nodes: Vec<(&'static str, usize, f64)> = vec![];
     for step in 0..=steps {
+        if step == 1 {
+            adaptir_ops::fused::backward_timer::enable();
+        }
         let x = Tensor::rand(0f32, 1.0, (batch, 3, patch, patch), &dev)?;
         let y = Tensor::rand(0f32, 1.0, (batch, 3, out, out), &dev)?;
         let t = Instant::now();
@@ -216,6 +222,7 @@ fn main() -> Result<()> {
             parts.push(p);
         }
     }
+    nodes.extend(adaptir_ops::fused::backward_timer::take());
     let median_of = |f: &dyn Fn(&[f64; 3]) -> f64| {
         let mut v: Vec<f64> = parts.iter().map(f).collect();
         v.sort_by(|a, b| a.total_cmp(b));
@@ -264,6 +271,15 @@ fn main() -> Result<()> {
     row("backward (frozen body's input gradients + adapters)", bwd, tp.map(|p| p[1]));
     row("optimizer (AdamW over the adapters)", optim, tp.map(|p| p[2]));
     row("step", median, Some(torch.step));
+    let per_step = |t: f64| t / parts.len() as f64;
+    println!("\n| backward, by node (mean per timed step) | calls | ours (s) | share of the backward |");
+    println!("|---|---|---|---|");
+    let mean_bwd = per_step(parts.iter().map(|p| p[1]).sum());
+    for (name, calls, t) in &nodes {
+        println!("| {name} | {} | {:.3} | {:.3} |", calls / parts.len(), per_step(*t), per_step(*t) / mean_bwd);
+    }
+    let fused: f64 = nodes.iter().map(|n| per_step(n.2)).sum();
+    println!("| candle's autograd (everything else) | - | {:.3} | {:.3} |", mean_bwd - fused, (mean_bwd - fused) / mean_bwd);
     println!("\nstep time / PyTorch's: {:.3} (at most 1 required)", median / torch.step);
     if let Some(p) = peak {
         println!("peak RSS / PyTorch's: {:.3} (at most 1 required)", p / torch.peak_gib);

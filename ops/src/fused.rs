@@ -55,7 +55,9 @@ impl Carry {
     }
 
     fn grads(&self, args: &[&Tensor], res: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let started = backward_timer::start();
         let grads = (self.backward)(args, res, grad)?;
+        backward_timer::stop(self.name, started);
         // No gradient for an untracked arg: candle would otherwise accumulate it for nothing.
         Ok(grads.into_iter().zip(args).map(|(g, a)| g.filter(|_| a.track_op())).collect())
     }
@@ -120,6 +122,45 @@ impl CustomOp3 for Carry {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let mut g = self.grads(&[a, b, c], res, grad)?.into_iter();
         Ok((g.next().flatten(), g.next().flatten(), g.next().flatten()))
+    }
+}
+
+/// Opt-in wall time of each carried node's backward, by node name (`bench_train` prints it to say where a
+/// training step's backward goes). Off unless [`backward_timer::enable`] was called: then one clock read per node.
+pub mod backward_timer {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    static ON: AtomicBool = AtomicBool::new(false);
+    /// name -> (calls, total time).
+    static TOTALS: Mutex<BTreeMap<&'static str, (usize, Duration)>> = Mutex::new(BTreeMap::new());
+
+    /// Start timing (and clear what was timed so far).
+    pub fn enable() {
+        if let Ok(mut t) = TOTALS.lock() {
+            t.clear();
+        }
+        ON.store(true, Ordering::Relaxed);
+    }
+
+    /// (node name, calls, seconds) since [`enable`], sorted by name; clears the totals.
+    pub fn take() -> Vec<(&'static str, usize, f64)> {
+        let Ok(mut t) = TOTALS.lock() else { return vec![] };
+        std::mem::take(&mut *t).into_iter().map(|(k, (n, d))| (k, n, d.as_secs_f64())).collect()
+    }
+
+    pub(super) fn start() -> Option<Instant> {
+        ON.load(Ordering::Relaxed).then(Instant::now)
+    }
+
+    pub(super) fn stop(name: &'static str, started: Option<Instant>) {
+        if let (Some(t0), Ok(mut t)) = (started, TOTALS.lock()) {
+            let e = t.entry(name).or_default();
+            e.0 += 1;
+            e.1 += t0.elapsed();
+        }
     }
 }
 
@@ -204,6 +245,9 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Ten
     }
     let d = e / heads;
     let scale = 1.0 / (d as f64).sqrt();
+    if q.device().is_cpu() && [q, k, v].iter().all(|t| t.dtype() == DType::F32) {
+        return attention_f32_cpu(q, k, v, crate::attention::Dims { lq: q.dim(0)?, lk, n, heads, d }, scale as f32);
+    }
     // (L, N, E) -> (N, heads, L, d) and back.
     let split = move |x: &Tensor| -> Result<Tensor> {
         let l = x.dim(0)?;
@@ -227,6 +271,110 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Ten
         let dk = ds.t()?.matmul(&qs)?;
         Ok(vec![Some(merge(&dq)?), Some(merge(&dk)?), Some(merge(&dv)?)])
     })
+}
+
+/// [`attention`] on the CPU in f32: `attention.rs`'s kernels, one graph node as above.
+fn attention_f32_cpu(q: &Tensor, k: &Tensor, v: &Tensor, dm: crate::attention::Dims, scale: f32) -> Result<Tensor> {
+    let [qd, kd, vd] = [q, k, v].map(|t| t.detach().contiguous());
+    let (qd, kd, vd) = (qd?, kd?, vd?);
+    let ctx = with_f32(&qd, |qs| {
+        with_f32(&kd, |ks| with_f32(&vd, |vs| crate::attention::forward(qs, ks, vs, dm, scale)))
+    })???;
+    let shape = q.shape().clone();
+    let ctx = Tensor::from_vec(ctx, shape.clone(), q.device())?;
+    carry3("attention", [q, k, v], ctx, move |args, _ctx, grad| {
+        // From the node's args (not the forward's contiguous copies, which would stay alive until the backward).
+        let [qd, kd, vd] = [args[0], args[1], args[2]].map(|t| t.detach().contiguous());
+        let (qd, kd, vd, grad) = (qd?, kd?, vd?, grad.contiguous()?);
+        let (dq, dk, dv) = with_f32(&qd, |qs| {
+            with_f32(&kd, |ks| {
+                with_f32(&vd, |vs| with_f32(&grad, |g| crate::attention::backward(qs, ks, vs, g, dm, scale)))
+            })
+        })????;
+        let dev = args[0].device();
+        Ok(vec![
+            Some(Tensor::from_vec(dq, shape.clone(), dev)?),
+            Some(Tensor::from_vec(dk, args[1].shape(), dev)?),
+            Some(Tensor::from_vec(dv, args[2].shape(), dev)?),
+        ])
+    })
+}
+
+/// `f` on the elements of a contiguous f32 CPU tensor.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match (&*storage, layout.contiguous_offsets()) {
+        (Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) => Ok(f(&v[start..end])),
+        _ => candle_core::bail!("attention: a contiguous f32 CPU tensor expected"),
+    }
+}
+
+/// ReLU, `max(x, 0)`, whose input gradient is `grad` where the output is positive and 0 elsewhere (torch's rule),
+/// in one pass on the CPU in f32. Why: candle's ReLU backward builds `x >= 0` from four whole-tensor passes
+/// (zeros, compare, cast, multiply); on ipt-base the FFN's (N·L, 2048) activations made that about 1 s of a
+/// training step's backward. Elsewhere, candle's ReLU with the same rule in candle ops.
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        x.contiguous()?.apply_op1(Relu)
+    } else {
+        x.relu()
+    }
+}
+
+struct Relu;
+
+impl CustomOp1 for Relu {
+    fn name(&self) -> &'static str {
+        "relu-f32"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        use rayon::prelude::*;
+        let (CpuStorage::F32(v), Some((start, end))) = (storage, layout.contiguous_offsets()) else {
+            candle_core::bail!("relu: a contiguous f32 tensor expected");
+        };
+        let mut y = vec![0f32; end - start];
+        y.par_chunks_mut(1 << 16).zip(v[start..end].par_chunks(1 << 16)).for_each(|(y, x)| {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = if x > 0.0 { x } else { 0.0 };
+            }
+        });
+        Ok((CpuStorage::F32(y), layout.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.contiguous()?.apply_op2_no_bwd(&y.contiguous()?, &ReluMask)?))
+    }
+}
+
+/// `grad` where `y > 0`, else 0 (the ReLU backward from its output), f32 CPU.
+struct ReluMask;
+
+impl candle_core::CustomOp2 for ReluMask {
+    fn name(&self) -> &'static str {
+        "relu-mask-f32"
+    }
+
+    fn cpu_fwd(&self, g: &CpuStorage, lg: &Layout, y: &CpuStorage, ly: &Layout) -> Result<(CpuStorage, Shape)> {
+        use rayon::prelude::*;
+        let (CpuStorage::F32(g), CpuStorage::F32(y), Some((g0, g1)), Some((y0, y1))) =
+            (g, y, lg.contiguous_offsets(), ly.contiguous_offsets())
+        else {
+            candle_core::bail!("relu backward: contiguous f32 gradient and output expected");
+        };
+        if lg.shape() != ly.shape() {
+            candle_core::bail!("relu backward: gradient {:?} for an output {:?}", lg.shape(), ly.shape());
+        }
+        let mut out = vec![0f32; g1 - g0];
+        out.par_chunks_mut(1 << 16).zip(g[g0..g1].par_chunks(1 << 16).zip(y[y0..y1].par_chunks(1 << 16))).for_each(
+            |(o, (g, y))| {
+                for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
+                    *o = if y > 0.0 { g } else { 0.0 };
+                }
+            },
+        );
+        Ok((CpuStorage::F32(out), lg.shape().clone()))
+    }
 }
 
 /// LayerNorm over the last dim, `(x - mean) / sqrt(var + eps) * w + b`, with `w` and `b` frozen (gradient for `x`

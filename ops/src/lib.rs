@@ -19,6 +19,7 @@
 //!
 //! Adding an op: one file here, one line in [`OPS`] and in the module list below.
 pub mod amplitude;
+mod attention;
 pub mod atan2;
 pub mod conv;
 pub mod dft;

@@ -93,13 +93,46 @@ unsafe fn softmax_row_avx2(src: &[f32], dst: &mut [f32]) {
     softmax_row_body(src, dst)
 }
 
-fn softmax_row(src: &[f32], dst: &mut [f32]) {
+pub(crate) fn softmax_row(src: &[f32], dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked just above).
         return unsafe { softmax_row_avx2(src, dst) };
     }
     softmax_row_body(src, dst)
+}
+
+/// One row of the softmax backward in place: `g <- p * (g - sum(g * p))`, from the row's weights `p` and output
+/// gradient `g` (the composed form's `y * (g - sum_keepdim(g * y))`, with the sum over 8 lanes).
+#[inline(always)]
+fn softmax_backward_row_body(p: &[f32], g: &mut [f32]) {
+    let mut s = [0f32; LANES];
+    let (gc, pc) = (g.chunks_exact(LANES), p.chunks_exact(LANES));
+    let rest: f32 = gc.remainder().iter().zip(pc.remainder()).map(|(a, b)| a * b).sum();
+    for (a, b) in gc.zip(pc) {
+        for i in 0..LANES {
+            s[i] += a[i] * b[i];
+        }
+    }
+    let dot = s.iter().sum::<f32>() + rest;
+    for (x, &y) in g.iter_mut().zip(p) {
+        *x = y * (*x - dot);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn softmax_backward_row_avx2(p: &[f32], g: &mut [f32]) {
+    softmax_backward_row_body(p, g)
+}
+
+pub(crate) fn softmax_backward_row(p: &[f32], g: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { softmax_backward_row_avx2(p, g) };
+    }
+    softmax_backward_row_body(p, g)
 }
 
 struct SoftmaxLastDim;

@@ -154,7 +154,7 @@ impl FeedForward {
     }
 
     pub fn forward(&self, x: &Tensor, hooks: &dyn LayerHooks) -> Result<Tensor> {
-        let h = hooks.site(Site::Ffn1, x, linear_map(&self.linear1, x)?)?.relu()?;
+        let h = adaptir_ops::fused::relu(&hooks.site(Site::Ffn1, x, linear_map(&self.linear1, x)?)?)?;
         hooks.site(Site::Ffn2, &h, linear_map(&self.linear2, &h)?)
     }
 }
