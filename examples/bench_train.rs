@@ -108,6 +108,7 @@ fn main() -> Result<()> {
     if flush {
         adaptir::device::flush_denormals()?;
     }
+    adaptir::device::pin_cpu_thread_count();
     adaptir::memory::keep_freed_memory_in_process();
     let steps: usize = arg("--steps", 3)?;
     let batch: usize = arg("--batch", 16)?;

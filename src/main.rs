@@ -76,6 +76,7 @@ fn run(command: Command) -> adaptir::Result<Box<dyn Report>> {
 /// Exit codes: 0 done; 1 a command that ran but found a failure (`validate`, `parity`); 2 bad input (files,
 /// arguments; clap's own usage errors too); 3 an internal failure.
 fn main() -> ExitCode {
+    adaptir::device::pin_cpu_thread_count();
     adaptir::memory::keep_freed_memory_in_process();
     match run(Cli::parse().command) {
         Ok(report) => {

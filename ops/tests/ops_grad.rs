@@ -229,6 +229,47 @@ fn attention_core_and_frozen_linear() {
     assert!(err <= FINITE_DIFFERENCE_REL, "frozen linear: {err:e}");
 }
 
+/// The f32 CPU kernels of the attention core (`attention.rs`: one (batch, head) pair per task, strided q, k, v) and
+/// of ReLU against the f64 path (the composed attention, checked above against finite differences; candle's
+/// ReLU): the value and every input gradient, relative to their max |f64|. Sizes with lq != lk, several pairs per
+/// thread, a head width that is not a multiple of the kernels' vector width, and rows longer than one vector.
+#[test]
+fn attention_and_relu_f32_cpu_kernels_against_f64() {
+    let mut rng = rng(18);
+    for (lq, lk, n, heads, d) in [(5, 7, 2, 2, 3), (16, 16, 3, 4, 12), (9, 33, 2, 3, 20)] {
+        let e = heads * d;
+        let inputs = [random(&mut rng, &[lq, n, e], 2.0), random(&mut rng, &[lk, n, e], 2.0), random(&mut rng, &[lk, n, e], 1.0)];
+        let wo = random(&mut rng, &[lq, n, e], 1.0);
+        let run = |dtype: DType| {
+            let vars: Vec<candle_core::Var> =
+                inputs.iter().map(|t| candle_core::Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap()).collect();
+            let t: Vec<&Tensor> = vars.iter().map(|v| v.as_tensor()).collect();
+            let y = adaptir_ops::fused::attention(t[0], t[1], t[2], heads).unwrap();
+            let g = (y.to_dtype(DType::F64).unwrap() * &wo).unwrap().sum_all().unwrap().backward().unwrap();
+            let mut out = vec![y];
+            out.extend(t.iter().map(|t| g.get(t).unwrap().clone()));
+            out
+        };
+        let (f32s, f64s) = (run(DType::F32), run(DType::F64));
+        for (what, (a, b)) in ["value", "dq", "dk", "dv"].iter().zip(f32s.iter().zip(&f64s)) {
+            let err = max_abs_diff(a, b) / max_abs(b);
+            assert!(err <= F32_REL, "attention {lq}x{lk}, {heads} heads of {d}: {what} off by {err:e}");
+        }
+    }
+    let x = random(&mut rng, &[3, 1000], 1.0);
+    let wo = random(&mut rng, &[3, 1000], 1.0);
+    let grad = |x: &Tensor, relu: &dyn Fn(&Tensor) -> Tensor| {
+        let v = candle_core::Var::from_tensor(x).unwrap();
+        let y = relu(v.as_tensor());
+        let g = (y.to_dtype(DType::F64).unwrap() * &wo).unwrap().sum_all().unwrap().backward().unwrap();
+        (y, g.get(v.as_tensor()).unwrap().clone())
+    };
+    let (y32, g32) = grad(&x.to_dtype(DType::F32).unwrap(), &|t| adaptir_ops::fused::relu(t).unwrap());
+    let (y64, g64) = grad(&x, &|t| t.relu().unwrap());
+    assert_eq!(max_abs_diff(&y32, &y64.to_dtype(DType::F32).unwrap()), EXACT, "relu value");
+    assert_eq!(max_abs_diff(&g32, &g64.to_dtype(DType::F32).unwrap()), EXACT, "relu gradient");
+}
+
 /// The trainable convolution (pre-training): forward against candle's conv2d plus bias, and the gradients of
 /// input, kernel and bias against central finite differences, with and without bias.
 #[test]
