@@ -280,7 +280,11 @@ fn main() -> Result<()> {
         println!("| {name} | {} | {:.3} | {:.3} |", calls / parts.len(), per_step(*t), per_step(*t) / mean_bwd);
     }
     let fused: f64 = nodes.iter().map(|n| per_step(n.2)).sum();
-    println!("| candle's autograd (everything else) | - | {:.3} | {:.3} |", mean_bwd - fused, (mean_bwd - fused) / mean_bwd);
+    println!(
+        "| candle's autograd (everything else) | - | {:.3} | {:.3} |",
+        mean_bwd - fused,
+        (mean_bwd - fused) / mean_bwd
+    );
     println!("\nstep time / PyTorch's: {:.3} (at most 1 required)", median / torch.step);
     if let Some(p) = peak {
         println!("peak RSS / PyTorch's: {:.3} (at most 1 required)", p / torch.peak_gib);

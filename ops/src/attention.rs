@@ -173,7 +173,14 @@ pub(crate) fn backward(
                 // dv = P^T dc
                 product(dm.lk, dm.d, dm.lq, (pv.0.add(o), rs, 1), (s.b.as_ptr(), 1, lk), (dc.as_ptr().add(o), rs, 1));
                 // a = dP = dc v^T
-                product(dm.lq, dm.lk, dm.d, (s.a.as_mut_ptr(), lk, 1), (dc.as_ptr().add(o), rs, 1), (v.as_ptr().add(o), 1, rs));
+                product(
+                    dm.lq,
+                    dm.lk,
+                    dm.d,
+                    (s.a.as_mut_ptr(), lk, 1),
+                    (dc.as_ptr().add(o), rs, 1),
+                    (v.as_ptr().add(o), 1, rs),
+                );
             }
             // a = dS = P * (dP - rowsum(dP * P))
             for (ds, pr) in s.a.chunks_mut(dm.lk).zip(s.b.chunks(dm.lk)) {
@@ -182,7 +189,14 @@ pub(crate) fn backward(
             // SAFETY: as above.
             unsafe {
                 // dk = dS^T qs
-                product(dm.lk, dm.d, dm.lq, (pk.0.add(o), rs, 1), (s.a.as_ptr(), 1, lk), (s.qs.as_ptr(), dm.d as isize, 1));
+                product(
+                    dm.lk,
+                    dm.d,
+                    dm.lq,
+                    (pk.0.add(o), rs, 1),
+                    (s.a.as_ptr(), 1, lk),
+                    (s.qs.as_ptr(), dm.d as isize, 1),
+                );
                 // dq = (dS k) scale
                 product(dm.lq, dm.d, dm.lk, (pq.0.add(o), rs, 1), (s.a.as_ptr(), lk, 1), (k.as_ptr().add(o), rs, 1));
             }

@@ -277,9 +277,8 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Ten
 fn attention_f32_cpu(q: &Tensor, k: &Tensor, v: &Tensor, dm: crate::attention::Dims, scale: f32) -> Result<Tensor> {
     let [qd, kd, vd] = [q, k, v].map(|t| t.detach().contiguous());
     let (qd, kd, vd) = (qd?, kd?, vd?);
-    let ctx = with_f32(&qd, |qs| {
-        with_f32(&kd, |ks| with_f32(&vd, |vs| crate::attention::forward(qs, ks, vs, dm, scale)))
-    })???;
+    let ctx =
+        with_f32(&qd, |qs| with_f32(&kd, |ks| with_f32(&vd, |vs| crate::attention::forward(qs, ks, vs, dm, scale))))???;
     let shape = q.shape().clone();
     let ctx = Tensor::from_vec(ctx, shape.clone(), q.device())?;
     carry3("attention", [q, k, v], ctx, move |args, _ctx, grad| {

@@ -19,8 +19,8 @@
 //!
 //! Adding an op: one file here, one line in [`OPS`] and in the module list below.
 pub mod amplitude;
-mod attention;
 pub mod atan2;
+mod attention;
 pub mod conv;
 pub mod dft;
 mod elementwise;

@@ -238,7 +238,11 @@ fn attention_and_relu_f32_cpu_kernels_against_f64() {
     let mut rng = rng(18);
     for (lq, lk, n, heads, d) in [(5, 7, 2, 2, 3), (16, 16, 3, 4, 12), (9, 33, 2, 3, 20)] {
         let e = heads * d;
-        let inputs = [random(&mut rng, &[lq, n, e], 2.0), random(&mut rng, &[lk, n, e], 2.0), random(&mut rng, &[lk, n, e], 1.0)];
+        let inputs = [
+            random(&mut rng, &[lq, n, e], 2.0),
+            random(&mut rng, &[lk, n, e], 2.0),
+            random(&mut rng, &[lk, n, e], 1.0),
+        ];
         let wo = random(&mut rng, &[lq, n, e], 1.0);
         let run = |dtype: DType| {
             let vars: Vec<candle_core::Var> =
