@@ -9,6 +9,8 @@
 //! | `polar` | `polar.rs` | candle `cos` / `sin` / `mul` | candle autograd |
 //! | `linear_t` (frozen weight) | `frozen.rs` | candle's matmul kernel | input gradient only |
 //! | `softmax_last_dim`, `layer_norm_frozen` | `fused.rs`, `softmax.rs` | vectorised exp (f32 CPU), candle-nn's fused kernels | closed form, graph holds input and output only |
+//! | `attention` (core of multi-head attention) | `fused.rs`, `attention.rs` | f32 CPU: one `gemm` per product per (batch, head) task, strided; elsewhere candle's batched matmul | recomputes the weights, closed form |
+//! | `relu` | `fused.rs` | f32 CPU: one parallel pass; elsewhere candle's | one pass from the output (`y > 0`) |
 //! | `conv2d` (frozen kernel) | `frozen.rs`, `conv.rs` | im2col + `gemm` on the CPU, candle's elsewhere | input gradient only (the adjoint convolution) |
 //!
 //! Why this split: the DFTs are tiny (16x16 to 48x48 planes), so dense products cost little, run on every
