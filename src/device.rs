@@ -64,11 +64,13 @@ pub fn current() -> Device {
 /// would choose anyway (its physical-core default). Why: without the variable, every multi-threaded candle op asks
 /// `num_cpus` for the physical core count, which parses `/proc/cpuinfo` on each call (17,881 opens in 40 steps of one
 /// ipt-base AdaptIR adapter, about 6 % of their CPU time). candle reads the variable first, so each op's thread count
-/// is unchanged. Call first thing in `main`, before any thread exists (the variable is read by every later thread).
+/// is unchanged. rayon's global pool reads the same variable when it starts, so it is started first, with its own
+/// default (the logical CPU count), and keeps its size. Call first thing in `main`, before any other thread exists.
 pub fn pin_cpu_thread_count() {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        let n = candle_core::utils::get_num_threads();
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        let candle_threads = candle_core::utils::get_num_threads();
+        let _pool_threads = rayon::current_num_threads();
+        std::env::set_var("RAYON_NUM_THREADS", candle_threads.to_string());
     }
 }
 

@@ -313,7 +313,8 @@ impl AdaptIr {
         // Both hosts hold channels last, and the head and tail are 1x1 convolutions, i.e. products over channels:
         // they run in the host's layout, so only the h-channel tensors (C / 24 of the host's on IPT) change layout.
         // Permuting the host's C channels instead cost a strided copy of the whole activation on the way in and a
-        // strided add on the way out (measured: about a third of the adapter's CPU time on ipt-base).
+        // strided add on the way out (ipt-base, batch 16: one adapter's forward 35 -> 17-22 ms, backward 82 -> 54 ms;
+        // BENCHMARKS.md "the training step, kernels and layout").
         let (n, hgt, wid) = self.grid(x)?;
         let x0 = self.to_channels_first(&self.head.forward_last(x)?, n, hgt, wid)?;
         let y = self.forward_nchw(&x0, n, hgt, wid, train, trace)?;
