@@ -310,8 +310,8 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
 
 /// ReLU, `max(x, 0)`, whose input gradient is `grad` where the output is positive and 0 elsewhere (torch's rule),
 /// in one pass on the CPU in f32. Why: candle's ReLU backward builds `x >= 0` from four whole-tensor passes
-/// (zeros, compare, cast, multiply); on ipt-base the FFN's (N·L, 2048) activations made that about 1 s of a
-/// training step's backward. Elsewhere, candle's ReLU with the same rule in candle ops.
+/// (zeros, compare, cast, multiply); on ipt-base at batch 16 this kernel took 0.7 s off a 15 s backward
+/// (BENCHMARKS.md). Elsewhere, candle's ReLU (its gradient at exactly 0 is 1, not 0).
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 {
         x.contiguous()?.apply_op1(Relu)
