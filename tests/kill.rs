@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use train_util::{backbone, dir, photos, s};
+use train_util::{backbone, dir, photos, s, train_args};
 
 const BIN: &str = env!("CARGO_BIN_EXE_adaptir");
 
@@ -241,25 +241,9 @@ fn setup(name: &str) -> Setup {
     backbone(&bb);
     let ph = photos(&root.join("photos"), 2, 64, 56);
     let adapter = root.join("adapter.safetensors");
-    run_ok(&argv(&[
-        "train",
-        "--method",
-        "adaptir",
-        "--task",
-        "denoise30",
-        "--backbone",
-        s(&bb),
-        "--data",
-        s(&ph),
-        "--steps",
-        "1",
-        "--batch",
-        "1",
-        "--eval-every",
-        "1000",
-        "--out",
-        s(&adapter),
-    ]));
+    let mut train = train_args(&bb, &ph, &adapter, "1");
+    train.extend(["--eval-every", "1000"]);
+    run_ok(&argv(&train));
     Setup { root, backbone: bb, adapter, photos: ph }
 }
 

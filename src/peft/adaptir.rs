@@ -122,17 +122,9 @@ impl Pointwise {
         Ok(Self { weight, bias })
     }
 
-    /// Channels last, any rank: (..., Cin) -> (..., Cout), as `x @ W^T + b`.
+    /// Channels last, any rank: (..., Cin) -> (..., Cout), as `x @ W^T + b` (the shared linear map).
     fn forward_last(&self, x: &Tensor) -> Result<Tensor> {
-        let mut dims = x.dims().to_vec();
-        let last = dims.len() - 1;
-        let y = x.reshape(((), dims[last]))?.matmul(&self.weight.t()?)?;
-        dims[last] = self.weight.dim(0)?;
-        let y = y.reshape(dims)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
+        adaptir_ops::frozen::linear(x, &self.weight, self.bias.as_ref())
     }
 
     /// (N, Cin, P) -> (N, Cout, P).
