@@ -22,7 +22,9 @@
 # Environment: VENV (default /tmp/official-venv; reused if it imports torch and onnxscript, else created and
 # filled from PyPI: torch safetensors numpy onnx onnxscript), ORT_PYTHON (default .venv/bin/python: the
 # onnxruntime wheel scripts/setup-ort.sh installs), STEPS (3), PAIRS (15 rounds at batch 1), PAIRS16 (7),
-# THREADS (2). Timings are from one run; the machine and its load go with them in BENCHMARKS.md.
+# THREADS (2), CARGO_ARGS (extra cargo build arguments for our side, e.g. CARGO_ARGS=--no-default-features for
+# the AVX2 kernels on an AVX-512 CPU; such a build goes to its own target/args-NAME so that the default one is kept
+# for an A/B in the same session). Timings are from one run; the machine and its load go with them in BENCHMARKS.md.
 set -euo pipefail
 
 OFFICIAL=$(realpath "${1:?usage: scripts/official_bench.sh OFFICIAL_DIR [WORK_DIR]}")
@@ -45,14 +47,19 @@ if ! "$PY" -c 'import torch, onnxscript, safetensors' 2>/dev/null; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install torch safetensors numpy onnx onnxscript
 fi
-cargo build --release --bin adaptir --example bench_official --example bench_train
-ADAPTIR=$HERE/target/release/adaptir
+CARGO_ARGS=${CARGO_ARGS:-}
+TARGET=target
+if [ -n "$CARGO_ARGS" ]; then TARGET=target/args$(printf '%s' "$CARGO_ARGS" | tr -c 'A-Za-z0-9' '-'); fi
+# shellcheck disable=SC2086 # CARGO_ARGS is a list of arguments
+cargo build --release --bin adaptir --example bench_official --example bench_train \
+    $CARGO_ARGS ${CARGO_ARGS:+--target-dir "$TARGET"}
+ADAPTIR=$HERE/$TARGET/release/adaptir
 has() { case " $STAGES " in *" $1 "*) return 0 ;; esac; return 1; }
 echo "== $(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) $(nproc) CPUs, load: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== torch $("$PY" -c 'import torch; print(torch.__version__)'), official $(git -C "$OFFICIAL" rev-parse --short HEAD 2>/dev/null || echo '?'), ours $(git rev-parse --short HEAD)"
+echo "== torch $("$PY" -c 'import torch; print(torch.__version__)'), official $(git -C "$OFFICIAL" rev-parse --short HEAD 2>/dev/null || echo '?'), ours $(git rev-parse --short HEAD) cargo args [${CARGO_ARGS}]"
 
 if has weights; then
-    target/release/examples/bench_official --write-weights "$WORK/weights.safetensors"
+    $TARGET/release/examples/bench_official --write-weights "$WORK/weights.safetensors"
     rm -f "$WORK/ours/adapter.safetensors" "$WORK/ours/backbone.safetensors"
     "$ADAPTIR" import --task denoise30 -o "$WORK/ours/adapter.safetensors" "$WORK/weights.safetensors"
 fi
@@ -67,22 +74,22 @@ fi
 if has train; then
     "$PY" "$BENCH" train "$OFFICIAL" "$WORK/weights.safetensors" --batch 16 --steps "$STEPS" \
         --threads "$THREADS" --json "$WORK/torch-train.json"
-    target/release/examples/bench_train --steps "$STEPS" --batch 16 --task denoise30 \
+    $TARGET/release/examples/bench_train --steps "$STEPS" --batch 16 --task denoise30 \
         --weights "$WORK/weights.safetensors" --torch-json "$WORK/torch-train.json"
     # Both again with denormals flushed (torch.set_flush_denormal / --flush-denormals): attention that underflows
     # costs each side differently, so the default ratio alone says little.
     "$PY" "$BENCH" train "$OFFICIAL" "$WORK/weights.safetensors" --batch 16 --steps "$STEPS" \
         --threads "$THREADS" --flush-denormal --json "$WORK/torch-train-flush.json"
-    target/release/examples/bench_train --steps "$STEPS" --batch 16 --task denoise30 \
+    $TARGET/release/examples/bench_train --steps "$STEPS" --batch 16 --task denoise30 \
         --weights "$WORK/weights.safetensors" --torch-json "$WORK/torch-train-flush.json" --flush-denormals
 fi
 
 if has ort; then
-    target/release/examples/bench_official --ours "$WORK/ours.onnx" --official "$WORK/official.onnx" \
+    $TARGET/release/examples/bench_official --ours "$WORK/ours.onnx" --official "$WORK/official.onnx" \
         --ours-backbone "$WORK/ours-backbone.onnx" --official-backbone "$WORK/official-backbone.onnx" \
         --threads "$THREADS" --pairs "$PAIRS" --pairs16 "$PAIRS16" --json "$WORK/ort.json"
     # The same with denormals flushed in every session: what is left once neither file pays for them.
-    target/release/examples/bench_official --ours "$WORK/ours.onnx" --official "$WORK/official.onnx" \
+    $TARGET/release/examples/bench_official --ours "$WORK/ours.onnx" --official "$WORK/official.onnx" \
         --ours-backbone "$WORK/ours-backbone.onnx" --official-backbone "$WORK/official-backbone.onnx" \
         --threads "$THREADS" --pairs "$PAIRS" --pairs16 "$PAIRS16" --denormal-as-zero --json "$WORK/ort-daz.json"
 fi
