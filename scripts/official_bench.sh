@@ -23,8 +23,8 @@
 # filled from PyPI: torch safetensors numpy onnx onnxscript), ORT_PYTHON (default .venv/bin/python: the
 # onnxruntime wheel scripts/setup-ort.sh installs), STEPS (3), PAIRS (15 rounds at batch 1), PAIRS16 (7),
 # THREADS (2), CARGO_ARGS (extra cargo build arguments for our side, e.g. CARGO_ARGS=--no-default-features for
-# the AVX2 kernels on an AVX-512 CPU; such a build goes to its own target/args-NAME so that the default one is kept
-# for an A/B in the same session). Timings are from one run; the machine and its load go with them in BENCHMARKS.md.
+# the AVX2 kernels on an AVX-512 CPU; such a build goes to its own target/args<ARGS, other characters as -> so that
+# the default one is kept for an A/B in the same session). Timings are from one run; the machine and its load go with them in BENCHMARKS.md.
 set -euo pipefail
 
 OFFICIAL=$(realpath "${1:?usage: scripts/official_bench.sh OFFICIAL_DIR [WORK_DIR]}")
