@@ -135,7 +135,7 @@ fn every_method_through_onnx_runtime() {
 fn ipt_base_adaptir_through_onnx_runtime() {
     use adaptir::backbone::{Ipt, IptConfig};
     use adaptir::params::{StateDict, Strict};
-    use adaptir::peft::{method, MethodModules};
+    use adaptir::peft::method;
     let start = std::time::Instant::now();
     use adaptir::train::init::{init_tensor, Seeded};
     // Seeded throughout (weights, perturbation, input), so that every machine checks the same draw: the peer
@@ -144,8 +144,7 @@ fn ipt_base_adaptir_through_onnx_runtime() {
     let config = IptConfig::preset("ipt-base").unwrap();
     let host = config.host_dims();
     let vm = candle_nn::VarMap::new();
-    Ipt::new(Seeded::var_builder(&vm, 0, &Device::Cpu), &config, MethodModules::none(&host)).unwrap();
-    Ipt::fresh(&vm, &config, MethodModules::none(&host), &Device::Cpu).unwrap();
+    adaptir::train::init::seeded_ipt(&vm, &config, 0, &Device::Cpu).unwrap();
     let tensors = |vm: &candle_nn::VarMap| -> std::collections::BTreeMap<String, Tensor> {
         vm.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect()
     };

@@ -10,7 +10,9 @@ use candle_nn::{Init, VarBuilder, VarMap};
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
 
+use crate::backbone::{Ipt, IptConfig};
 use crate::data::seed::{rng_for, stem_seed};
+use crate::peft::MethodModules;
 
 #[derive(Clone)]
 pub struct Seeded {
@@ -22,6 +24,14 @@ impl Seeded {
     pub fn var_builder(vm: &VarMap, seed: u64, device: &Device) -> VarBuilder<'static> {
         VarBuilder::from_backend(Box::new(Seeded { vm: vm.clone(), seed }), DType::F32, device.clone())
     }
+}
+
+/// A fresh IPT whose weights live in `vm`, drawn by [`Seeded`] (variables already in `vm` are kept), then
+/// [`Ipt::fresh`]'s fixed MeanShift and `position_ids`: the same `seed` gives the same backbone on every run and
+/// machine (pre-training, seeded tests).
+pub fn seeded_ipt(vm: &VarMap, config: &IptConfig, seed: u64, device: &Device) -> Result<Ipt> {
+    Ipt::new(Seeded::var_builder(vm, seed, device), config, MethodModules::none(&config.host_dims()))?;
+    Ipt::fresh(vm, config, MethodModules::none(&config.host_dims()), device)
 }
 
 /// The initial value `h` describes, drawn from a generator seeded by `seed`.

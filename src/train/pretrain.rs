@@ -13,10 +13,9 @@ use super::batch::{batch_tensors, Source};
 use super::checkpoint::{Checkpoint, History};
 use super::runner::{optimizer, restore_vars, run, trainable, RunSpec};
 use crate::backbone::edt::config::{EdtConfig, PRESETS as EDT_PRESETS};
-use crate::backbone::{Ipt, IptConfig};
+use crate::backbone::IptConfig;
 use crate::data::{Image, Task};
 use crate::error::{Error, Result};
-use crate::peft::MethodModules;
 
 /// (head index, task name, synthesis) for pre-training.
 pub const TASKS: [(usize, &str, Task); 6] = [
@@ -110,10 +109,8 @@ pub fn pretrain(a: &PretrainArgs) -> Result<PretrainReport> {
     } else if let Some(init) = &a.init {
         init_vars(&vm, init, &config, &dev)?;
     }
-    // Seeded initial values first (candle's own are unseeded); `Ipt::fresh` then sets the fixed MeanShift and
-    // picks up every other variable from the map.
-    Ipt::new(super::init::Seeded::var_builder(&vm, a.seed, &dev), &config, MethodModules::none(&config.host_dims()))?;
-    let model = Ipt::fresh(&vm, &config, MethodModules::none(&config.host_dims()), &dev)?;
+    // Seeded initial values (candle's own are unseeded) for every variable not restored above.
+    let model = super::init::seeded_ipt(&vm, &config, a.seed, &dev)?;
     // MeanShift is fixed in the official model (requires_grad = False).
     let vars = trainable(&vm, &|k: &str| !k.starts_with("sub_mean") && !k.starts_with("add_mean"))?;
     let params: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();

@@ -36,15 +36,12 @@ pub fn small_backbone_files(dir: &std::path::Path) -> (PathBuf, PathBuf) {
 
 /// A backbone of `config` with seeded random weights (seed 0) and its config.json, written into `dir`.
 pub fn backbone_files(dir: &std::path::Path, config: &adaptir::backbone::IptConfig) -> (PathBuf, PathBuf) {
-    use adaptir::backbone::Ipt;
     let (w, c) = (dir.join("backbone.safetensors"), dir.join("config.json"));
     let vm = candle_nn::VarMap::new();
-    let none = || adaptir::peft::MethodModules::none(&config.host_dims());
     // Seeded, so that every machine checks the same draw: a deep random model's f32 rounding is a statistic of
     // the draw, and one unseeded ipt-base draw put ONNX Runtime 3.8x candle's f32 distance from f64 (2026-12-07, AMD
     // EPYC with AVX-512); seed 0's ipt-base: ORT 4.8e-4, candle f32 4.5e-4 from f64 (1.07x) on that machine.
-    Ipt::new(adaptir::train::init::Seeded::var_builder(&vm, 0, &Device::Cpu), config, none()).unwrap();
-    Ipt::fresh(&vm, config, none(), &Device::Cpu).unwrap();
+    adaptir::train::init::seeded_ipt(&vm, config, 0, &Device::Cpu).unwrap();
     let tensors: HashMap<String, Tensor> =
         vm.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect();
     let tmp = dir.join("backbone.tmp");
