@@ -1,36 +1,53 @@
 #!/usr/bin/env bash
-# The long pre-training of issue 14, resumable across sessions and machines: the next ipt-tiny backbone,
-# continued from the shipped one (--init) on every training folder of ../shared/data/train/.
+# The long pre-trainings, resumable across sessions and machines. PROFILE picks the run:
+#   ipt-tiny-2 (default): issue 14's next ipt-tiny backbone, continued from the shipped one (--init) on every
+#     training folder of ../shared/data/train/ (finished 2026-12-05, now models/ipt-tiny/).
+#   edt-tiny: issue 19's EDT x2 backbone from scratch on the same folders (models/edt-tiny/).
 #
-#   bash scripts/pretrain_long.sh start    # start or resume in the background (nice 19); progress in $RUN/progress.log
+#   bash scripts/pretrain_long.sh start    # start or resume in the background (nice $NICE, default 19); progress in $RUN/progress.log
 #   bash scripts/pretrain_long.sh status   # is it running, and the last progress lines
 #   bash scripts/pretrain_long.sh stop     # stop it (SIGTERM; the last checkpoint stays, every --checkpoint-every steps)
 #   bash scripts/pretrain_long.sh fg       # run in the foreground (e.g. on the GPU machine: DEVICE=cuda)
 #
-# The run is bit-identical however often it is stopped and resumed (docs/training.md "Resuming"), so each session
+# A run is bit-identical however often it is stopped and resumed (docs/training.md "Resuming"), so each session
 # commits $RUN/backbone.ckpt.safetensors and the log, and the next one continues. When all steps are done the
-# backbone is $RUN/backbone.safetensors (and its curve); models/ipt-tiny/MODEL_CARD.md says what is shipped.
-# The checkpoint (31 MB: weights + AdamW moments) is tracked, which puts the working tree over the GPU device tool's
-# 64 MiB: before a device call, move it out of the tree (and the training data, ../shared, never travels there),
-# so this run continues on the CPU; a GPU run would need the data carried, which does not fit either.
-# Environment: ADAPTIR (the binary, default target/release/adaptir), THREADS (default 2), DEVICE (default cpu).
+# backbone is $RUN/backbone.safetensors (and its curve); the model card says what is shipped.
+# The ipt-tiny checkpoint (31 MB: weights + AdamW moments) is tracked, which puts the working tree over the GPU
+# device tool's 64 MiB: before a device call, move it out of the tree (and the training data, ../shared, never
+# travels there), so these runs continue on the CPU; a GPU run would need the data carried, which does not fit.
+# Environment: PROFILE, ADAPTIR (the binary, default target/release/adaptir), THREADS (default 2), DEVICE (default
+# cpu), NICE (default 19).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN=runs/pretrain-ipt-tiny-2
 BIN=${ADAPTIR:-target/release/adaptir}
-mkdir -p "$RUN"
 # Three photos of photos_small are also Set14 images (baboon, barbara, monarch): never trained on.
-ARGS=(pretrain --preset ipt-tiny
-  --data ../shared/data/train/photos_hr --data ../shared/data/train/photos_small --data ../shared/data/train/bsds400
-  --exclude npm_baboon --exclude sporco_barbara --exclude sporco_monarch
-  --init models/ipt-tiny/backbone.safetensors
-  --steps 16000 --batch 8 --lr 2e-4 --seed 0
-  --out "$RUN/backbone.safetensors" --checkpoint-every 200 --eval-every 500
-  --device "${DEVICE:-cpu}")
-# --init is read only when no checkpoint exists; later runs resume, and the shipped backbone it names must not
-# change under them (the fingerprint records its sha256). The run finished on 2026-12-05 and its backbone became
-# models/ipt-tiny/backbone.safetensors, so --init now names another file than the one it started from (sha256
-# 28a7cf5c..., in git history before that date): the finished checkpoint stays as the record of the run.
+DATA=(--data ../shared/data/train/photos_hr --data ../shared/data/train/photos_small --data ../shared/data/train/bsds400
+  --exclude npm_baboon --exclude sporco_barbara --exclude sporco_monarch)
+case "${PROFILE:-ipt-tiny-2}" in
+  ipt-tiny-2)
+    RUN=runs/pretrain-ipt-tiny-2
+    ARGS=(pretrain --preset ipt-tiny "${DATA[@]}"
+      --init models/ipt-tiny/backbone.safetensors
+      --steps 16000 --batch 8 --lr 2e-4 --seed 0
+      --out "$RUN/backbone.safetensors" --checkpoint-every 200 --eval-every 500
+      --device "${DEVICE:-cpu}")
+    # --init is read only when no checkpoint exists; later runs resume, and the shipped backbone it names must not
+    # change under them (the fingerprint records its sha256). The run finished on 2026-12-05 and its backbone became
+    # models/ipt-tiny/backbone.safetensors, so --init now names another file than the one it started from (sha256
+    # 28a7cf5c..., in git history before that date): the finished checkpoint stays as the record of the run.
+    ;;
+  edt-tiny)
+    # About 10 s a step of batch 8 on two cores (docs/training.md "edt-tiny"): a short schedule with a higher
+    # learning rate than the official 2e-4, which is tuned for 500k steps.
+    RUN=runs/edt-tiny
+    ARGS=(pretrain --preset edt-tiny "${DATA[@]}"
+      --steps 500 --batch 8 --lr 5e-4 --seed 0 --flush-denormals
+      --out "$RUN/backbone.safetensors" --checkpoint-every 25 --eval-every 100
+      --device "${DEVICE:-cpu}")
+    ;;
+  *) echo "PROFILE must be ipt-tiny-2 or edt-tiny, not \`$PROFILE\`" >&2; exit 2 ;;
+esac
+mkdir -p "$RUN"
 case "${1:-status}" in
   start)
     if [ -f "$RUN/pid" ] && kill -0 "$(cat "$RUN/pid")" 2>/dev/null; then
@@ -38,7 +55,7 @@ case "${1:-status}" in
     fi
     [ -x "$BIN" ] || cargo build --release
     echo "== $(date -u +%FT%TZ) start: $BIN ${ARGS[*]} --resume" >> "$RUN/progress.log"
-    RAYON_NUM_THREADS=${THREADS:-2} nohup nice -n 19 "$BIN" "${ARGS[@]}" --resume >> "$RUN/progress.log" 2>&1 &
+    RAYON_NUM_THREADS=${THREADS:-2} nohup nice -n "${NICE:-19}" "$BIN" "${ARGS[@]}" --resume >> "$RUN/progress.log" 2>&1 &
     echo $! > "$RUN/pid"
     echo "started (pid $!), log $RUN/progress.log" ;;
   fg)

@@ -94,6 +94,11 @@ fn hybrids_are_downscale_then_second_degradation() {
     let j = Task::Lr4Jpeg30.apply(&hr, 5).unwrap();
     assert_eq!(j, jpeg_compress(&lr, 30).unwrap());
     assert_eq!(Task::Lr4Jpeg30.target(&hr).unwrap().width, 256);
+    // The x2 hybrid: the same noise after a x2 downscale.
+    let n2 = Task::Lr2Noise30.apply(&hr, 5).unwrap();
+    let lr2 = bicubic_downscale(&hr, 2).unwrap();
+    assert_eq!(n2, gaussian_noise(&lr2, 30.0, NoiseConvention::ClipTruncate, mix64(5)).unwrap());
+    assert_eq!((Task::Lr2Noise30.scale(), Task::parse("lr2-noise30").unwrap().name()), (2, "lr2-noise30".to_string()));
 }
 
 #[test]

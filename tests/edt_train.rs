@@ -132,7 +132,7 @@ fn adaptir_trains_on_edt_and_the_adapter_evaluates() {
 }
 
 /// Every other method of the zoo trains on EDT too, full fine-tuning included (one step each: it runs and writes
-/// its adapter, which `eval` then loads on the checkpoint).
+/// its adapter, which `eval` then loads on the checkpoint, named with --backbone because the adapter is elsewhere).
 #[test]
 fn every_method_trains_on_edt() {
     let (root, _, _) = setup("methods");
@@ -144,15 +144,20 @@ fn every_method_trains_on_edt() {
     let backbone = root.join("models").join("backbone.safetensors");
     write_random_edt(&EdtConfig::from_json_file(&config).unwrap(), &backbone, false);
     for m in ["lora", "adapter", "adaptformer", "ssf", "fact", "moe", "full"] {
-        let out = root.join("models").join(format!("{m}.safetensors"));
+        // Each into a folder that does not exist yet: train creates it.
+        let out = root.join("runs").join(m).join(format!("{m}.safetensors"));
         let mut args = train_args(&backbone, &config, &train, &out);
-        args.extend_from_slice(&["--method", m, "--task", "sr2", "--steps", "1", "--batch", "2", "--eval-every", "1"]);
+        // The x2 head also takes the x2 hybrid.
+        let task = if m == "ssf" { "lr2-noise30" } else { "sr2" };
+        args.extend_from_slice(&["--method", m, "--task", task, "--steps", "1", "--batch", "2", "--eval-every", "1"]);
         let (code, _, err) = adaptir_cli(&args);
         assert_eq!(code, 0, "{m}: {err}");
         let file = adaptir::peft::file::AdapterFile::load(&out).unwrap();
         assert_eq!(file.meta.method, m);
         assert!(file.meta.backbone_config.edt().is_some());
-        let (code, _, err) = adaptir_cli(&["eval", "--adapter", s(&out), "--data", s(&root.join("small"))]);
+        let small = root.join("small");
+        let (code, _, err) =
+            adaptir_cli(&["eval", "--adapter", s(&out), "--backbone", s(&backbone), "--data", s(&small)]);
         assert_eq!(code, 0, "{m}: {err}");
     }
     std::fs::remove_dir_all(&root).ok();

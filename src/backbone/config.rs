@@ -10,11 +10,15 @@ use crate::error::{Error, Result};
 pub const OFFICIAL_TASKS: &[(&str, usize)] =
     &[("sr2", 2), ("sr3", 3), ("sr4", 4), ("derain", 1), ("denoise30", 1), ("denoise50", 1)];
 
+/// Every model task name, for error messages: the official heads, then the tasks that reuse one of them.
+pub const MODEL_TASK_NAMES: &str =
+    "sr2, sr3, sr4, derain, denoise30, denoise50, lr4-noise30, lr4-jpeg30, lr2-noise30, lowlight, realnoise";
+
 /// Task name -> head/tail index on the official task map, hybrids and new degradations included: the
-/// hybrids reuse the x4 head, low light the denoise50 one, real noise the denoise30 one.
+/// x4 hybrids reuse the x4 head (lr2-noise30 the x2 one), low light the denoise50 one, real noise the denoise30 one.
 pub fn task_index(name: &str) -> Option<usize> {
     Some(match name {
-        "sr2" => 0,
+        "sr2" | "lr2-noise30" => 0,
         "sr3" => 1,
         "sr4" | "lr4-noise30" | "lr4-jpeg30" => 2,
         "derain" => 3,

@@ -13,7 +13,7 @@ use crate::data::seed::stem_seed;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// sr2, sr3, sr4, noise15, noise25, noise30, noise50, jpeg10, jpeg20, jpeg30, jpeg40, lr4-noise30,
-    /// lr4-jpeg30, rain-light, rain-heavy or lowlight.
+    /// lr4-jpeg30, lr2-noise30, rain-light, rain-heavy or lowlight.
     #[arg(long)]
     pub task: String,
     /// Clean images, or folders of them.

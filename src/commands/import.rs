@@ -13,7 +13,7 @@ pub struct Args {
     /// .pt (`module.` prefixes of DataParallel are removed), or a .safetensors state dict with the official keys.
     pub input: PathBuf,
     /// The task the adapter is for (its head and tail): sr2, sr3, sr4, derain, denoise30, denoise50, lr4-noise30,
-    /// lr4-jpeg30, lowlight, realnoise.
+    /// lr4-jpeg30, lr2-noise30, lowlight, realnoise.
     #[arg(long)]
     pub task: String,
     /// The adapter file to write (.safetensors).

@@ -19,7 +19,7 @@ pub mod restore;
 pub mod train;
 pub mod validate;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::runtime::RunOptions;
 
 /// What a command hands back to `main`: everything it prints on standard output (written once, at the end) and
@@ -135,6 +135,19 @@ pub fn thousands(n: usize) -> String {
 fn line(s: &mut String, l: impl AsRef<str>) {
     s.push_str(l.as_ref());
     s.push('\n');
+}
+
+/// Before a training run writes `out`, its checkpoint and its curve: create `out`'s folder (so a run is never lost
+/// to a missing folder at its first checkpoint) and clear stale temporary files of those three.
+pub fn prepare_training_outputs(out: &std::path::Path) -> Result<()> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::file(out, format!("cannot create its folder {}: {e}", dir.display())))?;
+    }
+    for p in [out.to_path_buf(), crate::train::checkpoint_path(out), crate::train::curve_path(out)] {
+        remove_stale_temps(&p);
+    }
+    Ok(())
 }
 
 /// Remove the temporary files `.NAME.PID.N.tmp` (the names `fsutil::write_atomic` gives them) that writers killed

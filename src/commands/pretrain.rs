@@ -58,9 +58,7 @@ pub enum PretrainOutput {
 
 pub fn run(a: &Args) -> Result<PretrainOutput> {
     a.run.prepare()?;
-    for p in [a.out.clone(), crate::train::checkpoint_path(&a.out), crate::train::curve_path(&a.out)] {
-        super::remove_stale_temps(&p);
-    }
+    super::prepare_training_outputs(&a.out)?;
     if a.export_checkpoint {
         let checkpoint = crate::train::checkpoint_path(&a.out);
         let step = backbone_from_checkpoint(&checkpoint, &a.out)?;

@@ -23,7 +23,7 @@ pub struct Args {
     /// The method's JSON configuration (default: its defaults).
     #[arg(long)]
     pub method_config: Option<String>,
-    /// sr2, sr3, sr4, derain, denoise30, denoise50, lr4-noise30, lr4-jpeg30, lowlight or realnoise.
+    /// sr2, sr3, sr4, derain, denoise30, denoise50, lr4-noise30, lr4-jpeg30, lr2-noise30, lowlight or realnoise.
     #[arg(long)]
     pub task: String,
     /// Folder of clean photos (the degraded inputs are synthesised).
@@ -71,9 +71,7 @@ pub struct TrainOutput {
 
 pub fn run(a: &Args) -> Result<TrainOutput> {
     a.run.prepare()?;
-    for p in [a.out.clone(), crate::train::checkpoint_path(&a.out), crate::train::curve_path(&a.out)] {
-        super::remove_stale_temps(&p);
-    }
+    super::prepare_training_outputs(&a.out)?;
     let method_config = match &a.method_config {
         Some(s) => {
             Some(serde_json::from_str(s).map_err(|e| Error::invalid(format!("--method-config is not JSON: {e}")))?)

@@ -238,7 +238,10 @@ pub fn build(args: &ExportArgs) -> Result<Built> {
     let task = match task_name.parse::<usize>() {
         Ok(i) => i,
         Err(_) => task_index(&task_name).ok_or_else(|| {
-            Error::invalid(format!("unknown task `{task_name}`: expected a task index or one of sr2, sr3, sr4, lr4-noise30, lr4-jpeg30, derain, denoise30, realnoise, denoise50, lowlight"))
+            Error::invalid(format!(
+                "unknown task `{task_name}`: expected a task index or one of {}",
+                crate::backbone::config::MODEL_TASK_NAMES
+            ))
         })?,
     };
     let output = match (args.output, args.adapter) {

@@ -263,7 +263,7 @@ pub fn import(a: &ImportArgs) -> Result<Imported> {
     if let Some(de_type) = info.get("hyper_parameters").and_then(de_type_of) {
         let norm = |s: &str| s.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_lowercase();
         let names = crate::backbone::config::OFFICIAL_TASKS.iter().map(|t| t.0);
-        let names = names.chain(["lr4-noise30", "lr4-jpeg30", "lowlight", "realnoise"]);
+        let names = names.chain(["lr4-noise30", "lr4-jpeg30", "lr2-noise30", "lowlight", "realnoise"]);
         let theirs = names.clone().find(|t| norm(t) == norm(&de_type));
         if theirs != Some(a.task) {
             notes.push(format!(

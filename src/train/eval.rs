@@ -167,7 +167,9 @@ fn images(a: &EvalArgs, task: &str, scale: usize) -> Result<Vec<(String, Image, 
 /// The metric convention of a task (see the module doc).
 pub fn metric_for(task: &str, scale: usize) -> MetricOptions {
     match task {
-        "sr2" | "sr3" | "sr4" | "lr4-noise30" | "lr4-jpeg30" => MetricOptions { y_channel: true, crop_border: scale },
+        "sr2" | "sr3" | "sr4" | "lr4-noise30" | "lr4-jpeg30" | "lr2-noise30" => {
+            MetricOptions { y_channel: true, crop_border: scale }
+        }
         "derain" => MetricOptions { y_channel: true, crop_border: 0 },
         _ => MetricOptions { y_channel: false, crop_border: 0 },
     }

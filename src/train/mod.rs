@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 
+use crate::backbone::config::MODEL_TASK_NAMES;
 use crate::backbone::{Ipt, IptConfig};
 use crate::data::pairs::list_images;
 use crate::data::{Image, Task};
@@ -43,12 +44,12 @@ pub fn data_task(task: &str) -> Result<Option<Task>> {
         "denoise50" => Task::Noise(50),
         "lr4-noise30" => Task::Lr4Noise30,
         "lr4-jpeg30" => Task::Lr4Jpeg30,
+        "lr2-noise30" => Task::Lr2Noise30,
         "lowlight" => Task::LowLight,
         "realnoise" => return Ok(None),
         other => {
             return Err(Error::invalid(format!(
-                "--task `{other}`: the backbone has no head for it; expected one of sr2, sr3, sr4, derain, \
-                 denoise30, denoise50, lr4-noise30, lr4-jpeg30, lowlight, realnoise"
+                "--task `{other}`: the backbone has no head for it; expected one of {MODEL_TASK_NAMES}"
             )))
         }
     }))
@@ -57,10 +58,7 @@ pub fn data_task(task: &str) -> Result<Option<Task>> {
 /// Head / tail index of a task name on the backbone, with the error the CLI prints.
 pub fn head_of(task: &str, config: &IptConfig) -> Result<usize> {
     let idx = crate::backbone::config::task_index(task).ok_or_else(|| {
-        Error::invalid(format!(
-            "--task `{task}`: the backbone has no head for it; expected one of sr2, sr3, sr4, derain, denoise30, \
-             denoise50, lr4-noise30, lr4-jpeg30, lowlight, realnoise"
-        ))
+        Error::invalid(format!("--task `{task}`: the backbone has no head for it; expected one of {MODEL_TASK_NAMES}"))
     })?;
     if idx >= config.num_tasks {
         return Err(Error::invalid(format!(

@@ -30,6 +30,8 @@ pub enum Task {
     Lr4Noise30,
     /// x4 bicubic, then JPEG q30.
     Lr4Jpeg30,
+    /// x2 bicubic, then Gaussian noise sigma 30 as [`Task::Lr4Noise30`]: the x2 hybrid that EDT's x2 head adapts to.
+    Lr2Noise30,
     RainLight,
     RainHeavy,
     LowLight,
@@ -51,6 +53,7 @@ impl Task {
         "jpeg40",
         "lr4-noise30",
         "lr4-jpeg30",
+        "lr2-noise30",
         "rain-light",
         "rain-heavy",
         "lowlight",
@@ -72,6 +75,7 @@ impl Task {
             "jpeg40" => Task::Jpeg(40),
             "lr4-noise30" => Task::Lr4Noise30,
             "lr4-jpeg30" => Task::Lr4Jpeg30,
+            "lr2-noise30" => Task::Lr2Noise30,
             "rain-light" => Task::RainLight,
             "rain-heavy" => Task::RainHeavy,
             "lowlight" => Task::LowLight,
@@ -94,6 +98,7 @@ impl Task {
             Task::Jpeg(q) => format!("jpeg{q}"),
             Task::Lr4Noise30 => "lr4-noise30".into(),
             Task::Lr4Jpeg30 => "lr4-jpeg30".into(),
+            Task::Lr2Noise30 => "lr2-noise30".into(),
             Task::RainLight => "rain-light".into(),
             Task::RainHeavy => "rain-heavy".into(),
             Task::LowLight => "lowlight".into(),
@@ -105,6 +110,7 @@ impl Task {
         match self {
             Task::Sr(s) => *s,
             Task::Lr4Noise30 | Task::Lr4Jpeg30 => 4,
+            Task::Lr2Noise30 => 2,
             _ => 1,
         }
     }
@@ -120,8 +126,8 @@ impl Task {
             Task::Sr(s) => bicubic_downscale(clean, s),
             Task::Noise(s) => gaussian_noise(clean, s as f64, NoiseConvention::ClipRound, seed),
             Task::Jpeg(q) => jpeg_compress(clean, q),
-            Task::Lr4Noise30 => {
-                let lr = bicubic_downscale(clean, 4)?;
+            Task::Lr4Noise30 | Task::Lr2Noise30 => {
+                let lr = bicubic_downscale(clean, self.scale())?;
                 gaussian_noise(&lr, 30.0, NoiseConvention::ClipTruncate, mix64(seed))
             }
             Task::Lr4Jpeg30 => jpeg_compress(&bicubic_downscale(clean, 4)?, 30),
