@@ -187,7 +187,7 @@ fn im2col_path(x: &Tensor, w: &Tensor) -> Result<bool> {
 /// sum of `dY` for `bias`; candle's conv2d (and its conv-transpose backward) otherwise.
 pub fn conv2d_trainable(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, padding: usize) -> Result<Tensor> {
     let add_bias = |y: Tensor| match bias {
-        Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+        Some(b) => crate::channel::add(&y, b, 1),
         None => Ok(y),
     };
     let (co, ci, k, _) = w.dims4()?;
@@ -214,7 +214,7 @@ pub fn conv2d_trainable(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, padding: 
         } else {
             None
         };
-        let gb = if has_bias { Some(grad.sum((0, 2, 3))?) } else { None };
+        let gb = if has_bias { Some(crate::channel::sum_except(grad, 1)?) } else { None };
         Ok(vec![gx, gw, gb])
     })
 }

@@ -26,7 +26,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         dims[last] = y.dim(1)?;
         let y = y.reshape(dims)?;
         match b {
-            Some(b) => y.broadcast_add(b),
+            Some(b) => crate::channel::add(&y, b, last),
             None => Ok(y),
         }
     };

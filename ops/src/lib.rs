@@ -11,6 +11,7 @@
 //! | `softmax_last_dim`, `layer_norm_frozen` | `fused.rs`, `softmax.rs` | vectorised exp (f32 CPU), candle-nn's fused kernels | closed form, graph holds input and output only |
 //! | `attention` (core of multi-head attention) | `fused.rs`, `attention.rs` | f32 CPU: one `gemm` per product per (batch, head) task, strided; elsewhere candle's batched matmul | recomputes the weights, closed form |
 //! | `relu` | `fused.rs` | f32 CPU: one parallel pass; elsewhere candle's | one pass from the output (`y > 0`) |
+//! | `channel::add`, `channel::mul` (a trained per-channel vector) | `channel.rs` | candle's broadcast op | the vector's gradient summed by products with ones |
 //! | `conv2d` (frozen kernel) | `frozen.rs`, `conv.rs` | im2col + `gemm` on the CPU, candle's elsewhere | input gradient only (the adjoint convolution) |
 //!
 //! Why this split: the DFTs are tiny (16x16 to 48x48 planes), so dense products cost little, run on every
@@ -23,6 +24,7 @@
 pub mod amplitude;
 pub mod atan2;
 mod attention;
+pub mod channel;
 pub mod conv;
 pub mod dft;
 mod elementwise;

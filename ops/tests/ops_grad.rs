@@ -329,3 +329,44 @@ fn f32_softmax_against_f64() {
         }
     }
 }
+
+/// Per-channel shift and scale of a trained vector, along the last dim, a middle dim and the first: forward equal
+/// to candle's broadcast ops, and both gradients (input and vector) against central finite differences.
+#[test]
+fn channel_add_and_mul() {
+    use adaptir_ops::channel::{add, mul};
+    let mut rng = rng(17);
+    let x = random(&mut rng, &[2, 3, 4, 5], 1.0);
+    let wo = random(&mut rng, &[2, 3, 4, 5], 1.0);
+    for axis in [3, 1, 0] {
+        let c = x.dim(axis).unwrap();
+        let v = random(&mut rng, &[c], 1.0);
+        let mut shape = vec![1; 4];
+        shape[axis] = c;
+        let vb = v.reshape(shape).unwrap();
+        // Forward: the tracked path (a variable) equals candle's broadcast ops.
+        let var = candle_core::Var::from_tensor(&v).unwrap();
+        let sum = add(&x, var.as_tensor(), axis).unwrap();
+        assert_eq!(max_abs_diff(&sum, &x.broadcast_add(&vb).unwrap()), EXACT, "add, axis {axis}");
+        let product = mul(&x, var.as_tensor(), axis).unwrap();
+        assert_eq!(max_abs_diff(&product, &x.broadcast_mul(&vb).unwrap()), EXACT, "mul, axis {axis}");
+        let err = finite_difference_check(&[x.clone(), v.clone()], |t| weighted_sum(&add(&t[0], &t[1], axis)?, &wo));
+        assert!(err <= FINITE_DIFFERENCE_REL, "add, axis {axis}: {err:e}");
+        let err = finite_difference_check(&[x.clone(), v.clone()], |t| weighted_sum(&mul(&t[0], &t[1], axis)?, &wo));
+        assert!(err <= FINITE_DIFFERENCE_REL, "mul, axis {axis}: {err:e}");
+        // Composed: a scale then a shift of the same input, as a LayerNorm's affine.
+        let err = finite_difference_check(&[x.clone(), v.clone(), v.clone()], |t| {
+            weighted_sum(&add(&mul(&t[0], &t[1], axis)?, &t[2], axis)?, &wo)
+        });
+        assert!(err <= FINITE_DIFFERENCE_REL, "mul then add, axis {axis}: {err:e}");
+    }
+    // The trained LayerNorm: candle-nn's values, and gradients for the input and both parameters.
+    let (w, b) = (random(&mut rng, &[5], 1.0), random(&mut rng, &[5], 1.0));
+    let (wv, bv) = (candle_core::Var::from_tensor(&w).unwrap(), candle_core::Var::from_tensor(&b).unwrap());
+    let ln = adaptir_ops::channel::layer_norm(&x, wv.as_tensor(), bv.as_tensor(), 1e-5).unwrap();
+    assert_eq!(max_abs_diff(&ln, &candle_nn::ops::layer_norm_slow(&x, &w, &b, 1e-5).unwrap()), EXACT);
+    let err = finite_difference_check(&[x, w, b], |t| {
+        weighted_sum(&adaptir_ops::channel::layer_norm(&t[0], &t[1], &t[2], 1e-5)?, &wo)
+    });
+    assert!(err <= FINITE_DIFFERENCE_REL, "layer norm: {err:e}");
+}

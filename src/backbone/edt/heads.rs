@@ -106,7 +106,7 @@ impl ConvTranspose2x2 {
             adaptir_ops::frozen::linear_t(&x, &self.weight)? // (n, h, w, o*4)
         };
         let y = y.reshape((n, h, w, o, 2, 2))?.permute((0, 3, 1, 4, 2, 5))?.reshape((n, o, 2 * h, 2 * w))?;
-        y.broadcast_add(&self.bias.reshape((1, o, 1, 1))?)
+        adaptir_ops::channel::add(&y, &self.bias, 1)
     }
 }
 

@@ -62,7 +62,8 @@ impl DepthwiseNhwc {
         let mut acc: Option<Tensor> = None;
         for ky in 0..k {
             for kx in 0..k {
-                let term = padded.narrow(1, ky, h)?.narrow(2, kx, w)?.broadcast_mul(&taps[ky * k + kx])?;
+                let shifted = padded.narrow(1, ky, h)?.narrow(2, kx, w)?;
+                let term = adaptir_ops::channel::mul(&shifted, &taps[ky * k + kx], 3)?;
                 acc = Some(match acc {
                     Some(a) => (a + term)?,
                     None => term,
@@ -70,7 +71,7 @@ impl DepthwiseNhwc {
             }
         }
         match acc {
-            Some(a) => a.broadcast_add(&self.bias),
+            Some(a) => adaptir_ops::channel::add(&a, &self.bias, 3),
             None => candle_core::bail!("depthwise conv with an empty kernel"),
         }
     }
