@@ -218,3 +218,42 @@ pub fn conv2d_trainable(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, padding: 
         Ok(vec![gx, gw, gb])
     })
 }
+
+/// A depthwise k x k convolution (zero padding k / 2) of a channels-last (N, H, W, C) input with a trained kernel
+/// (C, 1, k, k) and bias (C) (pre-training EDT's LePE and MLP convs): one graph node holding the input and the
+/// output, as [`crate::frozen::depthwise_nhwc`] computes the value. Backward: the input's gradient is the same sum
+/// over the gradient with the kernel flipped; tap (ky, kx)'s is the sum over (N, H, W) of the gradient times the
+/// input shifted by that tap; the bias's the sum of the gradient (both sums by `channel::sum_except`). Composing
+/// it from candle ops instead kept k^2 full-size products alive per conv and summed each with candle's strided
+/// reduction.
+pub fn depthwise_nhwc_trainable(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (c, _, k, _) = weight.dims4()?;
+    if k.is_multiple_of(2) {
+        candle_core::bail!("depthwise_nhwc_trainable: an odd k x k kernel, not k = {k}");
+    }
+    let taps = crate::frozen::depthwise_taps(&weight.detach())?;
+    let y = crate::frozen::shifted_sum(&x.detach(), &taps, k)?.broadcast_add(&bias.detach())?;
+    let flipped: Vec<Tensor> = taps.into_iter().rev().collect();
+    crate::fused::carry3("depthwise-nhwc", [x, weight, bias], y, move |args, _, grad| {
+        let (x, weight, bias) = (args[0], args[1], args[2]);
+        let gx = if x.track_op() { Some(crate::frozen::shifted_sum(grad, &flipped, k)?) } else { None };
+        let gw = if weight.track_op() {
+            let (_, h, w, _) = grad.dims4()?;
+            let p = k / 2;
+            let padded = x.detach().pad_with_zeros(1, p, p)?.pad_with_zeros(2, p, p)?;
+            let mut per_tap = Vec::with_capacity(k * k);
+            for ky in 0..k {
+                for kx in 0..k {
+                    let shifted = padded.narrow(1, ky, h)?.narrow(2, kx, w)?;
+                    per_tap.push(crate::channel::sum_except(&(shifted * grad)?, 3)?);
+                }
+            }
+            // (k^2, C) -> (C, 1, k, k)
+            Some(Tensor::stack(&per_tap, 0)?.t()?.contiguous()?.reshape((c, 1, k, k))?)
+        } else {
+            None
+        };
+        let gb = if bias.track_op() { Some(crate::channel::sum_except(grad, 3)?) } else { None };
+        Ok(vec![gx, gw, gb])
+    })
+}

@@ -96,8 +96,16 @@ pub fn depthwise_nhwc(x: &Tensor, taps: &[Tensor], k: usize) -> Result<Tensor> {
     crate::fused::carry("frozen-depthwise-nhwc", x, y, move |_x, _y, grad| shifted_sum(grad, &flipped, k))
 }
 
+/// The taps of a depthwise kernel (C, 1, k, k) as [`depthwise_nhwc`] takes them: tap `ky * k + kx` is the (C,)
+/// vector of kernel position (ky, kx).
+pub fn depthwise_taps(weight: &Tensor) -> Result<Vec<Tensor>> {
+    let (c, _, k, _) = weight.dims4()?;
+    let w = weight.reshape((c, k * k))?.t()?.contiguous()?;
+    (0..k * k).map(|i| w.get(i)).collect()
+}
+
 /// `sum over (ky, kx) of pad(x)[:, ky.., kx.., :] * taps[ky k + kx]`: the correlation of [`depthwise_nhwc`].
-fn shifted_sum(x: &Tensor, taps: &[Tensor], k: usize) -> Result<Tensor> {
+pub(crate) fn shifted_sum(x: &Tensor, taps: &[Tensor], k: usize) -> Result<Tensor> {
     let (_, h, w, _) = x.dims4()?;
     let p = k / 2;
     let padded = x.pad_with_zeros(1, p, p)?.pad_with_zeros(2, p, p)?;

@@ -370,3 +370,26 @@ fn channel_add_and_mul() {
     });
     assert!(err <= FINITE_DIFFERENCE_REL, "layer norm: {err:e}");
 }
+
+/// The trained depthwise convolution on channels-last input (EDT's LePE and MLP convs in pre-training): its value
+/// is the frozen op's plus the bias, and its three gradients (input, kernel, bias) match central finite
+/// differences, for 3x3 and 5x5 kernels.
+#[test]
+fn depthwise_nhwc_trainable_gradients() {
+    use adaptir_ops::conv::depthwise_nhwc_trainable;
+    use adaptir_ops::frozen::{depthwise_nhwc, depthwise_taps};
+    let mut rng = rng(18);
+    for k in [3usize, 5] {
+        let c = 3;
+        let x = random(&mut rng, &[2, 4, 5, c], 1.0);
+        let (w, b) = (random(&mut rng, &[c, 1, k, k], 1.0), random(&mut rng, &[c], 1.0));
+        let wo = random(&mut rng, &[2, 4, 5, c], 1.0);
+        let (wv, bv) = (candle_core::Var::from_tensor(&w).unwrap(), candle_core::Var::from_tensor(&b).unwrap());
+        let ours = depthwise_nhwc_trainable(&x, wv.as_tensor(), bv.as_tensor()).unwrap();
+        let frozen = depthwise_nhwc(&x, &depthwise_taps(&w).unwrap(), k).unwrap().broadcast_add(&b).unwrap();
+        assert_eq!(max_abs_diff(&ours, &frozen), EXACT, "{k}x{k}");
+        let err =
+            finite_difference_check(&[x, w, b], |t| weighted_sum(&depthwise_nhwc_trainable(&t[0], &t[1], &t[2])?, &wo));
+        assert!(err <= FINITE_DIFFERENCE_REL, "{k}x{k}: {err:e}");
+    }
+}

@@ -21,8 +21,9 @@ fn linear(vb: VarBuilder, cin: usize, cout: usize) -> Result<Linear> {
 }
 
 /// A depthwise k x k convolution (zero padding k / 2, bias) on channels-last (N, H, W, C): the sum of the k^2
-/// shifted copies of the padded input, each scaled per channel. Exact, differentiable with candle's own ops, and
-/// needs no transpose to NCHW and back (the official code permutes around an `nn.Conv2d(groups=C)`).
+/// shifted copies of the padded input, each scaled per channel. Exact, and needs no transpose to NCHW and back (the
+/// official code permutes around an `nn.Conv2d(groups=C)`). One graph node either way: `frozen::depthwise_nhwc`
+/// for a frozen kernel, `conv::depthwise_nhwc_trainable` for a trained one.
 struct DepthwiseNhwc {
     /// The official (C, 1, k, k) kernel, as loaded (a trained variable when the backbone is trained).
     weight: Tensor,
@@ -38,42 +39,18 @@ impl DepthwiseNhwc {
         let init = crate::backbone::layers::default_init(k * k);
         let weight = vb.get_with_hints((c, 1, k, k), "weight", init)?;
         let bias = vb.get_with_hints(c, "bias", init)?;
-        let taps = Self::taps_of(&weight.detach(), k)?;
+        let taps = adaptir_ops::frozen::depthwise_taps(&weight.detach())?;
         Ok(Self { weight, taps, bias, k })
-    }
-
-    fn taps_of(weight: &Tensor, k: usize) -> Result<Vec<Tensor>> {
-        let c = weight.dim(0)?;
-        let w = weight.reshape((c, k * k))?.t()?.contiguous()?;
-        (0..k * k).map(|i| w.get(i)).collect()
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // Frozen kernel (inference, adapter training): the op with the one-adjoint backward.
-        if !self.weight.track_op() {
+        if !self.weight.track_op() && !self.bias.track_op() {
             return adaptir_ops::frozen::depthwise_nhwc(x, &self.taps, self.k)?.broadcast_add(&self.bias);
         }
-        // Trained kernel (pre-training): taps from the variable's current values through candle's own graph,
-        // which also gives their gradients.
-        let taps = Self::taps_of(&self.weight, self.k)?;
-        let (_, h, w, _) = x.dims4()?;
-        let (k, p) = (self.k, self.k / 2);
-        let padded = x.pad_with_zeros(1, p, p)?.pad_with_zeros(2, p, p)?;
-        let mut acc: Option<Tensor> = None;
-        for ky in 0..k {
-            for kx in 0..k {
-                let shifted = padded.narrow(1, ky, h)?.narrow(2, kx, w)?;
-                let term = adaptir_ops::channel::mul(&shifted, &taps[ky * k + kx], 3)?;
-                acc = Some(match acc {
-                    Some(a) => (a + term)?,
-                    None => term,
-                });
-            }
-        }
-        match acc {
-            Some(a) => adaptir_ops::channel::add(&a, &self.bias, 3),
-            None => candle_core::bail!("depthwise conv with an empty kernel"),
-        }
+        // Trained kernel (pre-training, full fine-tuning): computed from the variable's current values, with
+        // every gradient.
+        adaptir_ops::conv::depthwise_nhwc_trainable(x, &self.weight, &self.bias)
     }
 }
 
