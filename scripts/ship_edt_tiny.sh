@@ -5,7 +5,7 @@
 # are the commands that produced the shipped files and the numbers of models/edt-tiny/MODEL_CARD.md.
 # The pre-training itself: PROFILE=edt-tiny bash scripts/pretrain_long.sh start (runs/edt-tiny/).
 # Usage (from the repo root): RAYON_NUM_THREADS=2 bash scripts/ship_edt_tiny.sh [STEPS] [BIN]
-#   (defaults: 300, target/release/adaptir). PART=copy|adapter|backbone-eval|adapter-eval|all (default
+#   (defaults: 300, target/release/adaptir). PART=copy|adapter|backbone-eval|adapter-eval|validate|all (default
 #   all); SETS (default "Set5 Set14"), SR2_SETS (the x2 head alone, default BSD100).
 set -euo pipefail
 STEPS=${1:-300}
@@ -46,4 +46,11 @@ if [ "$PART" = all ] || [ "$PART" = adapter-eval ]; then
   for set in $SETS; do
     $BIN eval --adapter $M/lr2-noise30.safetensors --data $D/benchmarks/$set/HR --json > $M/eval/lr2-noise30-$set.json
   done
+fi
+# The canonical call on the shipped adapter, judged in every runtime of the matrix (seeded inputs, candle reference).
+if [ "$PART" = all ] || [ "$PART" = validate ]; then
+  tmp=$(mktemp -d)
+  $BIN export --adapter $M/lr2-noise30.safetensors -o "$tmp/edt-tiny-lr2-noise30.onnx"
+  $BIN validate "$tmp/edt-tiny-lr2-noise30.onnx" --runtime all --json > $M/eval/validate-lr2-noise30.json
+  rm -rf "$tmp"
 fi

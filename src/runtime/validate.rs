@@ -206,6 +206,39 @@ fn seeded_input(dims: &[usize]) -> Result<Tensor> {
     Ok(Tensor::from_vec(v, dims, &Device::Cpu)?)
 }
 
+/// The adapter `file` that the exported model records, checked against its sha256: `--adapter`, else beside the
+/// model, in `models/<backbone>/` (working folder, then this executable's repository), beside `--backbone`, and in
+/// the working folder, the first that exists (IPT and EDT files alike).
+fn find_adapter(g: &Graph, args: &ValidateArgs, file: &str, backbone_name: &str) -> Result<PathBuf> {
+    let model_path = args.model;
+    let sha = meta(g, model_path, "adapter_sha256")?;
+    let path = match args.adapter {
+        Some(a) if !a.is_file() => {
+            return Err(Error::file(a, "expected an adapter file (.safetensors), found no such file"));
+        }
+        Some(a) => a.to_path_buf(),
+        None => {
+            let mut candidates = vec![model_path.parent().unwrap_or(Path::new("")).join(file)];
+            candidates.extend(crate::model::models_candidates(backbone_name, file));
+            candidates.extend(args.backbone.and_then(Path::parent).map(|p| p.join(file)));
+            candidates.push(PathBuf::from(file));
+            first_existing(&candidates).ok_or_else(|| {
+                let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+                Error::file(
+                    model_path,
+                    format!(
+                        "adapter `{file}` (sha256 {sha}) not found; looked for {}: pass --adapter PATH, or --golden \
+                         G.safetensors",
+                        looked.join(", ")
+                    ),
+                )
+            })?
+        }
+    };
+    check_sha(&path, sha, "adapter", model_path)?;
+    Ok(path)
+}
+
 /// The candle reference of an EDT file (`export` with an EDT config or an EDT adapter): the checkpoint it
 /// records (given as --backbone; else beside the adapter or the file), and its adapter (given as --adapter, else
 /// beside the file), each checked by sha256, on seeded inputs at the task's training size.
@@ -225,21 +258,7 @@ fn edt_reference(g: &Graph, args: &ValidateArgs) -> Result<Reference> {
     let model_dir = model_path.parent().map(Path::to_path_buf).unwrap_or_default();
     let adapter = match g.metadata.get("adapter") {
         None => None,
-        Some(file) => {
-            let path = args.adapter.map(Path::to_path_buf).unwrap_or_else(|| model_dir.join(file));
-            if !path.is_file() {
-                return Err(Error::file(
-                    model_path,
-                    format!(
-                        "exported from the adapter `{file}`, not found at {}: pass --adapter PATH, or --golden \
-                         G.safetensors",
-                        path.display()
-                    ),
-                ));
-            }
-            check_sha(&path, meta(g, model_path, "adapter_sha256")?, "adapter", model_path)?;
-            Some(AdapterFile::load(&path)?)
-        }
+        Some(file) => Some(AdapterFile::load(&find_adapter(g, args, file, name)?)?),
     };
     let checkpoint = match (args.backbone, &adapter) {
         (Some(b), _) => b.to_path_buf(),
@@ -312,27 +331,15 @@ fn candle_reference(g: &Graph, args: &ValidateArgs) -> Result<Reference> {
     let model_dir = model_path.parent().map(Path::to_path_buf).unwrap_or_default();
 
     // The adapter's path first (its folder is where the backbone is looked for first), then the backbone by
-    // `crate::model`'s rule, then each checked against the metadata's sha256.
-    let adapter_file = if method == crate::peft::PRETRAIN.name {
+    // `crate::model`'s rule; a missing backbone is reported before a missing adapter.
+    let adapter_path = if method == crate::peft::PRETRAIN.name {
         None
     } else {
-        let file = meta(g, model_path, "adapter")?;
-        let sha = meta(g, model_path, "adapter_sha256")?;
-        let (path, looked) = match args.adapter {
-            Some(a) => (Some(a.to_path_buf()), Vec::new()),
-            None => {
-                let mut candidates = vec![model_dir.join(file)];
-                candidates.extend(crate::model::models_candidates(name, file));
-                candidates.extend(args.backbone.and_then(Path::parent).map(|p| p.join(file)));
-                candidates.push(PathBuf::from(file));
-                (first_existing(&candidates), candidates)
-            }
-        };
-        Some((file, sha, path, looked))
+        Some(find_adapter(g, args, meta(g, model_path, "adapter")?, name))
     };
-    let beside: Vec<&Path> = adapter_file
+    let beside: Vec<&Path> = adapter_path
         .as_ref()
-        .and_then(|(_, _, p, _)| p.as_deref())
+        .and_then(|found| found.as_deref().ok())
         .and_then(Path::parent)
         .into_iter()
         .chain([model_dir.as_path()])
@@ -344,28 +351,7 @@ fn candle_reference(g: &Graph, args: &ValidateArgs) -> Result<Reference> {
         ", or --golden G.safetensors to validate against stored outputs",
     )?;
     check_sha(&backbone, backbone_sha, "backbone", model_path)?;
-
-    let adapter = match adapter_file {
-        None => None,
-        Some((file, sha, None, looked)) => {
-            let looked: Vec<String> = looked.iter().map(|p| p.display().to_string()).collect();
-            return Err(Error::file(
-                model_path,
-                format!(
-                    "adapter `{file}` (sha256 {sha}) not found; looked for {}: pass --adapter PATH, or --golden \
-                     G.safetensors",
-                    looked.join(", ")
-                ),
-            ));
-        }
-        Some((_, sha, Some(path), _)) => {
-            if !path.is_file() {
-                return Err(Error::file(&path, "expected an adapter file (.safetensors), found no such file"));
-            }
-            check_sha(&path, sha, "adapter", model_path)?;
-            Some(AdapterFile::load(&path)?)
-        }
-    };
+    let adapter = adapter_path.transpose()?.as_deref().map(AdapterFile::load).transpose()?;
     let device = Device::Cpu;
     let model = build_model(&backbone, &config, adapter.as_ref(), DType::F32, &device)?;
 
