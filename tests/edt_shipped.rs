@@ -64,3 +64,44 @@ fn the_shipped_edt_adapter_helps_on_unseen_photos() {
     assert!(out.contains("edt-tiny/lr2-noise30.safetensors"), "{out}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `adaptir restore` takes the shipped EDT adapter (it took IPT adapters only until 2026-12-07): an x2 noisy
+/// input comes out twice as large, and the candle and ONNX Runtime engines (the latter running the EDT lowering
+/// compiled in memory) agree to within a level's rounding.
+#[test]
+fn restore_runs_the_shipped_edt_adapter_on_candle_and_onnx() {
+    let dir = std::env::temp_dir().join(format!("adaptir-edt-restore-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let clean = fixture("images/set5/butterfly.png");
+    let (code, _, err) = adaptir_cli(&["degrade", "--task", "lr2-noise30", s(&clean), "-o", s(&dir)]);
+    assert_eq!(code, 0, "degrade: {err}");
+    let noisy = dir.join("butterfly.png");
+    let adapter = shipped("lr2-noise30.safetensors");
+    let mut psnr_vs_clean = vec![];
+    for engine in ["candle", "onnx"] {
+        let out = dir.join(format!("restored_{engine}.png"));
+        let args = ["restore", "--adapter", s(&adapter), s(&noisy), "-o", s(&out), "--engine", engine, "--quiet"];
+        let (code, text, err) = adaptir_cli(&args);
+        assert_eq!(code, 0, "{engine}: {err}");
+        assert!(text.contains("(128x128) -> ") && text.contains("(256x256)"), "{engine}: {text}");
+        psnr_vs_clean.push(metrics_psnr(&out, &clean));
+    }
+    let engines = metrics_psnr(&dir.join("restored_candle.png"), &dir.join("restored_onnx.png"));
+    assert!(engines > 60.0, "candle and ONNX Runtime restorations differ: {engines} dB");
+    eprintln!("restore vs clean: candle {:.2} dB, onnx {:.2} dB", psnr_vs_clean[0], psnr_vs_clean[1]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `adaptir metrics A B --y --crop 2 --json`: the PSNR of A against B (infinite for identical images).
+fn metrics_psnr(a: &Path, b: &Path) -> f64 {
+    let (code, out, err) = adaptir_cli(&["metrics", s(a), s(b), "--y", "--crop", "2", "--json"]);
+    assert_eq!(code, 0, "metrics: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    match v["psnr"].as_f64() {
+        Some(p) => p,
+        // Identical images: an infinite PSNR, which JSON writes as null.
+        None if v["ssim"].as_f64() == Some(1.0) => f64::INFINITY,
+        None => panic!("metrics --json: {out}"),
+    }
+}

@@ -32,9 +32,10 @@ pub struct Args {
     /// same ONNX run by tract, pure Rust: no C++ library), or openvino (OpenVINO's CPU plugin; --precision bf16).
     #[arg(long, default_value = "candle")]
     pub engine: String,
-    /// Tile side: the model's patch size.
-    #[arg(long, default_value_t = 48)]
-    pub tile: usize,
+    /// Tile side: the model's input size, which is the default (IPT: its patch size, 48; EDT: its task's input
+    /// size, 48 for SR and 192 for denoise / derain); any other value is refused.
+    #[arg(long)]
+    pub tile: Option<usize>,
     /// Pixels shared by neighbouring tiles (even).
     #[arg(long, default_value_t = crate::restore::CLI_OVERLAP)]
     pub overlap: usize,
@@ -171,17 +172,16 @@ pub fn run(args: &Args) -> Result<RestoreReport> {
     }
     let loaded = load(&args.input)?;
     let mut restorer = Restorer::new(&restorer_args)?;
-    if args.tile != restorer.tile() {
+    let tile = restorer.tile();
+    if let Some(t) = args.tile.filter(|&t| t != tile) {
         return Err(Error::invalid(format!(
-            "--tile {}: this model takes {p}x{p} tiles (its patch size); use --tile {p}",
-            args.tile,
-            p = restorer.tile()
+            "--tile {t}: this model takes {tile}x{tile} tiles (its input size); use --tile {tile} or leave it out"
         )));
     }
-    if args.overlap >= args.tile {
+    if args.overlap >= tile {
         return Err(Error::invalid(format!(
-            "--overlap {}: expected fewer pixels than the tile side {}",
-            args.overlap, args.tile
+            "--overlap {}: expected fewer pixels than the tile side {tile}",
+            args.overlap
         )));
     }
     let output = match &args.output {
@@ -194,7 +194,7 @@ pub fn run(args: &Args) -> Result<RestoreReport> {
         }
     }
     let (w, h) = (loaded.rgb.width, loaded.rgb.height);
-    let tiles = tile_count(w, h, args.tile, args.overlap);
+    let tiles = tile_count(w, h, tile, args.overlap);
     let bar = if !args.quiet {
         let b = indicatif::ProgressBar::new(tiles as u64);
         if let Ok(style) = indicatif::ProgressStyle::with_template(

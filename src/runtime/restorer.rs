@@ -20,13 +20,13 @@ use super::openvino::OpenVinoModel;
 use super::tract::TractModel;
 use super::{Precision, RunOptions, Session};
 use crate::backbone::config::task_index;
-use crate::backbone::Ipt;
 use crate::compile::export::image_to_nchw;
-use crate::compile::lower::lower;
+use crate::compile::lower::{lower, lower_edt};
 use crate::compile::whole_image::WholeImage;
 use crate::data::Image;
 use crate::error::{Error, Result};
-use crate::model::load_model_with;
+use crate::model::edt::load_edt_with_adapter;
+use crate::model::{load_model_with, Net};
 use crate::peft::file::{sha256_file, AdapterFile};
 use crate::restore::{restore_with, Tiling};
 
@@ -67,8 +67,9 @@ impl std::fmt::Display for Engine {
 
 /// A model ready to restore images on one engine.
 pub struct Restorer {
-    pub model: Ipt,
-    pub task: usize,
+    /// The candle model (IPT with the adapter's head, or an EDT checkpoint's one head): the `candle` engine
+    /// runs it, and the other engines run its ONNX lowering.
+    pub model: Net,
     pub task_name: String,
     pub scale: usize,
     pub engine: Engine,
@@ -209,15 +210,27 @@ impl Restorer {
             return Err(Error::file(args.adapter, "expected an adapter file (.safetensors), found no such file"));
         }
         let adapter = AdapterFile::load(args.adapter)?;
-        let config = adapter.ipt_config("restore")?.clone();
         let task_name = adapter.meta.task.clone();
-        let task = task_index(&task_name).ok_or_else(|| {
-            Error::file(args.adapter, format!("unknown task `{task_name}` in the adapter's metadata"))
-        })?;
-        let scale = *config.scales.get(task).ok_or_else(|| {
-            Error::file(args.adapter, format!("task `{task_name}` (index {task}) has no head in its backbone config"))
-        })?;
-        let model = load_model_with(args.backbone, Some(adapter), None, DType::F32, &Device::Cpu)?.ipt;
+        let model = if adapter.meta.backbone_config.edt().is_some() {
+            // An EDT checkpoint holds the one head the adapter was trained through.
+            let beside: Vec<&Path> = adapter.path.parent().into_iter().collect();
+            let checkpoint = crate::model::find_backbone(args.backbone, &adapter.meta.backbone, &beside, "")?;
+            Net::Edt(Box::new(load_edt_with_adapter(&checkpoint, &adapter, DType::F32, &Device::Cpu)?))
+        } else {
+            let config = adapter.ipt_config("restore")?.clone();
+            let task = task_index(&task_name).ok_or_else(|| {
+                Error::file(args.adapter, format!("unknown task `{task_name}` in the adapter's metadata"))
+            })?;
+            if config.scales.get(task).is_none() {
+                return Err(Error::file(
+                    args.adapter,
+                    format!("task `{task_name}` (index {task}) has no head in its backbone config"),
+                ));
+            }
+            let ipt = load_model_with(args.backbone, Some(adapter), None, DType::F32, &Device::Cpu)?.ipt;
+            Net::Ipt(Box::new(ipt), task)
+        };
+        let scale = model.scale();
         if args.engine != Engine::Onnx && args.run.ep != crate::runtime::Ep::Cpu {
             return Err(Error::invalid(format!(
                 "--ep {}: the {} engine runs on the CPU here; use --engine onnx --ep {}",
@@ -248,8 +261,11 @@ impl Restorer {
                 Some(bytes)
             }
             (_, None) => {
-                let mut g =
-                    lower(&model, task, crate::compile::target::Target::default().lower_options(FftLowering::MatMul))?;
+                let opts = crate::compile::target::Target::default().lower_options(FftLowering::MatMul);
+                let mut g = match &model {
+                    Net::Ipt(ipt, task) => lower(ipt, *task, opts)?,
+                    Net::Edt(edt) => lower_edt(edt, opts)?,
+                };
                 crate::compile::passes::optimize(&mut g)?;
                 g.name = args.adapter.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
                 Some(crate::compile::onnx::to_bytes(&g, env!("CARGO_PKG_VERSION"))?)
@@ -288,12 +304,12 @@ impl Restorer {
             }
             _ => {}
         }
-        Ok(Restorer { model, task, task_name, scale, engine: args.engine, session, fixed, whole_image })
+        Ok(Restorer { model, task_name, scale, engine: args.engine, session, fixed, whole_image })
     }
 
-    /// The model's tile side (its patch size).
+    /// The model's tile side (IPT's patch size; the input size of an EDT checkpoint's task).
     pub fn tile(&self) -> usize {
-        self.model.config.patch_size
+        self.model.input_size()
     }
 
     /// Restore an RGB image: the f32 result before quantisation, `scale` times larger. `progress` is called with
@@ -302,7 +318,7 @@ impl Restorer {
         if self.whole_image.is_some() {
             return self.restore_whole(img, tiling, progress);
         }
-        let (p, s, task) = (self.tile(), self.scale, self.task);
+        let (p, s) = (self.tile(), self.scale);
         let model = &self.model;
         let (session, fixed) = (&mut self.session, &mut self.fixed);
         let mut done = 0usize;
@@ -316,7 +332,7 @@ impl Restorer {
                     out.swap_remove(0).1
                 }
                 (None, Some(t)) => t.run(x)?,
-                (None, None) => model.forward(x, task, false)?,
+                (None, None) => model.forward(x, false)?,
             };
             done += x.dims().first().copied().unwrap_or(0);
             progress(done);
