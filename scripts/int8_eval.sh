@@ -5,6 +5,7 @@
 # file's, in ONNX Runtime (int8) and in OpenVINO (int8, bf16) (BENCHMARKS.md "INT8 and bf16").
 #
 #   bash scripts/int8_eval.sh [WORK_DIR]        (default /tmp/int8-eval; ADAPTERS, THREADS, ROUNDS in the env)
+#   ADAPTERS="edt-tiny/lr2-noise30" bash scripts/int8_eval.sh      (the shipped EDT adapter: BACKBONE/TASK)
 #
 # Calibration never sees an evaluation image: the inputs of each task synthesised (`adaptir degrade`, seed 0) on the
 # first 8 photos by name of ../shared/data/train/bsds400 (training photos, disjoint from Set14 / BSD100 / CBSD68);
@@ -23,12 +24,16 @@ mkdir -p "$WORK/clean"
 for f in $(ls "$DATA/train/bsds400" | sort | head -8); do cp "$DATA/train/bsds400/$f" "$WORK/clean/"; done
 echo "== $(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 
-for a in $ADAPTERS; do
-    A=models/ipt-tiny/$a.safetensors
-    case $a in
+for entry in $ADAPTERS; do
+    # An entry is an ipt-tiny adapter's task, or BACKBONE/TASK for another shipped backbone (edt-tiny/lr2-noise30).
+    case $entry in
+        */*) A=models/$entry.safetensors; a=${entry//\//-}; task=${entry##*/} ;;
+        *) A=models/ipt-tiny/$entry.safetensors; a=$entry; task=$entry ;;
+    esac
+    case $task in
         derain) degrade=rain-light; eval_data=(--pairs "$DATA/paired/Rain100L_sample3") ;;
         realnoise) degrade= ; eval_data=(--pairs "$DATA/paired/CC15_real_noise") ;;
-        *) degrade=$a; eval_data=(--data "$DATA/benchmarks/Set14/HR") ;;
+        *) degrade=$task; eval_data=(--data "$DATA/benchmarks/Set14/HR") ;;
     esac
     CAL=$WORK/calib-$a
     rm -rf "$CAL"; mkdir -p "$CAL"

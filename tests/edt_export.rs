@@ -141,7 +141,8 @@ fn edt_export_refusals() {
         (vec!["-o", s(&file), "--task", "sr2"], "--task with an EDT config"),
         (vec!["-o", s(&file), "--whole-image"], "--whole-image with an EDT config"),
         (vec!["-o", s(&file), "--adapter", s(&ipt_adapter)], "an adapter for an IPT backbone"),
-        (vec!["-o", s(&file), "--int8", "--calibrate", s(&dir)], "--int8 with an EDT config"),
+        // --int8 is supported (tests/int8.rs); a calibration folder without images is refused.
+        (vec!["-o", s(&file), "--int8", "--calibrate", s(&dir)], "a folder with at least one PNG/JPEG/BMP/TIFF image"),
         (vec!["--out-dir", s(&dir)], "--out-dir with an EDT config"),
         (vec![], "-o OUT.onnx is required"),
     ];

@@ -4,6 +4,7 @@
 //! the ground truth on the whole images, and a file with one wrong activation scale fails `validate`. The
 //! calibration folder must represent the inputs: on images it never saw, activations of the conv head can exceed
 //! the calibrated ranges (docs/compiler.md "INT8": three of these images calibrate the fourth to 49.9 dB).
+//! The same for the shipped EDT adapter (`models/edt-tiny/lr2-noise30`) on the noisy x2 inputs of those images.
 //! Images: fixtures/images chelsea, coffee (CC0), astronaut (public domain), baboon (MIT); fixtures/README.md.
 mod common;
 
@@ -50,13 +51,19 @@ fn scratch(name: &str) -> PathBuf {
 
 /// Rainy inputs (`adaptir degrade --task rain-light`) of the given fixture images, in a folder of their own.
 fn rainy(root: &Path, name: &str, images: &[&str]) -> PathBuf {
+    degraded(root, name, "rain-light", images)
+}
+
+/// The inputs of `task` (`adaptir degrade`) of the given fixture images, in a folder of their own; the clean
+/// images in `<name>-clean`.
+fn degraded(root: &Path, name: &str, task: &str, images: &[&str]) -> PathBuf {
     let clean = root.join(format!("{name}-clean"));
     std::fs::create_dir_all(&clean).unwrap();
     for i in images {
         std::fs::copy(common::fixture(i), clean.join(Path::new(i).file_name().unwrap())).unwrap();
     }
     let out = root.join(name);
-    let (code, _, err) = adaptir_cli(&["degrade", "--task", "rain-light", "-o", s(&out), s(&clean)]);
+    let (code, _, err) = adaptir_cli(&["degrade", "--task", task, "-o", s(&out), s(&clean)]);
     assert_eq!(code, 0, "{err}");
     out
 }
@@ -133,6 +140,64 @@ fn int8_file_runs_everywhere_close_to_its_f32_model() {
     adaptir::compile::onnx::write(&bad, &bad_file).unwrap();
     let (code, out, _) = adaptir_cli(&["validate", s(&bad_file), "--adapter", ADAPTER, "--images", s(&calib)]);
     assert_eq!(code, 1, "{out}");
+    std::fs::remove_dir_all(&root).ok();
+}
+
+/// The shipped EDT adapter (`models/edt-tiny/`) as an int8 file, calibrated on the noisy x2 inputs of the four
+/// images: the same checks as for IPT (every runtime within INT8_MIN_PSNR_DB of the f32 model on validate's
+/// patches; at most INT8_MAX_PSNR_LOSS_DB lost against the ground truth on whole images). EDT files were refused
+/// `--int8` until 2026-12-07.
+#[test]
+fn edt_int8_file_runs_everywhere_close_to_its_f32_model() {
+    const EDT_ADAPTER: &str = "models/edt-tiny/lr2-noise30.safetensors";
+    let root = scratch("edt");
+    let calib = degraded(&root, "calib", "lr2-noise30", &IMAGES);
+    let file = root.join("edt.int8.onnx");
+    let (code, out, err) =
+        adaptir_cli(&["export", "--adapter", EDT_ADAPTER, "-o", s(&file), "--int8", "--calibrate", s(&calib)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("int8:") && out.contains("activation ranges calibrated"), "{out}");
+    let g = adaptir::compile::onnx::read(&file).unwrap();
+    assert_eq!(g.metadata["precision"], "int8");
+    assert_eq!(g.metadata["arch"], "edt");
+
+    let (code, out, err) = adaptir_cli(&[
+        "validate",
+        s(&file),
+        "--images",
+        s(&calib),
+        "--runtime",
+        "all",
+        "--latency-runs",
+        "0",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    let exact = int8_dot_products_exact();
+    for row in v["runtimes"].as_array().unwrap() {
+        let psnr = row["outputs"][0]["psnr_db"].as_f64().unwrap();
+        eprintln!("EDT {}: {psnr:.2} dB from the f32 model (at least {INT8_MIN_PSNR_DB})", row["runtime"]);
+        if exact || row["runtime"] == "tract" {
+            assert_eq!(row["passed"], true, "{row}");
+        }
+    }
+    if exact {
+        assert_eq!(code, 0, "{out}\n{err}");
+    }
+
+    let clean = root.join("calib-clean");
+    let eval = |extra: &[&str]| -> f64 {
+        let mut args = vec!["eval", "--adapter", EDT_ADAPTER, "--data", s(&clean), "--json"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = adaptir_cli(&args);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["psnr"].as_f64().unwrap()
+    };
+    let (f32_db, int8_db) = (eval(&[]), eval(&["--onnx", s(&file)]));
+    eprintln!("EDT against the ground truth: f32 {f32_db:.3} dB, int8 {int8_db:.3} dB");
+    if exact {
+        assert!(f32_db - int8_db <= INT8_MAX_PSNR_LOSS_DB, "int8 loses {:.3} dB", f32_db - int8_db);
+    }
     std::fs::remove_dir_all(&root).ok();
 }
 

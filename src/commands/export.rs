@@ -108,20 +108,21 @@ fn check_int8(a: &Args) -> Result<()> {
     Ok(())
 }
 
-/// `--int8`: calibrate the built graph on the --calibrate images in ONNX Runtime and quantize it.
-fn quantize_built(
+/// `--int8`: calibrate `graph` (inputs `side` x `side`) on the --calibrate images in ONNX Runtime and quantize it.
+fn quantize_graph(
     a: &Args,
-    built: &mut crate::compile::export::Built,
+    graph: &mut crate::compile::ir::Graph,
+    side: usize,
 ) -> Result<crate::compile::quantize::QuantReport> {
     use crate::compile::quantize;
     use crate::runtime::calibrate;
     let dir = a.calibrate.as_deref().ok_or_else(|| Error::invalid("--int8 needs --calibrate DIR"))?;
-    let plan = quantize::plan(&built.graph);
-    let patches = calibrate::calibration_patches(dir, built.config.patch_size, a.calibrate_patches)?;
+    let plan = quantize::plan(graph);
+    let patches = calibrate::calibration_patches(dir, side, a.calibrate_patches)?;
     let opts = crate::runtime::session::RunOptions::default();
-    let ranges = calibrate::ranges(&built.graph, &plan.activations(), &patches, CALIBRATION_BATCH, &opts)?;
-    let report = quantize::apply(&mut built.graph, &plan, &ranges)?;
-    let md = &mut built.graph.metadata;
+    let ranges = calibrate::ranges(graph, &plan.activations(), &patches, CALIBRATION_BATCH, &opts)?;
+    let report = quantize::apply(graph, &plan, &ranges)?;
+    let md = &mut graph.metadata;
     md.insert("precision".into(), "int8".into());
     let folder = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     md.insert("int8_calibration".into(), format!("{} patches of {folder}", patches.dim(0)?));
@@ -180,6 +181,7 @@ pub fn run(a: &Args) -> Result<ExportOutput> {
     if a.int8 {
         check_int8(a)?;
     }
+    let quantize = |graph: &mut crate::compile::ir::Graph, side: usize| quantize_graph(a, graph, side);
     // An EDT config (the official checkpoint given as --backbone, for the config's task), or an adapter trained on
     // an EDT checkpoint: compile::export_edt.
     let edt_config = a.config.as_deref().filter(|p| crate::backbone::edt::config::is_edt_config_file(p));
@@ -191,10 +193,10 @@ pub fn run(a: &Args) -> Result<ExportOutput> {
         if a.out_dir.is_some() || a.adapter.len() > 1 {
             return Err(Error::invalid("--out-dir with an EDT config: EDT exports one file per checkpoint (-o)"));
         }
-        if a.int8 {
-            return Err(Error::invalid("--int8 with an EDT config: quantization is IPT-only so far"));
-        }
         args.adapter = a.adapter.first().map(PathBuf::as_path);
+        if a.int8 {
+            args.int8 = Some(&quantize);
+        }
         let report = crate::compile::export_edt::export_edt(&args, edt_config)?;
         super::remove_stale_temps(&report.output);
         if let Some(g) = &report.golden {
@@ -202,7 +204,6 @@ pub fn run(a: &Args) -> Result<ExportOutput> {
         }
         return Ok(ExportOutput::One(report));
     }
-    let quantize = |built: &mut crate::compile::export::Built| quantize_built(a, built);
     if let Some(dir) = &a.out_dir {
         // What a shared export cannot honour is refused, not ignored (docs/compiler.md, "Many tasks, one weight file").
         if a.output.is_some() {

@@ -41,9 +41,9 @@ pub struct ExportArgs<'a> {
     /// Skip the folding passes (for debugging; the result computes the same).
     pub no_passes: bool,
     pub golden: Option<&'a Path>,
-    /// `--int8`: quantizes the built graph (calibration runs the graph, which is the runtime layer's business,
-    /// so the command passes it in) and says what it did.
-    pub int8: Option<&'a dyn Fn(&mut Built) -> Result<super::quantize::QuantReport>>,
+    /// `--int8`: quantizes the lowered graph, given the side of its square inputs (calibration runs the graph,
+    /// which is the runtime layer's business, so the command passes it in), and says what it did. IPT and EDT.
+    pub int8: Option<&'a dyn Fn(&mut Graph, usize) -> Result<super::quantize::QuantReport>>,
 }
 
 pub struct ExportReport {
@@ -164,7 +164,7 @@ pub fn lower_for(model: &Ipt, task: usize, args: &ExportArgs) -> Result<(Graph, 
 pub fn export(args: &ExportArgs) -> Result<ExportReport> {
     let start = Instant::now();
     let mut built = build(args)?;
-    let int8 = args.int8.map(|quantize| quantize(&mut built)).transpose()?;
+    let int8 = args.int8.map(|quantize| quantize(&mut built.graph, built.config.patch_size)).transpose()?;
     if int8.is_some() && args.target == Target::TensorRt {
         built.tensorrt = Some(check_tensorrt(&built.graph, &built.output)?);
     }

@@ -36,9 +36,6 @@ fn refuse_unsupported(args: &ExportArgs) -> Result<()> {
     if args.whole_image.is_some() {
         return refuse("--whole-image", "whole-image graphs are IPT-only so far; export the patch model");
     }
-    if args.int8.is_some() {
-        return refuse("--int8", "quantization is IPT-only so far");
-    }
     Ok(())
 }
 
@@ -110,6 +107,8 @@ pub fn export_edt(args: &ExportArgs, config_path: Option<&Path>) -> Result<Expor
     if args.fp16 {
         super::export::to_fp16(&mut graph);
     }
+    // Calibrated on patches of the task's input size, as the checkpoint's one head takes them.
+    let int8 = args.int8.map(|quantize| quantize(&mut graph, task.input_size())).transpose()?;
     let tensorrt = match args.target {
         Target::TensorRt => Some(super::export::check_tensorrt(&graph, &output)?),
         _ => None,
@@ -134,7 +133,12 @@ pub fn export_edt(args: &ExportArgs, config_path: Option<&Path>) -> Result<Expor
     md.insert("fft".into(), format!("{:?}", args.fft).to_lowercase());
     md.insert("target".into(), args.target.as_str().into());
     md.insert("spectral_precision".into(), format!("{:?}", opts.spectral).to_lowercase());
-    md.insert("precision".into(), if args.fp16 { "fp16" } else { "fp32" }.into());
+    let precision = match (&int8, args.fp16) {
+        (Some(_), _) => "int8",
+        (None, true) => "fp16",
+        (None, false) => "fp32",
+    };
+    md.insert("precision".into(), precision.into());
     super::onnx::write(&graph, &output)?;
 
     let golden = match args.golden {
@@ -157,6 +161,6 @@ pub fn export_edt(args: &ExportArgs, config_path: Option<&Path>) -> Result<Expor
         seconds: start.elapsed().as_secs_f64(),
         passes,
         golden,
-        int8: None,
+        int8,
     })
 }

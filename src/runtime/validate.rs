@@ -241,18 +241,13 @@ fn find_adapter(g: &Graph, args: &ValidateArgs, file: &str, backbone_name: &str)
 
 /// The candle reference of an EDT file (`export` with an EDT config or an EDT adapter): the checkpoint it
 /// records (given as --backbone; else beside the adapter or the file), and its adapter (given as --adapter, else
-/// beside the file), each checked by sha256, on seeded inputs at the task's training size.
+/// beside the file), each checked by sha256, on seeded inputs at the task's training size or on patches of
+/// `--images` of that size.
 fn edt_reference(g: &Graph, args: &ValidateArgs) -> Result<Reference> {
     let model_path = args.model;
     let config: EdtConfig = serde_json::from_str(meta(g, model_path, "backbone_config")?)
         .map_err(|e| Error::file(model_path, format!("metadata `backbone_config` is not an EDT config: {e}")))?;
     let task = config.edt_task().map_err(|m| Error::file(model_path, format!("metadata `backbone_config`: {m}")))?;
-    if args.images.is_some() {
-        return Err(Error::file(
-            model_path,
-            "an EDT file is validated on seeded inputs against its checkpoint: --images is IPT-only so far",
-        ));
-    }
     let name = meta(g, model_path, "backbone")?;
     let sha = meta(g, model_path, "backbone_sha256")?;
     let model_dir = model_path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -297,7 +292,14 @@ fn edt_reference(g: &Graph, args: &ValidateArgs) -> Result<Reference> {
             ),
         ));
     }
-    let x = seeded_input(&dims)?;
+    let (x, inputs) = match args.images {
+        Some(dir) => {
+            let x = super::calibrate::calibration_patches(dir, side, IMAGE_PATCHES)?;
+            let what = format!("{} patches of the images in {}", x.dim(0)?, dir.display());
+            (x, what)
+        }
+        None => (seeded_input(&dims)?, format!("seeded inputs (seed {INPUT_SEED:#x})")),
+    };
     let model = match &adapter {
         Some(a) => crate::model::edt::load_edt_with_adapter(&checkpoint, a, DType::F32, &Device::Cpu)?,
         None => crate::model::edt::load_edt(&checkpoint, &config, DType::F32, &Device::Cpu)?.0,
@@ -305,7 +307,7 @@ fn edt_reference(g: &Graph, args: &ValidateArgs) -> Result<Reference> {
     let y = model.forward(&x, false)?;
     let out_name = g.outputs.first().map(|o| o.name.clone()).unwrap_or_else(|| "output".into());
     let what = format!(
-        "candle (EDT checkpoint {}, {}), seeded inputs (seed {INPUT_SEED:#x})",
+        "candle (EDT checkpoint {}, {}), {inputs}",
         checkpoint.display(),
         adapter.as_ref().map(|a| format!("adapter {}", a.path.display())).unwrap_or_else(|| "no adapter".into())
     );
