@@ -139,7 +139,8 @@ fn edt_export_refusals() {
     let base = ["export", "--backbone", s(&weights), "--config", s(&config)];
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["-o", s(&file), "--task", "sr2"], "--task with an EDT config"),
-        (vec!["-o", s(&file), "--whole-image"], "--whole-image with an EDT config"),
+        // --whole-image is supported (tests/edt_shipped.rs); its overlap must fit the tile.
+        (vec!["-o", s(&file), "--whole-image", "--overlap", "30"], "overlap 30 must be even and at most half the tile"),
         (vec!["-o", s(&file), "--adapter", s(&ipt_adapter)], "an adapter for an IPT backbone"),
         // --int8 is supported (tests/int8.rs); a calibration folder without images is refused.
         (vec!["-o", s(&file), "--int8", "--calibrate", s(&dir)], "a folder with at least one PNG/JPEG/BMP/TIFF image"),

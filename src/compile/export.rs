@@ -105,16 +105,34 @@ pub(super) fn to_fp16(g: &mut Graph) {
 /// The seeded image of a whole-image golden file and its restoration by the candle model (`restore`'s
 /// tiling): (1, 3, H, W) and (1, 3, s H, s W).
 pub fn whole_image_golden(model: &Ipt, task: usize, tiling: crate::restore::Tiling) -> Result<(Tensor, Tensor)> {
-    let (h, w) = WHOLE_IMAGE_GOLDEN_SIZE;
+    let (p, s) = (model.config.patch_size, model.config.scales.get(task).copied().unwrap_or(1));
+    whole_image_golden_with(p, s, tiling, &mut |x| Ok(model.forward(x, task, false)?))
+}
+
+/// [`whole_image_golden`] for any tile function `f` ((N, 3, p, p) -> (N, 3, s p, s p)); the image is
+/// [`whole_image_golden_size`] of `p`.
+pub fn whole_image_golden_with(
+    p: usize,
+    s: usize,
+    tiling: crate::restore::Tiling,
+    f: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+) -> Result<(Tensor, Tensor)> {
+    let (h, w) = whole_image_golden_size(p);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(20261204);
     let img = crate::data::Image::new(w, h, 3, (0..w * h * 3).map(|_| rng.random::<f32>()).collect())?;
-    let out = crate::restore::restore(model, task, &img, tiling, &Device::Cpu)?;
+    let out = crate::restore::restore_with(p, s, &img, tiling, &Device::Cpu, f)?;
     Ok((image_to_nchw(&img)?, image_to_nchw(&out)?))
 }
 
-/// Size (H, W) of the image in a whole-image golden file: odd, not a multiple of the tile stride, more than one
-/// tile each way.
+/// Size (H, W) of the image in a whole-image golden file for tiles of 48: odd, not a multiple of the tile
+/// stride, more than one tile each way.
 pub const WHOLE_IMAGE_GOLDEN_SIZE: (usize, usize) = (45, 71);
+
+/// [`WHOLE_IMAGE_GOLDEN_SIZE`] scaled to tiles of `p` (EDT's denoise and derain take 192), kept odd: (45, 71) at 48.
+pub fn whole_image_golden_size(p: usize) -> (usize, usize) {
+    let (h, w) = WHOLE_IMAGE_GOLDEN_SIZE;
+    ((h * p / 48) | 1, (w * p / 48) | 1)
+}
 
 /// An interleaved RGB image as a (1, 3, H, W) tensor.
 pub fn image_to_nchw(img: &crate::data::Image) -> Result<Tensor> {

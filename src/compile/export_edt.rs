@@ -33,9 +33,6 @@ fn refuse_unsupported(args: &ExportArgs) -> Result<()> {
     if args.task.is_some() {
         return refuse("--task", "the config's task selects the head, and an EDT checkpoint holds that one head");
     }
-    if args.whole_image.is_some() {
-        return refuse("--whole-image", "whole-image graphs are IPT-only so far; export the patch model");
-    }
     Ok(())
 }
 
@@ -102,6 +99,11 @@ pub fn export_edt(args: &ExportArgs, config_path: Option<&Path>) -> Result<Expor
     if let Some(sp) = args.spectral {
         opts.spectral = sp;
     }
+    if let Some(tiling) = args.whole_image {
+        let wi = super::whole_image::WholeImage { p: task.input_size(), scale: task.scale(), tiling };
+        wi.check().map_err(Error::invalid)?;
+        opts.whole_image = Some(tiling);
+    }
     let mut graph = lower_edt(&model, opts)?;
     let passes = if args.no_passes { vec![] } else { optimize(&mut graph)? };
     if args.fp16 {
@@ -133,6 +135,11 @@ pub fn export_edt(args: &ExportArgs, config_path: Option<&Path>) -> Result<Expor
     md.insert("fft".into(), format!("{:?}", args.fft).to_lowercase());
     md.insert("target".into(), args.target.as_str().into());
     md.insert("spectral_precision".into(), format!("{:?}", opts.spectral).to_lowercase());
+    if let Some(t) = args.whole_image {
+        md.insert("whole_image".into(), "1".into());
+        md.insert("tile_overlap".into(), t.overlap.to_string());
+        md.insert("whole_image_max_tiles".into(), t.batch.to_string());
+    }
     let precision = match (&int8, args.fp16) {
         (Some(_), _) => "int8",
         (None, true) => "fp16",
@@ -143,8 +150,18 @@ pub fn export_edt(args: &ExportArgs, config_path: Option<&Path>) -> Result<Expor
 
     let golden = match args.golden {
         Some(path) => {
-            let x = edt_golden_input(task.input_size())?;
-            let y = model.forward(&x, false)?;
+            let (x, y) = match args.whole_image {
+                None => {
+                    let x = edt_golden_input(task.input_size())?;
+                    let y = model.forward(&x, false)?;
+                    (x, y)
+                }
+                Some(tiling) => {
+                    super::export::whole_image_golden_with(task.input_size(), task.scale(), tiling, &mut |x| {
+                        Ok(model.forward(x, false)?)
+                    })?
+                }
+            };
             crate::params::write_safetensors(path, &[("input", x), ("output", y)])?;
             Some(path.to_path_buf())
         }

@@ -38,23 +38,27 @@ pub fn lower(model: &Ipt, task: usize, opts: LowerOptions) -> Result<Graph> {
         }
     };
     let mut g = finish_with_output(b, &out)?;
-    if opts.whole_image.is_some() {
-        let sym = |s: &str| Dim::Sym(s.into());
-        g.inputs = vec![ValueInfo {
-            name: WHOLE_IMAGE_INPUT.into(),
-            elem: ElemType::F32,
-            shape: vec![Dim::Fixed(1), Dim::Fixed(3), sym("H"), sym("W")],
-        }];
-        g.outputs = vec![ValueInfo {
-            name: "output".into(),
-            elem: ElemType::F32,
-            shape: vec![Dim::Fixed(1), Dim::Fixed(3), sym("H_out"), sym("W_out")],
-        }];
-        g.check().map_err(candle_core::Error::Msg)?;
-        return Ok(g);
+    match opts.whole_image {
+        Some(_) => set_whole_image_io(&mut g)?,
+        None => set_patch_io(&mut g, p, p * scale)?,
     }
-    set_patch_io(&mut g, p, p * scale)?;
     Ok(g)
+}
+
+/// A whole-image graph's interface: `image` (1, 3, H, W) -> `output` (1, 3, H_out, W_out), then checked.
+fn set_whole_image_io(g: &mut Graph) -> Result<()> {
+    let sym = |s: &str| Dim::Sym(s.into());
+    g.inputs = vec![ValueInfo {
+        name: WHOLE_IMAGE_INPUT.into(),
+        elem: ElemType::F32,
+        shape: vec![Dim::Fixed(1), Dim::Fixed(3), sym("H"), sym("W")],
+    }];
+    g.outputs = vec![ValueInfo {
+        name: "output".into(),
+        elem: ElemType::F32,
+        shape: vec![Dim::Fixed(1), Dim::Fixed(3), sym("H_out"), sym("W_out")],
+    }];
+    g.check().map_err(candle_core::Error::Msg)
 }
 
 /// The builder's graph with `out` renamed `output` (through an Identity, so that it is never an input's name).
@@ -84,15 +88,21 @@ fn set_patch_io(g: &mut Graph, side: usize, out_side: usize) -> Result<()> {
 }
 
 /// The graph of an EDT model's `forward(input, train = false)`: input `input` (N, 3, S, S) at the task's training
-/// size, output `output` (N, 3, S s, S s). Patch batches only: no whole-image graph for EDT yet.
+/// size, output `output` (N, 3, S s, S s); or, with `opts.whole_image`, `restore` on one image with tiles of S.
 pub fn lower_edt(model: &Edt, opts: LowerOptions) -> Result<Graph> {
-    if opts.whole_image.is_some() {
-        candle_core::bail!("a whole-image graph is IPT-only so far; export the EDT patch model");
-    }
     let (side, scale) = (model.task.input_size(), model.task.scale());
     let mut b = Builder::with_spectral("adaptir", opts.fft, opts.inline_functions, opts.spectral);
-    let out = model.lower(&mut b, "input")?;
+    let out = match opts.whole_image {
+        None => model.lower(&mut b, "input")?,
+        Some(tiling) => {
+            let wi = WholeImage { p: side, scale, tiling };
+            whole_image::lower(&mut b, WHOLE_IMAGE_INPUT, &wi, &mut |b, tiles| model.lower(b, tiles))?
+        }
+    };
     let mut g = finish_with_output(b, &out)?;
-    set_patch_io(&mut g, side, side * scale)?;
+    match opts.whole_image {
+        Some(_) => set_whole_image_io(&mut g)?,
+        None => set_patch_io(&mut g, side, side * scale)?,
+    }
     Ok(g)
 }

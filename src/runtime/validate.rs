@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 use super::compare::{compare, Comparison, Tolerance};
 use super::engine::{run_timed, Engine, Runtime};
 use super::session::{Ep, RunOptions};
-use crate::backbone::{EdtConfig, Ipt, IptConfig};
+use crate::backbone::{EdtConfig, IptConfig};
 use crate::compile::ir::{Dim, ElemType, Graph};
 use crate::error::{Error, Result};
 use crate::model::build_model;
@@ -281,6 +281,15 @@ fn edt_reference(g: &Graph, args: &ValidateArgs) -> Result<Reference> {
     }
     check_sha(&checkpoint, sha, "backbone", model_path)?;
     let side = task.input_size();
+    let model = match &adapter {
+        Some(a) => crate::model::edt::load_edt_with_adapter(&checkpoint, a, DType::F32, &Device::Cpu)?,
+        None => crate::model::edt::load_edt(&checkpoint, &config, DType::F32, &Device::Cpu)?.0,
+    };
+    if g.metadata.get("whole_image").is_some_and(|v| v == "1") {
+        let described = format!("EDT checkpoint {}", model_files(&checkpoint, adapter.as_ref()));
+        let ps = (side, task.scale());
+        return whole_image_reference(g, model_path, ps, &mut |x| Ok(model.forward(x, false)?), described);
+    }
     let vi = g.inputs.first().ok_or_else(|| Error::file(model_path, "the graph has no input"))?;
     let dims: Vec<usize> = vi.shape.iter().map(|d| if let Dim::Fixed(n) = d { *n } else { INPUT_BATCH }).collect();
     if g.inputs.len() != 1 || dims.len() != 4 || dims[1..] != [3, side, side] {
@@ -300,17 +309,9 @@ fn edt_reference(g: &Graph, args: &ValidateArgs) -> Result<Reference> {
         }
         None => (seeded_input(&dims)?, format!("seeded inputs (seed {INPUT_SEED:#x})")),
     };
-    let model = match &adapter {
-        Some(a) => crate::model::edt::load_edt_with_adapter(&checkpoint, a, DType::F32, &Device::Cpu)?,
-        None => crate::model::edt::load_edt(&checkpoint, &config, DType::F32, &Device::Cpu)?.0,
-    };
     let y = model.forward(&x, false)?;
     let out_name = g.outputs.first().map(|o| o.name.clone()).unwrap_or_else(|| "output".into());
-    let what = format!(
-        "candle (EDT checkpoint {}, {}), {inputs}",
-        checkpoint.display(),
-        adapter.as_ref().map(|a| format!("adapter {}", a.path.display())).unwrap_or_else(|| "no adapter".into())
-    );
+    let what = format!("candle (EDT checkpoint {}), {inputs}", model_files(&checkpoint, adapter.as_ref()));
     let f64_model = F64Model::Edt { checkpoint, config, adapter };
     Ok((vec![(vi.name.clone(), x)], vec![(out_name, y)], what, Some(f64_model)))
 }
@@ -358,7 +359,9 @@ fn candle_reference(g: &Graph, args: &ValidateArgs) -> Result<Reference> {
     let model = build_model(&backbone, &config, adapter.as_ref(), DType::F32, &device)?;
 
     if g.metadata.get("whole_image").is_some_and(|v| v == "1") {
-        return whole_image_reference(g, model_path, &model, task, backbone, adapter);
+        let ps = (config.patch_size, config.scales.get(task).copied().unwrap_or(1));
+        let described = format!("backbone {}", model_files(&backbone, adapter.as_ref()));
+        return whole_image_reference(g, model_path, ps, &mut |x| Ok(model.forward(x, task, false)?), described);
     }
     // Seeded inputs in [0, 1), shaped as the model's inputs (a symbolic batch gets INPUT_BATCH).
     if g.inputs.len() != 1 {
@@ -386,11 +389,7 @@ fn candle_reference(g: &Graph, args: &ValidateArgs) -> Result<Reference> {
     };
     let y = model.forward(&x, task, false)?;
     let out_name = g.outputs.first().map(|o| o.name.clone()).unwrap_or_else(|| "output".into());
-    let what = format!(
-        "candle (backbone {}, {}), {inputs}",
-        backbone.display(),
-        adapter.as_ref().map(|a| format!("adapter {}", a.path.display())).unwrap_or_else(|| "no adapter".into())
-    );
+    let what = format!("candle (backbone {}), {inputs}", model_files(&backbone, adapter.as_ref()));
     let f64_model = F64Model::Ipt { backbone, config, adapter, task };
     Ok((vec![(vi.name.clone(), x)], vec![(out_name, y)], what, Some(f64_model)))
 }
@@ -401,10 +400,9 @@ fn candle_reference(g: &Graph, args: &ValidateArgs) -> Result<Reference> {
 fn whole_image_reference(
     g: &Graph,
     model_path: &Path,
-    model: &Ipt,
-    task: usize,
-    backbone: PathBuf,
-    adapter: Option<AdapterFile>,
+    (p, s): (usize, usize),
+    forward: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+    described: String,
 ) -> Result<Reference> {
     let overlap: usize = meta(g, model_path, "tile_overlap")?.parse().map_err(|_| {
         Error::file(
@@ -413,17 +411,21 @@ fn whole_image_reference(
         )
     })?;
     let tiling = crate::restore::Tiling { overlap, ..Default::default() };
-    let (x, y) = crate::compile::export::whole_image_golden(model, task, tiling)?;
+    let (x, y) = crate::compile::export::whole_image_golden_with(p, s, tiling, forward)?;
     let name = g.inputs.first().map(|i| i.name.clone()).unwrap_or_else(|| "image".into());
     let out_name = g.outputs.first().map(|o| o.name.clone()).unwrap_or_else(|| "output".into());
-    let what = format!(
-        "candle `restore` (overlap {overlap}) of a seeded {}x{} image (backbone {}, {})",
-        x.dim(3)?,
-        x.dim(2)?,
-        backbone.display(),
-        adapter.as_ref().map(|a| format!("adapter {}", a.path.display())).unwrap_or_else(|| "no adapter".into())
-    );
+    let what =
+        format!("candle `restore` (overlap {overlap}) of a seeded {}x{} image ({described})", x.dim(3)?, x.dim(2)?);
     Ok((vec![(name, x)], vec![(out_name, y)], what, None))
+}
+
+/// "backbone B, adapter A" (or "no adapter"), for a reference's description.
+fn model_files(backbone: &Path, adapter: Option<&AdapterFile>) -> String {
+    format!(
+        "{}, {}",
+        backbone.display(),
+        adapter.map(|a| format!("adapter {}", a.path.display())).unwrap_or_else(|| "no adapter".into())
+    )
 }
 
 /// Inputs and reference outputs from a golden file: one tensor per graph input and per graph output, by name.
