@@ -152,7 +152,14 @@ fn task_index_and_bad_configs_are_refused() {
     let (w, io) = (fixture(EDT_WEIGHTS), fixture(EDT_IO));
     forward_fails(&w, &fixture("edt_small.json"), &io, &["--task-index", "0"], &["--task-index 0", "task `sr2`"]);
     let adapter = fixture("golden/micro/derain.safetensors");
-    forward_fails(&w, &fixture("edt_small.json"), &io, &["--adapter", adapter.to_str().unwrap()], &["eval --adapter"]);
+    // An IPT adapter with an EDT config (an EDT adapter runs: tests/edt_shipped.rs).
+    forward_fails(
+        &w,
+        &fixture("edt_small.json"),
+        &io,
+        &["--adapter", adapter.to_str().unwrap()],
+        &["an adapter for an IPT backbone"],
+    );
     let cfg = edt_config("odd.json", r#""task": "sr2", "embed_dim": 181"#);
     forward_fails(&w, &cfg, &io, &[], &["odd.json", "embed_dim is 181"]);
     let cfg = edt_config("unknown.json", r#""task": "sr2", "scales": [2]"#);

@@ -150,3 +150,67 @@ fn whole_image_export_of_the_shipped_edt_adapter() {
 fn fixture_str(rel: &str) -> String {
     fixture(rel).to_string_lossy().into_owned()
 }
+
+/// `adaptir forward --checkpoint B --adapter A` runs an EDT adapter (it took IPT adapters only until 2026-12-07):
+/// on the seeded inputs of `export --golden` it writes exactly the golden outputs (both are the candle model,
+/// loaded by two commands), and the mismatches a user can make exit 2 naming what was expected.
+#[test]
+fn forward_runs_the_shipped_edt_adapter() {
+    let dir = std::env::temp_dir().join(format!("adaptir-edt-forward-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (adapter, backbone) = (shipped("lr2-noise30.safetensors"), shipped("backbone.safetensors"));
+    let golden = dir.join("golden.safetensors");
+    let (code, _, err) =
+        adaptir_cli(&["export", "--adapter", s(&adapter), "-o", s(&dir.join("edt.onnx")), "--golden", s(&golden)]);
+    assert_eq!(code, 0, "export: {err}");
+    let out = dir.join("out.safetensors");
+    let base = ["forward", "--checkpoint", s(&backbone), "--adapter", s(&adapter)];
+    let (code, text, err) =
+        adaptir_cli(&[&base[..], &["--input", s(&golden), "--input-name", "input", "-o", s(&out)]].concat());
+    assert_eq!(code, 0, "forward: {err}");
+    assert!(text.contains("adaptir from lr2-noise30.safetensors"), "{text}");
+    let g = candle_core::safetensors::load(&golden, &candle_core::Device::Cpu).unwrap();
+    let y = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(max_abs_diff(&y["output"], &g["output"]), 0.0);
+
+    // The same with the config given: it must be the adapter's.
+    let config = shipped("backbone.edt.json");
+    let (code, _, err) = adaptir_cli(
+        &[&base[..], &["--config", s(&config), "--input", s(&golden), "--input-name", "input", "-o", s(&out)]].concat(),
+    );
+    assert_eq!(code, 0, "forward --config: {err}");
+    let other = dir.join("other.edt.json");
+    std::fs::write(&other, r#"{"arch": "edt", "task": "sr2", "depths": [2, 2], "num_heads": [6, 6]}"#).unwrap();
+    let ipt_adapter = fixture("golden/micro/derain.safetensors");
+    let wrong_input = dir.join("x.safetensors");
+    adaptir::params::write_safetensors(
+        &wrong_input,
+        &[(
+            "x",
+            candle_core::Tensor::zeros((1, 3, 40, 40), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap(),
+        )],
+    )
+    .unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--config", s(&other), "--input", s(&golden), "--input-name", "input"], "was trained on the EDT config"),
+        (
+            vec!["--adapter", s(&ipt_adapter), "--config", s(&config), "--input", s(&golden)],
+            "an adapter for an IPT backbone",
+        ),
+        (vec!["--input", s(&wrong_input)], "expected (N, 3, 48, 48) for EDT task sr2"),
+    ];
+    let bad = dir.join("bad.safetensors");
+    for (extra, needle) in cases {
+        let mut args = vec!["forward", "--checkpoint", s(&backbone), "-o", s(&bad)];
+        if !extra.contains(&"--adapter") {
+            args.extend_from_slice(&["--adapter", s(&adapter)]);
+        }
+        args.extend_from_slice(&extra);
+        let (code, _, err) = adaptir_cli(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(needle), "`{needle}` not in: {err}");
+        assert!(!bad.exists(), "{args:?} wrote an output");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -88,10 +88,25 @@ fn read_square_input(path: &Path, name: &str, p: usize, for_what: &str, device: 
 /// Load, check, run in eval mode, write `--output`.
 pub fn run(a: &Args) -> Result<ForwardReport> {
     let device = a.device.select()?;
-    if let Some(p) = a.config.as_deref().filter(|p| is_edt_config_file(p)) {
-        return run_edt(a, p, &device);
-    }
     let adapter = a.adapter.as_deref().map(AdapterFile::load).transpose()?;
+    let edt_adapter = adapter.as_ref().and_then(|f| f.meta.backbone_config.edt().cloned());
+    if let Some(p) = a.config.as_deref().filter(|p| is_edt_config_file(p)) {
+        let config = EdtConfig::from_json_file(p)?;
+        return match (adapter, edt_adapter) {
+            (Some(f), None) => {
+                Err(Error::file(&f.path, "an adapter for an IPT backbone, but --config is an EDT config"))
+            }
+            (Some(f), Some(recorded)) if recorded != config => Err(Error::file(
+                &f.path,
+                format!("was trained on the EDT config {recorded:?}, but --config gives {config:?}"),
+            )),
+            (adapter, _) => run_edt(a, config, p, adapter, &device),
+        };
+    }
+    if let (Some(config), Some(f)) = (edt_adapter, adapter.as_ref()) {
+        let recorded = f.path.clone();
+        return run_edt(a, config, &recorded, adapter, &device);
+    }
     let config = match (&a.config, &adapter) {
         (Some(p), _) => IptConfig::from_json_file(p)?,
         (None, Some(f)) => f.ipt_config("forward")?.clone(),
@@ -161,15 +176,16 @@ fn edt_checkpoint_or(checkpoint: &Path, refused: Error) -> Error {
 
 /// EDT: the config's task selects the head; the input must have the task's size (48x48 for SR, 192x192 for
 /// denoise and derain).
-fn run_edt(a: &Args, config_path: &Path, device: &Device) -> Result<ForwardReport> {
-    if a.adapter.is_some() {
-        return Err(Error::invalid(
-            "--adapter with an EDT config: forward runs an EDT checkpoint as it is (with the AdaptIR modules it \
-             holds); an adapter trained on EDT runs with `adaptir eval --adapter` or `adaptir export --adapter`",
-        ));
-    }
-    let config = EdtConfig::from_json_file(config_path)?;
-    let task = config.edt_task().map_err(|m| Error::file(config_path, m))?;
+/// An EDT checkpoint as it is (with the AdaptIR modules it holds), or with an adapter trained on it; `config` comes
+/// from `config_source` (the --config file, else the adapter's record).
+fn run_edt(
+    a: &Args,
+    config: EdtConfig,
+    config_source: &Path,
+    adapter: Option<AdapterFile>,
+    device: &Device,
+) -> Result<ForwardReport> {
+    let task = config.edt_task().map_err(|m| Error::file(config_source, m))?;
     if let Some(t) = a.task_index {
         return Err(Error::invalid(format!(
             "--task-index {t}: EDT takes no task index; the config's task `{}` selects the head, and an EDT \
@@ -179,10 +195,20 @@ fn run_edt(a: &Args, config_path: &Path, device: &Device) -> Result<ForwardRepor
     }
     let side = task.input_size();
     let x = read_square_input(&a.input, &a.input_name, side, &format!(" for EDT task {}", config.task), device)?;
-    let (model, sizes) = crate::model::edt::load_edt(&a.checkpoint, &config, DType::F32, device)?;
-    let method = match sizes {
-        Some(s) => format!("AdaptIR (hidden {}, rank {})", s.hidden, s.rank),
-        None => "no adapter".into(),
+    let (model, method) = match &adapter {
+        Some(f) => {
+            let name = f.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let model = crate::model::edt::load_edt_with_adapter(&a.checkpoint, f, DType::F32, device)?;
+            (model, format!("{} from {name}", f.meta.method))
+        }
+        None => {
+            let (model, sizes) = crate::model::edt::load_edt(&a.checkpoint, &config, DType::F32, device)?;
+            let method = match sizes {
+                Some(s) => format!("AdaptIR (hidden {}, rank {})", s.hidden, s.rank),
+                None => "no adapter".into(),
+            };
+            (model, method)
+        }
     };
     let y = model.forward(&x, false)?;
     crate::params::write_safetensors(&a.output, &[("output", y.clone())])?;
