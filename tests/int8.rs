@@ -68,6 +68,43 @@ fn degraded(root: &Path, name: &str, task: &str, images: &[&str]) -> PathBuf {
     out
 }
 
+/// The two checks of an int8 file of `adapter` calibrated on `calib` (inputs of the clean images in `clean`):
+/// `validate --images` in every runtime of the matrix (INT8_MIN_PSNR_DB from the f32 model), and `eval --onnx`
+/// against the ground truth (at most INT8_MAX_PSNR_LOSS_DB below the f32 model). Asserted on VNNI CPUs (tract
+/// everywhere), printed elsewhere (see int8_dot_products_exact).
+fn check_int8_file(file: &Path, adapter: &str, calib: &Path, clean: &Path, label: &str) {
+    let (code, out, err) =
+        adaptir_cli(&["validate", s(file), "--images", s(calib), "--runtime", "all", "--latency-runs", "0", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    let exact = int8_dot_products_exact();
+    for row in v["runtimes"].as_array().unwrap() {
+        let psnr = row["outputs"][0]["psnr_db"].as_f64().unwrap();
+        eprintln!("{label}, {}: {psnr:.2} dB from the f32 model (at least {INT8_MIN_PSNR_DB})", row["runtime"]);
+        if exact || row["runtime"] == "tract" {
+            assert_eq!(row["passed"], true, "{label}: {row}");
+        } else {
+            eprintln!("  not asserted: this CPU has no VNNI (see int8_dot_products_exact)");
+        }
+    }
+    if exact {
+        assert_eq!(code, 0, "{label}: {out}\n{err}");
+    }
+    let eval = |extra: &[&str]| -> f64 {
+        let mut args = vec!["eval", "--adapter", adapter, "--data", s(clean), "--json"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = adaptir_cli(&args);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["psnr"].as_f64().unwrap()
+    };
+    let (f32_db, int8_db) = (eval(&[]), eval(&["--onnx", s(file)]));
+    eprintln!("{label} against the ground truth: f32 {f32_db:.3} dB, int8 {int8_db:.3} dB");
+    if exact {
+        assert!(f32_db - int8_db <= INT8_MAX_PSNR_LOSS_DB, "{label}: int8 loses {:.3} dB", f32_db - int8_db);
+    } else {
+        eprintln!("  not asserted: this CPU has no VNNI (see int8_dot_products_exact)");
+    }
+}
+
 #[test]
 fn int8_file_runs_everywhere_close_to_its_f32_model() {
     let root = scratch("runs");
@@ -87,49 +124,9 @@ fn int8_file_runs_everywhere_close_to_its_f32_model() {
     eprintln!("{int8} int8 weights, {f32s} f32 values");
     assert!(int8 > 10 * f32s, "most weights should be int8: {int8} int8, {f32s} f32");
 
-    // Every runtime of the matrix, on validate's own grid of patches (32, not the 64 of the calibration).
-    let (code, out, err) = adaptir_cli(&[
-        "validate",
-        s(&file),
-        "--images",
-        s(&calib),
-        "--runtime",
-        "all",
-        "--latency-runs",
-        "0",
-        "--json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
-    let exact = int8_dot_products_exact();
-    for row in v["runtimes"].as_array().unwrap() {
-        let psnr = row["outputs"][0]["psnr_db"].as_f64().unwrap();
-        eprintln!("{}: {psnr:.2} dB from the f32 model (at least {INT8_MIN_PSNR_DB})", row["runtime"]);
-        if exact || row["runtime"] == "tract" {
-            assert_eq!(row["passed"], true, "{row}");
-        } else {
-            eprintln!("  not asserted: this CPU has no VNNI (see int8_dot_products_exact)");
-        }
-    }
-    if exact {
-        assert_eq!(code, 0, "{out}\n{err}");
-    }
-
-    // Against the ground truth, whole images through restore's tiling: the f32 model and the int8 file.
-    let clean = root.join("calib-clean");
-    let eval = |extra: &[&str]| -> f64 {
-        let mut args = vec!["eval", "--adapter", ADAPTER, "--data", s(&clean), "--json"];
-        args.extend_from_slice(extra);
-        let (code, out, err) = adaptir_cli(&args);
-        assert_eq!(code, 0, "{err}");
-        serde_json::from_str::<serde_json::Value>(&out).unwrap()["psnr"].as_f64().unwrap()
-    };
-    let (f32_db, int8_db) = (eval(&[]), eval(&["--onnx", s(&file)]));
-    eprintln!("against the ground truth: f32 {f32_db:.3} dB, int8 {int8_db:.3} dB");
-    if exact {
-        assert!(f32_db - int8_db <= INT8_MAX_PSNR_LOSS_DB, "int8 loses {:.3} dB", f32_db - int8_db);
-    } else {
-        eprintln!("  not asserted: this CPU has no VNNI (see int8_dot_products_exact)");
-    }
+    // Every runtime of the matrix, on validate's own grid of patches (32, not the 64 of the calibration), and
+    // against the ground truth.
+    check_int8_file(&file, ADAPTER, &calib, &root.join("calib-clean"), "derain");
 
     // The bound has teeth: one activation scale off by 4x (a mis-calibrated range) fails validate.
     let mut bad = g.clone();
@@ -161,43 +158,7 @@ fn edt_int8_file_runs_everywhere_close_to_its_f32_model() {
     assert_eq!(g.metadata["precision"], "int8");
     assert_eq!(g.metadata["arch"], "edt");
 
-    let (code, out, err) = adaptir_cli(&[
-        "validate",
-        s(&file),
-        "--images",
-        s(&calib),
-        "--runtime",
-        "all",
-        "--latency-runs",
-        "0",
-        "--json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
-    let exact = int8_dot_products_exact();
-    for row in v["runtimes"].as_array().unwrap() {
-        let psnr = row["outputs"][0]["psnr_db"].as_f64().unwrap();
-        eprintln!("EDT {}: {psnr:.2} dB from the f32 model (at least {INT8_MIN_PSNR_DB})", row["runtime"]);
-        if exact || row["runtime"] == "tract" {
-            assert_eq!(row["passed"], true, "{row}");
-        }
-    }
-    if exact {
-        assert_eq!(code, 0, "{out}\n{err}");
-    }
-
-    let clean = root.join("calib-clean");
-    let eval = |extra: &[&str]| -> f64 {
-        let mut args = vec!["eval", "--adapter", EDT_ADAPTER, "--data", s(&clean), "--json"];
-        args.extend_from_slice(extra);
-        let (code, out, err) = adaptir_cli(&args);
-        assert_eq!(code, 0, "{err}");
-        serde_json::from_str::<serde_json::Value>(&out).unwrap()["psnr"].as_f64().unwrap()
-    };
-    let (f32_db, int8_db) = (eval(&[]), eval(&["--onnx", s(&file)]));
-    eprintln!("EDT against the ground truth: f32 {f32_db:.3} dB, int8 {int8_db:.3} dB");
-    if exact {
-        assert!(f32_db - int8_db <= INT8_MAX_PSNR_LOSS_DB, "int8 loses {:.3} dB", f32_db - int8_db);
-    }
+    check_int8_file(&file, EDT_ADAPTER, &calib, &root.join("calib-clean"), "EDT lr2-noise30");
     std::fs::remove_dir_all(&root).ok();
 }
 

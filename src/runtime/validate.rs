@@ -198,6 +198,18 @@ impl F64Model {
     }
 }
 
+/// The reference's inputs and what they are: patches of `--images` (side x side), else seeded inputs of `dims`.
+fn reference_inputs(images: Option<&Path>, dims: &[usize], side: usize) -> Result<(Tensor, String)> {
+    Ok(match images {
+        Some(dir) => {
+            let x = super::calibrate::calibration_patches(dir, side, IMAGE_PATCHES)?;
+            let what = format!("{} patches of the images in {}", x.dim(0)?, dir.display());
+            (x, what)
+        }
+        None => (seeded_input(dims)?, format!("seeded inputs (seed {INPUT_SEED:#x})")),
+    })
+}
+
 /// Seeded inputs in [0, 1) of these dims.
 fn seeded_input(dims: &[usize]) -> Result<Tensor> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(INPUT_SEED);
@@ -301,14 +313,7 @@ fn edt_reference(g: &Graph, args: &ValidateArgs) -> Result<Reference> {
             ),
         ));
     }
-    let (x, inputs) = match args.images {
-        Some(dir) => {
-            let x = super::calibrate::calibration_patches(dir, side, IMAGE_PATCHES)?;
-            let what = format!("{} patches of the images in {}", x.dim(0)?, dir.display());
-            (x, what)
-        }
-        None => (seeded_input(&dims)?, format!("seeded inputs (seed {INPUT_SEED:#x})")),
-    };
+    let (x, inputs) = reference_inputs(args.images, &dims, side)?;
     let y = model.forward(&x, false)?;
     let out_name = g.outputs.first().map(|o| o.name.clone()).unwrap_or_else(|| "output".into());
     let what = format!("candle (EDT checkpoint {}), {inputs}", model_files(&checkpoint, adapter.as_ref()));
@@ -379,14 +384,7 @@ fn candle_reference(g: &Graph, args: &ValidateArgs) -> Result<Reference> {
             format!("input `{}` has shape {:?}, but its backbone_config says (N, 3, {p}, {p})", vi.name, vi.shape),
         ));
     }
-    let (x, inputs) = match args.images {
-        Some(dir) => {
-            let x = super::calibrate::calibration_patches(dir, p, IMAGE_PATCHES)?;
-            let what = format!("{} patches of the images in {}", x.dim(0)?, dir.display());
-            (x, what)
-        }
-        None => (seeded_input(&dims)?, format!("seeded inputs (seed {INPUT_SEED:#x})")),
-    };
+    let (x, inputs) = reference_inputs(args.images, &dims, p)?;
     let y = model.forward(&x, task, false)?;
     let out_name = g.outputs.first().map(|o| o.name.clone()).unwrap_or_else(|| "output".into());
     let what = format!("candle (backbone {}), {inputs}", model_files(&backbone, adapter.as_ref()));
