@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use adaptir_ops::graph::{FftLowering, SpectralPrecision};
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 
@@ -32,6 +33,17 @@ fn refuse_unsupported(args: &ExportArgs) -> Result<()> {
     let refuse = |what: &str, why: &str| Err(Error::invalid(format!("{what} with an EDT config: {why}")));
     if args.task.is_some() {
         return refuse("--task", "the config's task selects the head, and an EDT checkpoint holds that one head");
+    }
+    // Measured 2026-12-07: the shipped edt-tiny adapter's `--fft dft` file (f32 products) was 1.3e-4 from the model
+    // in ONNX Runtime and tract alike, and failed `validate`; with f64 products, 2.4e-7.
+    let spectral = args.spectral.unwrap_or(args.target.lower_options(args.fft).spectral);
+    if args.fft == FftLowering::Dft && spectral == SpectralPrecision::F32 {
+        return refuse(
+            "--fft dft with f32 spectral products",
+            "EDT's blocks work at the full input resolution (48 or 192), sizes that are not powers of two, where the \
+             DFT op's f32 rounding forces an exact-zero threshold wide enough to erase real spectral components; use \
+             --fft matmul (the default) or --spectral f64",
+        );
     }
     Ok(())
 }
