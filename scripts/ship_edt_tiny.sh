@@ -52,5 +52,11 @@ if [ "$PART" = all ] || [ "$PART" = validate ]; then
   tmp=$(mktemp -d)
   $BIN export --adapter $M/lr2-noise30.safetensors -o "$tmp/edt-tiny-lr2-noise30.onnx"
   $BIN validate "$tmp/edt-tiny-lr2-noise30.onnx" --runtime all --json > $M/eval/validate-lr2-noise30.json
+  # And on patches of real inputs of the task: the first 8 BSDS400 training photos, degraded (seed 0).
+  mkdir -p "$tmp/clean"
+  for f in $(ls $D/train/bsds400 | sort | head -8); do cp "$D/train/bsds400/$f" "$tmp/clean/"; done
+  $BIN degrade --task lr2-noise30 -o "$tmp/noisy" "$tmp/clean" > /dev/null
+  $BIN validate "$tmp/edt-tiny-lr2-noise30.onnx" --images "$tmp/noisy" --runtime all --latency-runs 0 --json \
+    > $M/eval/validate-lr2-noise30-images.json
   rm -rf "$tmp"
 fi

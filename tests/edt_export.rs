@@ -144,7 +144,10 @@ fn edt_export_refusals() {
         (vec!["-o", s(&file), "--adapter", s(&ipt_adapter)], "an adapter for an IPT backbone"),
         // --int8 is supported (tests/int8.rs); a calibration folder without images is refused.
         (vec!["-o", s(&file), "--int8", "--calibrate", s(&dir)], "a folder with at least one PNG/JPEG/BMP/TIFF image"),
-        (vec!["-o", s(&file), "--fft", "dft"], "--fft dft with f32 spectral products with an EDT config"),
+        (
+            vec!["-o", s(&file), "--fft", "dft", "--spectral", "f32"],
+            "--fft dft with f32 spectral products with an EDT config",
+        ),
         (vec!["--out-dir", s(&dir)], "--out-dir with an EDT config"),
         (vec![], "-o OUT.onnx is required"),
     ];

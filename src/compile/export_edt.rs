@@ -28,6 +28,21 @@ pub fn edt_golden_input(side: usize) -> Result<Tensor> {
     Ok(Tensor::from_vec(v, (2, 3, side, side), &Device::Cpu)?)
 }
 
+/// The precision of an EDT file's spectral products: `--spectral`, else f64 for the portable target (unlike IPT's
+/// f32) and the target's own otherwise (f32 for TensorRT, which has no f64). EDT's AdaptIR transforms 48 x 48 (or
+/// 192 x 192) planes, where f32 products put phases near the branch cut on the wrong side: on patches of real
+/// images the shipped edt-tiny adapter's f32 file was 4.0e-5 to 5.0e-5 from the model in ONNX Runtime, tract and
+/// OpenVINO (bound 1.1e-5; candle's own f32 3.6e-7) and the f64 file 4.2e-7 to 3.3e-6 (2026-12-07,
+/// docs/compiler.md "EDT files: f64 spectral products"). ONNX Runtime, tract and OpenVINO all run f64 Casts and
+/// products.
+pub fn edt_spectral(args: &ExportArgs) -> SpectralPrecision {
+    match (args.spectral, args.target) {
+        (Some(sp), _) => sp,
+        (None, Target::Portable) => SpectralPrecision::F64,
+        (None, t) => t.lower_options(args.fft).spectral,
+    }
+}
+
 /// What an EDT export cannot honour, said before the checkpoint is read.
 fn refuse_unsupported(args: &ExportArgs) -> Result<()> {
     let refuse = |what: &str, why: &str| Err(Error::invalid(format!("{what} with an EDT config: {why}")));
@@ -36,8 +51,7 @@ fn refuse_unsupported(args: &ExportArgs) -> Result<()> {
     }
     // Measured 2026-12-07: the shipped edt-tiny adapter's `--fft dft` file (f32 products) was 1.3e-4 from the model
     // in ONNX Runtime and tract alike, and failed `validate`; with f64 products, 2.4e-7.
-    let spectral = args.spectral.unwrap_or(args.target.lower_options(args.fft).spectral);
-    if args.fft == FftLowering::Dft && spectral == SpectralPrecision::F32 {
+    if args.fft == FftLowering::Dft && edt_spectral(args) == SpectralPrecision::F32 {
         return refuse(
             "--fft dft with f32 spectral products",
             "EDT's blocks work at the full input resolution (48 or 192), sizes that are not powers of two, where the \
@@ -108,9 +122,7 @@ pub fn export_edt(args: &ExportArgs, config_path: Option<&Path>) -> Result<Expor
 
     let mut opts = args.target.lower_options(args.fft);
     opts.inline_functions |= args.inline_functions;
-    if let Some(sp) = args.spectral {
-        opts.spectral = sp;
-    }
+    opts.spectral = edt_spectral(args);
     if let Some(tiling) = args.whole_image {
         let wi = super::whole_image::WholeImage { p: task.input_size(), scale: task.scale(), tiling };
         wi.check().map_err(Error::invalid)?;
