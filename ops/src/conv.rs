@@ -231,12 +231,12 @@ pub fn depthwise_nhwc_trainable(x: &Tensor, weight: &Tensor, bias: &Tensor) -> R
     if k.is_multiple_of(2) {
         candle_core::bail!("depthwise_nhwc_trainable: an odd k x k kernel, not k = {k}");
     }
-    let taps = crate::frozen::depthwise_taps(&weight.detach())?;
-    let y = crate::frozen::shifted_sum(&x.detach(), &taps, k)?.broadcast_add(&bias.detach())?;
+    let taps = depthwise_taps(&weight.detach())?;
+    let y = shifted_sum(&x.detach(), &taps, k)?.broadcast_add(&bias.detach())?;
     let flipped: Vec<Tensor> = taps.into_iter().rev().collect();
     crate::fused::carry3("depthwise-nhwc", [x, weight, bias], y, move |args, _, grad| {
         let (x, weight, bias) = (args[0], args[1], args[2]);
-        let gx = if x.track_op() { Some(crate::frozen::shifted_sum(grad, &flipped, k)?) } else { None };
+        let gx = if x.track_op() { Some(shifted_sum(grad, &flipped, k)?) } else { None };
         let gw = if weight.track_op() {
             let (_, h, w, _) = grad.dims4()?;
             let p = k / 2;
@@ -256,4 +256,31 @@ pub fn depthwise_nhwc_trainable(x: &Tensor, weight: &Tensor, bias: &Tensor) -> R
         let gb = if bias.track_op() { Some(crate::channel::sum_except(grad, 3)?) } else { None };
         Ok(vec![gx, gw, gb])
     })
+}
+
+/// The taps of a depthwise kernel (C, 1, k, k) as [`crate::frozen::depthwise_nhwc`] and
+/// [`depthwise_nhwc_trainable`] take them: tap `ky * k + kx` is the (C,) vector of kernel position (ky, kx).
+pub fn depthwise_taps(weight: &Tensor) -> Result<Vec<Tensor>> {
+    let (c, _, k, _) = weight.dims4()?;
+    let w = weight.reshape((c, k * k))?.t()?.contiguous()?;
+    (0..k * k).map(|i| w.get(i)).collect()
+}
+
+/// `sum over (ky, kx) of pad(x)[:, ky.., kx.., :] * taps[ky k + kx]`: the correlation of the depthwise convs
+/// ([`crate::frozen::depthwise_nhwc`], [`depthwise_nhwc_trainable`]).
+pub(crate) fn shifted_sum(x: &Tensor, taps: &[Tensor], k: usize) -> Result<Tensor> {
+    let (_, h, w, _) = x.dims4()?;
+    let p = k / 2;
+    let padded = x.pad_with_zeros(1, p, p)?.pad_with_zeros(2, p, p)?;
+    let mut acc: Option<Tensor> = None;
+    for ky in 0..k {
+        for kx in 0..k {
+            let term = padded.narrow(1, ky, h)?.narrow(2, kx, w)?.broadcast_mul(&taps[ky * k + kx])?;
+            acc = Some(match acc {
+                Some(a) => (a + term)?,
+                None => term,
+            });
+        }
+    }
+    acc.ok_or_else(|| candle_core::Error::Msg("depthwise conv with an empty kernel".into()))
 }

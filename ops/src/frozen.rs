@@ -91,33 +91,7 @@ pub fn depthwise_nhwc(x: &Tensor, taps: &[Tensor], k: usize) -> Result<Tensor> {
     if taps.iter().any(|t| t.track_op()) {
         candle_core::bail!("depthwise_nhwc: the taps must be frozen (untracked)");
     }
-    let y = shifted_sum(&x.detach(), taps, k)?;
+    let y = crate::conv::shifted_sum(&x.detach(), taps, k)?;
     let flipped: Vec<Tensor> = taps.iter().rev().cloned().collect();
-    crate::fused::carry("frozen-depthwise-nhwc", x, y, move |_x, _y, grad| shifted_sum(grad, &flipped, k))
-}
-
-/// The taps of a depthwise kernel (C, 1, k, k) as [`depthwise_nhwc`] takes them: tap `ky * k + kx` is the (C,)
-/// vector of kernel position (ky, kx).
-pub fn depthwise_taps(weight: &Tensor) -> Result<Vec<Tensor>> {
-    let (c, _, k, _) = weight.dims4()?;
-    let w = weight.reshape((c, k * k))?.t()?.contiguous()?;
-    (0..k * k).map(|i| w.get(i)).collect()
-}
-
-/// `sum over (ky, kx) of pad(x)[:, ky.., kx.., :] * taps[ky k + kx]`: the correlation of [`depthwise_nhwc`].
-pub(crate) fn shifted_sum(x: &Tensor, taps: &[Tensor], k: usize) -> Result<Tensor> {
-    let (_, h, w, _) = x.dims4()?;
-    let p = k / 2;
-    let padded = x.pad_with_zeros(1, p, p)?.pad_with_zeros(2, p, p)?;
-    let mut acc: Option<Tensor> = None;
-    for ky in 0..k {
-        for kx in 0..k {
-            let term = padded.narrow(1, ky, h)?.narrow(2, kx, w)?.broadcast_mul(&taps[ky * k + kx])?;
-            acc = Some(match acc {
-                Some(a) => (a + term)?,
-                None => term,
-            });
-        }
-    }
-    acc.ok_or_else(|| candle_core::Error::Msg("depthwise conv with an empty kernel".into()))
+    crate::fused::carry("frozen-depthwise-nhwc", x, y, move |_x, _y, grad| crate::conv::shifted_sum(grad, &flipped, k))
 }

@@ -377,7 +377,8 @@ fn channel_add_and_mul() {
 #[test]
 fn depthwise_nhwc_trainable_gradients() {
     use adaptir_ops::conv::depthwise_nhwc_trainable;
-    use adaptir_ops::frozen::{depthwise_nhwc, depthwise_taps};
+    use adaptir_ops::conv::depthwise_taps;
+    use adaptir_ops::frozen::depthwise_nhwc;
     let mut rng = rng(18);
     for k in [3usize, 5] {
         let c = 3;

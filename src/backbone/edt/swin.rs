@@ -39,7 +39,7 @@ impl DepthwiseNhwc {
         let init = crate::backbone::layers::default_init(k * k);
         let weight = vb.get_with_hints((c, 1, k, k), "weight", init)?;
         let bias = vb.get_with_hints(c, "bias", init)?;
-        let taps = adaptir_ops::frozen::depthwise_taps(&weight.detach())?;
+        let taps = adaptir_ops::conv::depthwise_taps(&weight.detach())?;
         Ok(Self { weight, taps, bias, k })
     }
 
