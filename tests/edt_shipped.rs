@@ -59,7 +59,7 @@ fn the_shipped_edt_adapter_helps_on_unseen_photos() {
     let (code, _, err) = adaptir_cli(&["export", "--adapter", s(&adapter), "-o", s(&onnx)]);
     assert_eq!(code, 0, "export: {err}");
     let g = adaptir::compile::onnx::read(&onnx).unwrap();
-    assert_eq!(g.metadata["spectral_precision"], "f64", "EDT files default to f64 spectral products");
+    assert_eq!(g.metadata["spectral_precision"], "f64", "files default to f64 spectral products");
     let (code, out, err) = adaptir_cli(&["validate", s(&onnx), "--latency-runs", "0"]);
     assert_eq!(code, 0, "validate: {out}{err}");
     // And on patches of real inputs of its task (the noisy x2 versions of the two photos), in every runtime of the
@@ -120,7 +120,7 @@ fn metrics_psnr(a: &Path, b: &Path) -> f64 {
 /// A whole-image export of the shipped EDT adapter (`export --whole-image`: tiling and blending in the graph; EDT
 /// since 2026-12-07) matches candle's `restore` in every runtime of the matrix, and `restore --onnx` with it gives
 /// the candle engine's image. (With f32 spectral products this file was 9.2e-6 from candle, against 3.0e-7 with
-/// the f64 products EDT files now have by default: docs/compiler.md "EDT files: f64 spectral products".)
+/// the f64 products files have by default since: docs/compiler.md "Real images and the spectral products".)
 #[test]
 fn whole_image_export_of_the_shipped_edt_adapter() {
     let dir = std::env::temp_dir().join(format!("adaptir-edt-whole-{}", std::process::id()));

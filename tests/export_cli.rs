@@ -44,8 +44,9 @@ fn check_against_golden(onnx: &Path, golden: &Path, rel: f64) -> f64 {
 #[test]
 fn export_runs_in_onnx_runtime_and_matches_the_candle_model() {
     let (w, _, a) = files();
-    // (name, flags, tolerance, keeps the ai.adaptir functions): the default (portable) target inlines them and
-    // holds no f64; `--target ort` keeps them (f64 spectral products) unless `--inline-functions`.
+    // (name, flags, tolerance, keeps the ai.adaptir functions): the default (portable) target inlines them, `--target
+    // ort` keeps them unless `--inline-functions`; both compute the spectral products in f64, and only the
+    // `tensorrt` target (TensorRT has no f64) holds no f64.
     let variants: &[(&str, &[&str], f64, bool)] = &[
         ("default", &[], F32_REASSOCIATION_REL, false),
         ("dft", &["--fft", "dft"], F32_REASSOCIATION_REL, false),
@@ -83,9 +84,10 @@ fn export_runs_in_onnx_runtime_and_matches_the_candle_model() {
         );
         let f64_constants = g.initializers.values().filter(|c| c.data.elem() == ElemType::F64).count();
         let f64_casts = g.nodes.iter().filter(|n| n.op == "Cast" && n.attrs.get("to") == Some(&Attr::Int(11))).count();
-        let target = g.metadata["target"].as_str();
+        let spectral = g.metadata["spectral_precision"].as_str();
+        assert_eq!(spectral == "f32", g.metadata["target"] == "tensorrt", "{name}: spectral products in {spectral}");
         assert_eq!(
-            target != "ort",
+            spectral == "f32",
             f64_constants + f64_casts == 0,
             "{name}: {f64_constants} f64 constants, {f64_casts} casts"
         );

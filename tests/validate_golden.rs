@@ -3,8 +3,8 @@
 //! `adaptir validate`d against its stored golden file `fixtures/golden/<backbone folder>/<stem>.golden.safetensors`
 //! (ONNX Runtime vs the stored candle outputs) and against the candle model as it computes today. A change in
 //! numerics (lowering, passes, ops, the candle model) fails here; so does a shipped adapter without a golden file.
-//! Each shipped adapter's export with f64 spectral products is also validated on patches of real degraded photos,
-//! whose spectra seeded inputs do not resemble.
+//! Each shipped adapter's default export is also validated on patches of real degraded photos, whose spectra
+//! seeded inputs do not resemble.
 //!
 //! Golden files are written only by the explicit command
 //! `cargo test --release --test validate_golden -- --ignored regenerate_golden_files`
@@ -113,13 +113,13 @@ fn shipped_adapters_still_match_their_golden_outputs() {
 }
 
 /// Seeded patches have a flat spectrum; real images do not, and the two can disagree. Measured 2026-12-07 on the
-/// patches below, files with f32 spectral products (the portable default for IPT): derain 8.3e-7 and lr4-noise30
-/// 5.5e-7 pass, but lowlight 1.3e-3, lr4-jpeg30 4.7e-5, realnoise 6.0e-5 and the EDT lr2-noise30 5.1e-5 miss the
-/// model (bound about 1e-5), although all pass on seeded patches (docs/compiler.md "Real images and the f32
-/// spectral products"). With f64 spectral products (EDT's default since then, `--spectral f64` for IPT) every
-/// shipped adapter matches: that is what this test holds, on patches of two fixture photos degraded for each
-/// adapter's task (`realnoise`, whose inputs are real noisy photos, gets synthetic noise as the nearest stand-in),
-/// in ONNX Runtime against the candle model.
+/// patches below, files with f32 spectral products (the portable default until then): derain 8.3e-7 and
+/// lr4-noise30 5.5e-7 passed, but lowlight 1.3e-3, lr4-jpeg30 4.7e-5, realnoise 6.0e-5 and the EDT lr2-noise30
+/// 5.1e-5 missed the model (bound about 1e-5), although all passed on seeded patches (docs/compiler.md "Real
+/// images and the spectral products"). With f64 spectral products, the portable default since then, every
+/// shipped adapter matches: this test holds every shipped adapter's default export to that, on patches of two
+/// fixture photos degraded for its task (`realnoise`, whose inputs are real noisy photos, gets synthetic noise as
+/// the nearest stand-in), in ONNX Runtime against the candle model.
 #[test]
 fn shipped_adapters_match_candle_on_real_image_patches() {
     let clean = tmp().join("real-clean");
@@ -141,7 +141,7 @@ fn shipped_adapters_match_candle_on_real_image_patches() {
         let (code, _, err) = adaptir_cli(&["degrade", "--task", &degrade, "-o", s(&inputs), s(&clean)]);
         assert_eq!(code, 0, "degrade --task {degrade}: {err}");
         let model = tmp().join(format!("{stem}-real.onnx"));
-        let (code, _, err) = adaptir_cli(&["export", "--adapter", s(&c.adapter), "--spectral", "f64", "-o", s(&model)]);
+        let (code, _, err) = adaptir_cli(&["export", "--adapter", s(&c.adapter), "-o", s(&model)]);
         assert_eq!(code, 0, "export {}: {err}", c.adapter.display());
         let (code, text, err) = adaptir_cli(&["validate", s(&model), "--images", s(&inputs), "--json"]);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();

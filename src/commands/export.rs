@@ -35,9 +35,9 @@ pub struct Args {
     /// FFT lowering: `matmul` (constant DFT bases, every execution provider) or `dft` (the ONNX DFT op).
     #[arg(long, default_value = "matmul")]
     pub fft: String,
-    /// Who the file is for: `portable` (standard ops only, no f64: ONNX Runtime, OpenVINO, tract, TensorRT),
-    /// `ort` (ai.adaptir functions, f64 spectral products: ONNX Runtime), `tensorrt` (portable, checked
-    /// against TensorRT's operator support matrix).
+    /// Who the file is for: `portable` (standard ops only, f64 spectral products: ONNX Runtime, OpenVINO,
+    /// tract), `ort` (ai.adaptir functions, f64 spectral products: ONNX Runtime), `tensorrt` (portable with f32
+    /// spectral products, checked against TensorRT's operator support matrix).
     #[arg(long, default_value = "portable")]
     pub target: String,
     /// Flatten the ai.adaptir functions into plain nodes (with --target ort; the portable targets always do).

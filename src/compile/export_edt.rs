@@ -28,19 +28,11 @@ pub fn edt_golden_input(side: usize) -> Result<Tensor> {
     Ok(Tensor::from_vec(v, (2, 3, side, side), &Device::Cpu)?)
 }
 
-/// The precision of an EDT file's spectral products: `--spectral`, else f64 for the portable target (unlike IPT's
-/// f32) and the target's own otherwise (f32 for TensorRT, which has no f64). EDT's AdaptIR transforms 48 x 48 (or
-/// 192 x 192) planes, where f32 products put phases near the branch cut on the wrong side: on patches of real
-/// images the shipped edt-tiny adapter's f32 file was 4.0e-5 to 5.0e-5 from the model in ONNX Runtime, tract and
-/// OpenVINO (bound 1.1e-5; candle's own f32 3.6e-7) and the f64 file 4.2e-7 to 3.3e-6 (2026-12-07,
-/// docs/compiler.md "EDT files: f64 spectral products"). ONNX Runtime, tract and OpenVINO all run f64 Casts and
-/// products.
-pub fn edt_spectral(args: &ExportArgs) -> SpectralPrecision {
-    match (args.spectral, args.target) {
-        (Some(sp), _) => sp,
-        (None, Target::Portable) => SpectralPrecision::F64,
-        (None, t) => t.lower_options(args.fft).spectral,
-    }
+/// The precision of an EDT file's spectral products: `--spectral`, else the target's (f64 for the portable
+/// target; f32 for TensorRT, which has no f64, and which then misses the model on real images: docs/compiler.md
+/// "Real images and the spectral products").
+fn edt_spectral(args: &ExportArgs) -> SpectralPrecision {
+    args.spectral.unwrap_or(args.target.lower_options(args.fft).spectral)
 }
 
 /// What an EDT export cannot honour, said before the checkpoint is read.

@@ -1,22 +1,22 @@
-//! Who an exported file is for. The default is the portable file: every runtime of the matrix (ONNX Runtime on
-//! CPU and CUDA, OpenVINO, tract, TensorRT) loads it, because it holds standard ONNX ops only (the `ai.adaptir`
-//! functions inlined: OpenVINO 2026.4 and tract 0.23 do not expand model-local functions) and no f64 (the
-//! spectral products in f32: TensorRT and fp16 pipelines have no f64). Runtime-specific forms are options.
+//! Who an exported file is for. The default is the portable file: ONNX Runtime (CPU and CUDA), OpenVINO and tract
+//! load it, because it holds standard ONNX ops only (the `ai.adaptir` functions inlined: OpenVINO 2026.4 and tract
+//! 0.23 do not expand model-local functions), with the spectral products in f64 (in f32 they missed the model on
+//! real images: `lower_options`). TensorRT has no f64: its target keeps f32. Runtime-specific forms are options.
 use adaptir_ops::graph::{FftLowering, SpectralPrecision};
 
 use super::lower::LowerOptions;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Target {
-    /// Standard ops only, no f64: ONNX Runtime, OpenVINO, tract, TensorRT.
+    /// Standard ops only, f64 spectral products: ONNX Runtime, OpenVINO, tract.
     #[default]
     Portable,
     /// ONNX Runtime (CPU, CUDA): the `ai.adaptir` model-local functions kept as functions and the spectral
     /// products in f64 (the numerics of the candle reference, exact zeros with 1e-15 of headroom). The place for
     /// ONNX Runtime-only speed-ups.
     Ort,
-    /// The portable graph, checked at export against TensorRT's published ONNX operator support
-    /// (`src/compile/tensorrt.rs`); the export fails if anything is outside it.
+    /// The portable graph with f32 spectral products (TensorRT has no f64), checked at export against TensorRT's
+    /// published ONNX operator support (`src/compile/tensorrt.rs`); the export fails if anything is outside it.
     TensorRt,
 }
 
@@ -31,10 +31,16 @@ impl Target {
         }
     }
 
-    /// The lowering for this target.
+    /// The lowering for this target. The portable file computes its spectral products in f64 (since 2026-12-07):
+    /// with f32 products, four of the six shipped adapters' files missed the model by 4.7e-5 to 1.3e-3 on real
+    /// photos while passing on seeded noise (docs/compiler.md "Real images and the spectral products"); ONNX
+    /// Runtime, tract and OpenVINO run the f64 Casts and products. TensorRT has no f64, so its target keeps f32.
     pub fn lower_options(self, fft: FftLowering) -> LowerOptions {
         match self {
-            Target::Portable | Target::TensorRt => {
+            Target::Portable => {
+                LowerOptions { fft, inline_functions: true, spectral: SpectralPrecision::F64, whole_image: None }
+            }
+            Target::TensorRt => {
                 LowerOptions { fft, inline_functions: true, spectral: SpectralPrecision::F32, whole_image: None }
             }
             Target::Ort => {

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use adaptir_ops::graph::{FftLowering, SpectralPrecision};
+use adaptir_ops::graph::FftLowering;
 use candle_core::{DType, Device, Tensor};
 
 use super::openvino::OpenVinoModel;
@@ -21,7 +21,7 @@ use super::tract::TractModel;
 use super::{Precision, RunOptions, Session};
 use crate::backbone::config::task_index;
 use crate::compile::export::image_to_nchw;
-use crate::compile::lower::{lower, lower_edt, LowerOptions};
+use crate::compile::lower::{lower, lower_edt};
 use crate::compile::whole_image::WholeImage;
 use crate::data::Image;
 use crate::error::{Error, Result};
@@ -264,8 +264,7 @@ impl Restorer {
                 let opts = crate::compile::target::Target::default().lower_options(FftLowering::MatMul);
                 let mut g = match &model {
                     Net::Ipt(ipt, task) => lower(ipt, *task, opts)?,
-                    // EDT files compute their spectral products in f64, as `export` writes them by default.
-                    Net::Edt(edt) => lower_edt(edt, LowerOptions { spectral: SpectralPrecision::F64, ..opts })?,
+                    Net::Edt(edt) => lower_edt(edt, opts)?,
                 };
                 crate::compile::passes::optimize(&mut g)?;
                 g.name = args.adapter.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
