@@ -46,6 +46,19 @@ pub struct ExportArgs<'a> {
     pub int8: Option<&'a dyn Fn(&mut Graph, usize) -> Result<super::quantize::QuantReport>>,
 }
 
+impl ExportArgs<'_> {
+    /// The lowering options these arguments ask for: the target's, with `--inline-functions` and `--spectral`
+    /// applied (the whole-image tiling is set by the caller, which knows the tile size).
+    pub fn lower_options(&self) -> LowerOptions {
+        let mut opts = self.target.lower_options(self.fft);
+        opts.inline_functions |= self.inline_functions;
+        if let Some(sp) = self.spectral {
+            opts.spectral = sp;
+        }
+        opts
+    }
+}
+
 pub struct ExportReport {
     pub output: PathBuf,
     pub target: Target,
@@ -160,11 +173,7 @@ pub struct Built {
 /// run the passes (unless `no_passes`) and convert to f16 (`fp16`). The graph has no metadata yet.
 pub fn lower_for(model: &Ipt, task: usize, args: &ExportArgs) -> Result<(Graph, LowerOptions, PassCounts)> {
     let config = &model.config;
-    let mut opts: LowerOptions = args.target.lower_options(args.fft);
-    opts.inline_functions |= args.inline_functions;
-    if let Some(sp) = args.spectral {
-        opts.spectral = sp;
-    }
+    let mut opts = args.lower_options();
     if let Some(tiling) = args.whole_image {
         let p = config.patch_size;
         let wi = super::whole_image::WholeImage { p, scale: config.scales[task], tiling };

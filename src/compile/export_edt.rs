@@ -28,13 +28,6 @@ pub fn edt_golden_input(side: usize) -> Result<Tensor> {
     Ok(Tensor::from_vec(v, (2, 3, side, side), &Device::Cpu)?)
 }
 
-/// The precision of an EDT file's spectral products: `--spectral`, else the target's (f64 for the portable
-/// target; f32 for TensorRT, which has no f64, and which then misses the model on real images: docs/compiler.md
-/// "Real images and the spectral products").
-fn edt_spectral(args: &ExportArgs) -> SpectralPrecision {
-    args.spectral.unwrap_or(args.target.lower_options(args.fft).spectral)
-}
-
 /// What an EDT export cannot honour, said before the checkpoint is read.
 fn refuse_unsupported(args: &ExportArgs) -> Result<()> {
     let refuse = |what: &str, why: &str| Err(Error::invalid(format!("{what} with an EDT config: {why}")));
@@ -43,7 +36,7 @@ fn refuse_unsupported(args: &ExportArgs) -> Result<()> {
     }
     // Measured 2026-12-07: the shipped edt-tiny adapter's `--fft dft` file (f32 products) was 1.3e-4 from the model
     // in ONNX Runtime and tract alike, and failed `validate`; with f64 products, 2.4e-7.
-    if args.fft == FftLowering::Dft && edt_spectral(args) == SpectralPrecision::F32 {
+    if args.fft == FftLowering::Dft && args.lower_options().spectral == SpectralPrecision::F32 {
         return refuse(
             "--fft dft with f32 spectral products",
             "EDT's blocks work at the full input resolution (48 or 192), sizes that are not powers of two, where the \
@@ -112,9 +105,7 @@ pub fn export_edt(args: &ExportArgs, config_path: Option<&Path>) -> Result<Expor
         }
     };
 
-    let mut opts = args.target.lower_options(args.fft);
-    opts.inline_functions |= args.inline_functions;
-    opts.spectral = edt_spectral(args);
+    let mut opts = args.lower_options();
     if let Some(tiling) = args.whole_image {
         let wi = super::whole_image::WholeImage { p: task.input_size(), scale: task.scale(), tiling };
         wi.check().map_err(Error::invalid)?;
