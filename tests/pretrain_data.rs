@@ -1,4 +1,5 @@
-//! `pretrain` over several `--data` folders, `--exclude` and `--init` (issue 14's long run uses all three).
+//! `pretrain` over several `--data` folders, `--exclude` and `--init` (issue 14's long run uses all three), and
+//! `train` over several folders with `--exclude` (the shipped adapters train on the pre-training's photos).
 mod train_util;
 use train_util::{cli, dir, photos, s};
 
@@ -142,4 +143,41 @@ fn init_with_another_size_is_refused() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("other.safetensors") && err.contains("--init"), "{err}");
     assert!(!out.exists());
+}
+
+/// `train` takes the folders and exclusions as `pretrain` does: the last image of each folder is held out, an
+/// excluded stem is neither trained on nor held out, and the adapter's metadata records both.
+#[test]
+fn train_over_several_folders_holds_out_each_folders_last_photo_and_records_exclusions() {
+    let root = dir("train-folders");
+    photos(&root.join("a"), 2, 120, 120);
+    std::fs::create_dir_all(root.join("b")).unwrap();
+    for k in 0..3 {
+        adaptir::data::save_png(
+            root.join("b").join(format!("other{k}.png")),
+            &train_util::photo(120, 120, 10 + k),
+            adaptir::data::BitDepth::Eight,
+        )
+        .unwrap();
+    }
+    let bb = root.join("bb.safetensors");
+    train_util::backbone(&bb);
+    let out = root.join("ad.safetensors");
+    let (a, b) = (root.join("a"), root.join("b"));
+    let mut args = train_util::train_args(&bb, &a, &out, "1");
+    args.extend(["--data", s(&b), "--exclude", "other0", "--eval-every", "1"]);
+    let (code, _, err) = cli(&args);
+    assert_eq!(code, 0, "{err}");
+    let meta = training_meta(&out);
+    assert_eq!(meta["held_out"], serde_json::json!(["img1", "other2"]));
+    assert_eq!(meta["exclude"], serde_json::json!(["other0"]));
+    assert_eq!(meta["data"], serde_json::json!([s(&root.join("a")), s(&root.join("b"))]));
+
+    // One folder is recorded as before (a path, not a list), and nothing is excluded.
+    let one = root.join("one.safetensors");
+    let (code, _, err) = cli(&train_util::train_args(&bb, &a, &one, "1"));
+    assert_eq!(code, 0, "{err}");
+    let meta = training_meta(&one);
+    assert_eq!(meta["data"], serde_json::json!(s(&root.join("a"))));
+    assert!(meta.get("exclude").is_none(), "{meta}");
 }

@@ -26,9 +26,13 @@ pub struct Args {
     /// sr2, sr3, sr4, derain, denoise30, denoise50, lr4-noise30, lr4-jpeg30, lr2-noise30, lowlight or realnoise.
     #[arg(long)]
     pub task: String,
-    /// Folder of clean photos (the degraded inputs are synthesised).
+    /// Folder of clean photos (the degraded inputs are synthesised); repeat for several folders. The last image by
+    /// name of each folder is held out for validation.
     #[arg(long)]
-    pub data: Option<PathBuf>,
+    pub data: Vec<PathBuf>,
+    /// A file stem never to train or validate on (e.g. a photo that is also a benchmark image); repeatable.
+    #[arg(long)]
+    pub exclude: Vec<String>,
     /// Folder of real pairs: clean/ plus one folder of degraded images (realnoise).
     #[arg(long)]
     pub pairs: Option<PathBuf>,
@@ -83,6 +87,7 @@ pub fn run(a: &Args) -> Result<TrainOutput> {
         method_config,
         task: a.task.clone(),
         data: a.data.clone(),
+        exclude: a.exclude.clone(),
         pairs: a.pairs.clone(),
         backbone: a.backbone.clone(),
         preset: a.preset.clone(),

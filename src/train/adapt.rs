@@ -29,8 +29,10 @@ pub struct TrainArgs {
     /// The method's JSON configuration (`None`: its defaults).
     pub method_config: Option<Value>,
     pub task: String,
-    /// Clean photos (degradations synthesised).
-    pub data: Option<PathBuf>,
+    /// Folders of clean photos (degradations synthesised); the last photo of each is held out.
+    pub data: Vec<PathBuf>,
+    /// Photo stems left out of training and held-out evaluation (e.g. benchmark images inside a training folder).
+    pub exclude: Vec<String>,
     /// Real pairs: a folder with `clean/` and one degraded subfolder.
     pub pairs: Option<PathBuf>,
     pub backbone: PathBuf,
@@ -62,6 +64,16 @@ pub struct TrainReport {
     pub checkpoint: PathBuf,
 }
 
+/// `--data` as the fingerprint and the adapter's metadata record it: null for real pairs, the folder for one (as
+/// before several were allowed), the list for several.
+fn data_field(dirs: &[PathBuf]) -> Value {
+    if dirs.is_empty() {
+        Value::Null
+    } else {
+        super::pretrain::data_record(dirs)
+    }
+}
+
 /// Training and validation sources, and the names held out.
 fn sources(a: &TrainArgs, scale: usize, patch: usize) -> Result<(Source, Option<Source>, Vec<String>)> {
     let synth = super::data_task(&a.task)?;
@@ -72,21 +84,20 @@ fn sources(a: &TrainArgs, scale: usize, patch: usize) -> Result<(Source, Option<
             let held = val.iter().map(|v| v.name.clone()).collect();
             Ok((Source::Pairs(all, scale), val.map(|v| Source::Pairs(vec![v], scale)), held))
         }
-        (None, Some(d), Some(_)) => {
-            let hold = super::held_out(d)?;
-            let train = Source::clean(d, patch * scale, &|s: &str| !hold.iter().any(|h| h == s))?;
-            let val = if hold.is_empty() {
-                None
-            } else {
-                Source::clean(d, patch * scale, &|s: &str| hold.iter().any(|h| h == s)).ok()
-            };
+        (None, dirs, Some(_)) if !dirs.is_empty() => {
+            let dirs: Vec<&Path> = dirs.iter().map(|d| d.as_path()).collect();
+            let excluded = |s: &str| a.exclude.iter().any(|x| x == s);
+            let hold: Vec<String> = super::held_out_dirs(&dirs)?.into_iter().filter(|h| !excluded(h)).collect();
+            let held = |s: &str| hold.iter().any(|h| h == s);
+            let train = Source::clean_dirs(&dirs, patch * scale, &|s: &str| !held(s) && !excluded(s))?;
+            let val = if hold.is_empty() { None } else { Source::clean_dirs(&dirs, patch * scale, &held).ok() };
             Ok((train, val, hold))
         }
         (None, _, None) => Err(Error::invalid(format!(
             "--task {} trains on real pairs: give --pairs DIR (a folder with clean/ and noisy/)",
             a.task
         ))),
-        (None, None, Some(_)) => Err(Error::invalid("give --data DIR (clean photos) or --pairs DIR (real pairs)")),
+        (None, _, Some(_)) => Err(Error::invalid("give --data DIR (clean photos) or --pairs DIR (real pairs)")),
     }
 }
 
@@ -158,9 +169,12 @@ pub fn train(a: &TrainArgs) -> Result<TrainReport> {
     let mut fingerprint = json!({
         "command": "train", "method": method.name(), "method_config": method.config(), "task": a.task,
         "backbone_sha256": backbone_sha, "config": config.to_value(), "steps": a.steps, "batch": a.batch, "patch": a.patch,
-        "lr": a.lr, "seed": a.seed, "data": a.data.as_ref().map(|p| p.display().to_string()),
+        "lr": a.lr, "seed": a.seed, "data": data_field(&a.data),
         "pairs": a.pairs.as_ref().map(|p| p.display().to_string()),
     });
+    if !a.exclude.is_empty() {
+        fingerprint["exclude"] = json!(a.exclude);
+    }
     super::record_run_mode(&mut fingerprint);
     let ckpt = if a.resume && ckpt_path.exists() { Some(Checkpoint::load(&ckpt_path, &fingerprint)?) } else { None };
 
@@ -235,6 +249,18 @@ pub fn train(a: &TrainArgs) -> Result<TrainReport> {
     let final_psnr = out.history.psnrs().last().map(|p| p.1);
     if out.finished {
         let tensors = crate::peft::file::method_tensors(&vm, model.method_buffers()?)?;
+        let mut training = json!({
+            "steps": out.step, "batch": a.batch, "patch": a.patch, "lr": a.lr, "seed": a.seed,
+            "optimizer": "AdamW(0.9, 0.999, eps 1e-8, wd 0.01), lr halved at 50/80/90/95%", "loss": "L1",
+            "data": data_field(&a.data),
+            "pairs": a.pairs.as_ref().map(|p| p.display().to_string()),
+            "held_out": held, "trainable_params": n_trainable,
+            "final_loss": final_loss.map(|l| format!("{l:.6}")),
+            "final_val_psnr": final_psnr.map(|p| format!("{p:.3}")),
+        });
+        if !a.exclude.is_empty() {
+            training["exclude"] = json!(a.exclude);
+        }
         let meta = AdapterMeta {
             method: method.name().to_string(),
             method_config: method.config(),
@@ -242,15 +268,7 @@ pub fn train(a: &TrainArgs) -> Result<TrainReport> {
             backbone: backbone_name(&a.backbone),
             backbone_sha256: backbone_sha,
             backbone_config: config.clone(),
-            training: json!({
-                "steps": out.step, "batch": a.batch, "patch": a.patch, "lr": a.lr, "seed": a.seed,
-                "optimizer": "AdamW(0.9, 0.999, eps 1e-8, wd 0.01), lr halved at 50/80/90/95%", "loss": "L1",
-                "data": a.data.as_ref().map(|p| p.display().to_string()),
-                "pairs": a.pairs.as_ref().map(|p| p.display().to_string()),
-                "held_out": held, "trainable_params": n_trainable,
-                "final_loss": final_loss.map(|l| format!("{l:.6}")),
-                "final_val_psnr": final_psnr.map(|p| format!("{p:.3}")),
-            }),
+            training,
         };
         AdapterFile::save(&a.out, &meta, &tensors)?;
         super::progress::write_curve(&super::curve_path(&a.out), &out.history.losses(), &out.history.psnrs())?;
