@@ -72,7 +72,7 @@ fn the_quick_start_commands_work_from_another_folder() {
 
 /// The README's training examples (`adaptir train ... --backbone models/ipt-tiny/backbone.safetensors --out
 /// T.safetensors`) are the settings of the shipped adapter `models/ipt-tiny/T.safetensors`: its metadata records
-/// the same data folder or pairs, steps, batch, learning rate and seed (issue 14: they had drifted apart).
+/// the same data folders, exclusions or pairs, steps, batch, learning rate and seed (issue 14: they had drifted apart).
 #[test]
 fn the_readme_training_examples_are_the_shipped_adapters_settings() {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
@@ -93,8 +93,18 @@ fn the_readme_training_examples_are_the_shipped_adapters_settings() {
         let line = args.join(" ");
         assert_eq!(value("--task"), Some(meta.task.as_str()), "{line}");
         assert_eq!(value("--method"), Some(meta.method.as_str()), "{line}");
-        if let Some(d) = value("--data") {
-            assert_eq!(t["data"], d, "{line}");
+        // Every value of a repeatable flag, in order.
+        let values = |flag: &str| -> Vec<&str> { args.windows(2).filter(|w| w[0] == flag).map(|w| w[1]).collect() };
+        match values("--data").as_slice() {
+            [] => {}
+            [one] => assert_eq!(t["data"], *one, "{line}"),
+            many => assert_eq!(t["data"], serde_json::json!(many), "{line}"),
+        }
+        let exclude = values("--exclude");
+        if exclude.is_empty() {
+            assert!(t.get("exclude").is_none(), "{line}");
+        } else {
+            assert_eq!(t["exclude"], serde_json::json!(exclude), "{line}");
         }
         if let Some(p) = value("--pairs") {
             assert_eq!(t["pairs"], p, "{line}");
