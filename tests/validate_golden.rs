@@ -153,6 +153,28 @@ fn shipped_adapters_match_candle_on_real_image_patches() {
     assert!(failures.is_empty(), "real-patch check failed:\n{}", failures.join("\n"));
 }
 
+/// The f32 spectral form (`--target tensorrt`; TensorRT has no f64) runs its products on each plane less its
+/// mean. Uncentered, the shipped lowlight adapter's f32 file missed the model by 1.3e-3 on real patches (a dark
+/// image's planes are mostly their mean); centered it matches (3.3e-6). lr4-jpeg30, realnoise and the EDT adapter
+/// still miss in f32 (docs/compiler.md "Real images and the spectral products"), so they are not held here.
+#[test]
+fn the_lowlight_tensorrt_file_matches_candle_on_real_image_patches() {
+    let clean = tmp().join("real-clean-trt");
+    std::fs::create_dir_all(&clean).unwrap();
+    for f in ["images/jpeg/chelsea_256.png", "images/metrics/coffee_clean.png"] {
+        std::fs::copy(fixture(f), clean.join(Path::new(f).file_name().unwrap())).unwrap();
+    }
+    let inputs = tmp().join("real-lowlight-trt");
+    let (code, _, err) = adaptir_cli(&["degrade", "--task", "lowlight", "-o", s(&inputs), s(&clean)]);
+    assert_eq!(code, 0, "{err}");
+    let model = tmp().join("lowlight-tensorrt.onnx");
+    let adapter = "models/ipt-tiny/lowlight.safetensors";
+    let (code, _, err) = adaptir_cli(&["export", "--adapter", adapter, "--target", "tensorrt", "-o", s(&model)]);
+    assert_eq!(code, 0, "{err}");
+    let (code, text, err) = adaptir_cli(&["validate", s(&model), "--images", s(&inputs), "--json"]);
+    assert_eq!(code, 0, "{text}{err}");
+}
+
 #[test]
 fn a_numerics_change_fails_the_golden_check() {
     // The stored golden output moved by twice the f32 bound at one element: validate must exit 1.

@@ -200,6 +200,13 @@ impl DftBases {
         Ok(bases)
     }
 
+    /// (H, W/2+1): `sqrt(HW)` at the DC bin, zero elsewhere: the spectrum of a constant plane of value 1.
+    pub fn dc_of_mean(&self) -> Result<Tensor> {
+        let mut dc = vec![0f64; self.h * self.wr];
+        dc[0] = ((self.h * self.w) as f64).sqrt();
+        Tensor::from_vec(dc, (self.h, self.wr), self.self_conjugate.device())?.to_dtype(self.self_conjugate.dtype())
+    }
+
     /// Scale of the exact-zero threshold: `tol = scale * sum|x|` per plane (see [`SNAP_ULPS`]).
     pub fn snap_scale(&self, dtype: DType) -> f64 {
         let eps = if dtype == DType::F64 { f64::EPSILON } else { f32::EPSILON as f64 };
@@ -257,10 +264,28 @@ pub fn rfft2_in(x: &Tensor, compute: DType) -> Result<(Tensor, Tensor)> {
     let (_, h, w) = x3.dims3()?;
     let x3 = x3.to_dtype(compute)?;
     let bases = DftBases::get(h, w, x3.dtype(), x.device())?;
-    let (re, im) = products(&x3, &bases)?;
-    let (re, im) = exact_zeros(&x3, &re, &im, &bases)?;
+    let (re, im) = if compute == DType::F32 {
+        let (xc, mean) = centered_f32(&x3)?;
+        let (re, im) = products(&xc, &bases)?;
+        let re = re.broadcast_add(&mean.broadcast_mul(&bases.dc_of_mean()?)?)?;
+        exact_zeros(&xc, &re, &im, &bases)?
+    } else {
+        let (re, im) = products(&x3, &bases)?;
+        exact_zeros(&x3, &re, &im, &bases)?
+    };
     let (re, im) = (re.to_dtype(x.dtype())?, im.to_dtype(x.dtype())?);
     Ok((with_lead(&re, &lead)?, with_lead(&im, &lead)?))
+}
+
+/// f32 products run on each plane less its mean, and the exact-zero threshold is taken from that centered plane.
+/// A product's rounding error scales with the plane's mass `sum|x|`; where a large mean dominates it (real
+/// images, and most of all dark ones), the small components that AdaptIR's phase branch takes `atan2` of drown
+/// in it. Measured on the shipped lowlight adapter's f32 file on real photo patches: 1.3e-3 from the model
+/// uncentered, 3.3e-6 centered (docs/compiler.md "Real images and the spectral products"). The mean only
+/// changes the DC bin, which gets it back exactly as `mean * sqrt(HW)` (ortho scaling). Returns (centered, mean).
+fn centered_f32(x3: &Tensor) -> Result<(Tensor, Tensor)> {
+    let mean = x3.mean_keepdim((1, 2))?;
+    Ok((x3.broadcast_sub(&mean)?, mean))
 }
 
 /// The raw two-stage product in the compute dtype, before exact zeros are restored: for diagnostics and tests.
@@ -408,13 +433,38 @@ pub fn lower_rfft2(b: &mut dyn GraphBuilder, x: &str, (h, w): (usize, usize)) ->
             let cw = sp.constant(b, &format!("{tag}.fwd_w_re"), &cw.contiguous()?)?;
             let sw = sp.constant(b, &format!("{tag}.fwd_w_im"), &sw.contiguous()?)?;
             let fh = sp.constant(b, &format!("{tag}.fwd_h_left"), &bases.complex_h_left(false)?)?;
-            b.function("Rfft2", &[x, &cw, &sw, &fh, &scale, &mask], 2, &|b, i| {
+            let mut inputs = vec![x, &cw, &sw, &fh, &scale, &mask];
+            // f32: the products run on the plane less its mean, as in `rfft2_in` (`centered_f32` says why); the
+            // DC bin gets the mean back as `mean * sqrt(HW)`.
+            let dc = if sp.dtype == DType::F32 {
+                Some(sp.constant(b, &format!("{tag}.dc_of_mean"), &bases.dc_of_mean()?)?)
+            } else {
+                None
+            };
+            if let Some(dc) = &dc {
+                inputs.push(dc);
+            }
+            b.function("Rfft2", &inputs, 2, &|b, i| {
                 let xd = b.op("Cast", &[&i[0]], vec![("to", Attr::Int(to))])?;
-                let (xr, xi) = (b.op("MatMul", &[&xd, &i[1]], vec![])?, b.op("MatMul", &[&xd, &i[2]], vec![])?);
+                let (xp, mean) = if i.len() > 6 {
+                    let ax = b.constant_i64("axes_hw", &[-2, -1])?;
+                    let mean = b.op("ReduceMean", &[&xd, &ax], vec![("keepdims", Attr::Int(1))])?;
+                    (b.op("Sub", &[&xd, &mean], vec![])?, Some(mean))
+                } else {
+                    (xd.clone(), None)
+                };
+                let (xr, xi) = (b.op("MatMul", &[&xp, &i[1]], vec![])?, b.op("MatMul", &[&xp, &i[2]], vec![])?);
                 let stacked = b.op("Concat", &[&xr, &xi], vec![("axis", Attr::Int(-2))])?;
                 let f = b.op("MatMul", &[&i[3], &stacked], vec![])?;
                 let parts = b.op_n("Split", &[&f], vec![("axis", Attr::Int(-2)), ("num_outputs", Attr::Int(2))], 2)?;
-                rfft2_exact_zeros(b, &sp, &i[0], &xd, &parts[0], &parts[1], &i[4], &i[5])
+                let re = match &mean {
+                    Some(mean) => {
+                        let dc = b.op("Mul", &[mean, &i[6]], vec![])?;
+                        b.op("Add", &[&parts[0], &dc], vec![])?
+                    }
+                    None => parts[0].clone(),
+                };
+                rfft2_exact_zeros(b, &sp, &i[0], &xp, &re, &parts[1], &i[4], &i[5])
             })?
         }
         FftLowering::Dft => {

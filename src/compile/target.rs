@@ -34,7 +34,8 @@ impl Target {
     /// The lowering for this target. The portable file computes its spectral products in f64 (since 2026-12-07):
     /// with f32 products, four of the six shipped adapters' files missed the model by 4.7e-5 to 1.3e-3 on real
     /// photos while passing on seeded noise (docs/compiler.md "Real images and the spectral products"); ONNX
-    /// Runtime, tract and OpenVINO run the f64 Casts and products. TensorRT has no f64, so its target keeps f32.
+    /// Runtime, tract and OpenVINO run the f64 Casts and products. TensorRT has no f64, so its target keeps f32
+    /// (centered planes since, which fixed lowlight's file but not lr4-jpeg30's, realnoise's or EDT's).
     pub fn lower_options(self, fft: FftLowering) -> LowerOptions {
         match self {
             Target::Portable => {
