@@ -13,6 +13,15 @@ fn training_meta(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&header.metadata().as_ref().unwrap()["training"]).unwrap()
 }
 
+/// Three photos `other0..2` of `side` x `side` in `dir` (stems unlike `photos`' `img*`).
+fn other_photos(dir: &std::path::Path, side: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    for k in 0..3 {
+        let path = dir.join(format!("other{k}.png"));
+        adaptir::data::save_png(path, &train_util::photo(side, side, 10 + k), adaptir::data::BitDepth::Eight).unwrap();
+    }
+}
+
 #[test]
 fn two_folders_with_the_same_stem_are_refused_naming_both_files() {
     let root = dir("pretrain-collide");
@@ -44,15 +53,7 @@ fn two_folders_with_the_same_stem_are_refused_naming_both_files() {
 fn init_starts_from_the_given_backbone_and_folders_exclusions_are_recorded() {
     let root = dir("pretrain-init");
     photos(&root.join("a"), 2, 200, 200);
-    std::fs::create_dir_all(root.join("b")).unwrap();
-    for k in 0..3 {
-        adaptir::data::save_png(
-            root.join("b").join(format!("other{k}.png")),
-            &train_util::photo(200, 200, 10 + k),
-            adaptir::data::BitDepth::Eight,
-        )
-        .unwrap();
-    }
+    other_photos(&root.join("b"), 200);
     let out = root.join("bb.safetensors");
     let (code, _, err) = cli(&[
         "pretrain",
@@ -151,15 +152,7 @@ fn init_with_another_size_is_refused() {
 fn train_over_several_folders_holds_out_each_folders_last_photo_and_records_exclusions() {
     let root = dir("train-folders");
     photos(&root.join("a"), 2, 120, 120);
-    std::fs::create_dir_all(root.join("b")).unwrap();
-    for k in 0..3 {
-        adaptir::data::save_png(
-            root.join("b").join(format!("other{k}.png")),
-            &train_util::photo(120, 120, 10 + k),
-            adaptir::data::BitDepth::Eight,
-        )
-        .unwrap();
-    }
+    other_photos(&root.join("b"), 120);
     let bb = root.join("bb.safetensors");
     train_util::backbone(&bb);
     let out = root.join("ad.safetensors");

@@ -112,6 +112,16 @@ fn shipped_adapters_still_match_their_golden_outputs() {
     assert!(failures.is_empty(), "golden check failed:\n{}", failures.join("\n"));
 }
 
+/// A folder `name` holding two clean fixture photos, to degrade into real-image inputs for `validate --images`.
+fn real_photos(name: &str) -> PathBuf {
+    let clean = tmp().join(name);
+    std::fs::create_dir_all(&clean).unwrap();
+    for f in ["images/jpeg/chelsea_256.png", "images/metrics/coffee_clean.png"] {
+        std::fs::copy(fixture(f), clean.join(Path::new(f).file_name().unwrap())).unwrap();
+    }
+    clean
+}
+
 /// Seeded patches have a flat spectrum; real images do not, and the two can disagree. Measured 2026-12-07 on the
 /// patches below, files with f32 spectral products (the portable default until then): derain 8.3e-7 and
 /// lr4-noise30 5.5e-7 passed, but lowlight 1.3e-3, lr4-jpeg30 4.7e-5, realnoise 6.0e-5 and the EDT lr2-noise30
@@ -122,11 +132,7 @@ fn shipped_adapters_still_match_their_golden_outputs() {
 /// the nearest stand-in), in ONNX Runtime against the candle model.
 #[test]
 fn shipped_adapters_match_candle_on_real_image_patches() {
-    let clean = tmp().join("real-clean");
-    std::fs::create_dir_all(&clean).unwrap();
-    for f in ["images/jpeg/chelsea_256.png", "images/metrics/coffee_clean.png"] {
-        std::fs::copy(fixture(f), clean.join(Path::new(f).file_name().unwrap())).unwrap();
-    }
+    let clean = real_photos("real-clean");
     let mut failures = Vec::new();
     for c in cases().into_iter().skip(1) {
         let file = adaptir::peft::file::AdapterFile::load(&c.adapter).unwrap();
@@ -159,11 +165,7 @@ fn shipped_adapters_match_candle_on_real_image_patches() {
 /// still miss in f32 (docs/compiler.md "Real images and the spectral products"), so they are not held here.
 #[test]
 fn the_lowlight_tensorrt_file_matches_candle_on_real_image_patches() {
-    let clean = tmp().join("real-clean-trt");
-    std::fs::create_dir_all(&clean).unwrap();
-    for f in ["images/jpeg/chelsea_256.png", "images/metrics/coffee_clean.png"] {
-        std::fs::copy(fixture(f), clean.join(Path::new(f).file_name().unwrap())).unwrap();
-    }
+    let clean = real_photos("real-clean-trt");
     let inputs = tmp().join("real-lowlight-trt");
     let (code, _, err) = adaptir_cli(&["degrade", "--task", "lowlight", "-o", s(&inputs), s(&clean)]);
     assert_eq!(code, 0, "{err}");
