@@ -166,6 +166,15 @@ fn train_over_several_folders_holds_out_each_folders_last_photo_and_records_excl
     assert_eq!(meta["exclude"], serde_json::json!(["other0"]));
     assert_eq!(meta["data"], serde_json::json!([s(&root.join("a")), s(&root.join("b"))]));
 
+    // A stem that names no photo would exclude nothing: refused, naming it, and nothing is written.
+    let typo = root.join("typo.safetensors");
+    let mut args = train_util::train_args(&bb, &a, &typo, "1");
+    args.extend(["--exclude", "other9"]);
+    let (code, _, err) = cli(&args);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--exclude other9") && err.contains(s(&a)), "{err}");
+    assert!(!typo.exists());
+
     // One folder is recorded as before (a path, not a list), and nothing is excluded.
     let one = root.join("one.safetensors");
     let (code, _, err) = cli(&train_util::train_args(&bb, &a, &one, "1"));

@@ -444,9 +444,10 @@ pub fn lower_rfft2(b: &mut dyn GraphBuilder, x: &str, (h, w): (usize, usize)) ->
             if let Some(dc) = &dc {
                 inputs.push(dc);
             }
+            let centered = dc.is_some();
             b.function("Rfft2", &inputs, 2, &|b, i| {
                 let xd = b.op("Cast", &[&i[0]], vec![("to", Attr::Int(to))])?;
-                let (xp, mean) = if i.len() > 6 {
+                let (xp, mean) = if centered {
                     let ax = b.constant_i64("axes_hw", &[-2, -1])?;
                     let mean = b.op("ReduceMean", &[&xd, &ax], vec![("keepdims", Attr::Int(1))])?;
                     (b.op("Sub", &[&xd, &mean], vec![])?, Some(mean))

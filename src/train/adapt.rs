@@ -85,13 +85,8 @@ fn sources(a: &TrainArgs, scale: usize, patch: usize) -> Result<(Source, Option<
             Ok((Source::Pairs(all, scale), val.map(|v| Source::Pairs(vec![v], scale)), held))
         }
         (None, dirs, Some(_)) if !dirs.is_empty() => {
-            let dirs: Vec<&Path> = dirs.iter().map(|d| d.as_path()).collect();
-            let excluded = |s: &str| a.exclude.iter().any(|x| x == s);
-            let hold: Vec<String> = super::held_out_dirs(&dirs)?.into_iter().filter(|h| !excluded(h)).collect();
-            let held = |s: &str| hold.iter().any(|h| h == s);
-            let train = Source::clean_dirs(&dirs, patch * scale, &|s: &str| !held(s) && !excluded(s))?;
-            let val = if hold.is_empty() { None } else { Source::clean_dirs(&dirs, patch * scale, &held).ok() };
-            Ok((train, val, hold))
+            let photos = super::Photos::load(dirs, &a.exclude, patch * scale)?;
+            Ok((photos.train, photos.val, photos.held_out))
         }
         (None, _, None) => Err(Error::invalid(format!(
             "--task {} trains on real pairs: give --pairs DIR (a folder with clean/ and noisy/)",

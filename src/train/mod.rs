@@ -28,6 +28,7 @@ use crate::backbone::{Ipt, IptConfig};
 use crate::data::pairs::list_images;
 use crate::data::{Image, Task};
 use crate::error::{Error, Result};
+use batch::Source;
 
 /// Metadata format of a backbone file written by `pretrain` (its config travels with it).
 pub const BACKBONE_FORMAT: &str = "adaptir-backbone";
@@ -82,6 +83,40 @@ pub fn held_out_dirs(dirs: &[&Path]) -> Result<Vec<String>> {
         out.extend(held_out(d)?);
     }
     Ok(out)
+}
+
+/// The clean photos of `--data` folders (`pretrain`, `train`): the training set, and the held-out photos (the
+/// last by name of each folder, less `--exclude`d stems) with their source for validation; photos are cut to
+/// `crop`-sided crops. An `--exclude` stem that names no photo of the folders is an error: it is there to keep a
+/// benchmark image out, and a misspelt one would keep nothing out.
+pub struct Photos {
+    pub train: Source,
+    pub val: Option<Source>,
+    pub held_out: Vec<String>,
+}
+
+impl Photos {
+    pub fn load(data: &[PathBuf], exclude: &[String], crop: usize) -> Result<Self> {
+        let dirs: Vec<&Path> = data.iter().map(|d| d.as_path()).collect();
+        let mut stems = std::collections::BTreeSet::new();
+        for d in &dirs {
+            stems.extend(list_images(d)?.into_keys());
+        }
+        if let Some(x) = exclude.iter().find(|x| !stems.contains(x.as_str())) {
+            let folders: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+            return Err(Error::invalid(format!(
+                "--exclude {x}: no photo with that file stem in {}; expected a stem such as `{}`",
+                folders.join(", "),
+                stems.iter().next().map(String::as_str).unwrap_or("-")
+            )));
+        }
+        let excluded = |s: &str| exclude.iter().any(|x| x == s);
+        let held_out: Vec<String> = held_out_dirs(&dirs)?.into_iter().filter(|h| !excluded(h)).collect();
+        let held = |s: &str| held_out.iter().any(|h| h == s);
+        let train = Source::clean_dirs(&dirs, crop, &|s: &str| !held(s) && !excluded(s))?;
+        let val = if held_out.is_empty() { None } else { Source::clean_dirs(&dirs, crop, &held).ok() };
+        Ok(Self { train, val, held_out })
+    }
 }
 
 /// The named preset, else the IPT config a backbone file records: the one reader of `crate::model` (metadata

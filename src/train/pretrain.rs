@@ -9,9 +9,10 @@ use candle_core::{DType, Tensor};
 use candle_nn::VarMap;
 use serde_json::json;
 
-use super::batch::{batch_tensors, Source};
+use super::batch::batch_tensors;
 use super::checkpoint::{Checkpoint, History};
 use super::runner::{optimizer, restore_vars, run, trainable, RunSpec};
+use super::Photos;
 use crate::backbone::edt::config::{EdtConfig, PRESETS as EDT_PRESETS};
 use crate::backbone::IptConfig;
 use crate::data::{Image, Task};
@@ -91,7 +92,7 @@ pub fn pretrain(a: &PretrainArgs) -> Result<PretrainReport> {
     }
     let ckpt = if a.resume && ckpt_path.exists() { Some(Checkpoint::load(&ckpt_path, &fingerprint)?) } else { None };
 
-    let photos = Photos::load(a, patch)?;
+    let photos = Photos::load(&a.data, &a.exclude, patch * 4)?;
     let (train, hold) = (&photos.train, &photos.held_out);
     let val_src = photos.val.as_ref().unwrap_or(train);
     let val: Vec<(usize, Tensor, Vec<Image>)> = TASKS
@@ -176,29 +177,6 @@ pub(super) fn run_fingerprint(a: &PretrainArgs, config: serde_json::Value) -> se
     }
     super::record_run_mode(&mut fingerprint);
     fingerprint
-}
-
-/// The clean photos of `--data`: the training set, and the held-out photos (the last by name of each folder,
-/// less `--exclude`d stems) with their source for validation; photos are cut to `patch * 4` crops.
-pub(super) struct Photos {
-    pub train: Source,
-    pub val: Option<Source>,
-    pub held_out: Vec<String>,
-}
-
-impl Photos {
-    pub(super) fn load(a: &PretrainArgs, patch: usize) -> Result<Self> {
-        let dirs: Vec<&Path> = a.data.iter().map(|d| d.as_path()).collect();
-        let excluded = |s: &str| a.exclude.iter().any(|x| x == s);
-        let held_out: Vec<String> = super::held_out_dirs(&dirs)?.into_iter().filter(|h| !excluded(h)).collect();
-        let train = Source::clean_dirs(&dirs, patch * 4, &|s: &str| !held_out.iter().any(|h| h == s) && !excluded(s))?;
-        let val = if held_out.is_empty() {
-            None
-        } else {
-            Source::clean_dirs(&dirs, patch * 4, &|s: &str| held_out.iter().any(|h| h == s)).ok()
-        };
-        Ok(Self { train, val, held_out })
-    }
 }
 
 /// `--data` as the metadata records it: the folder for one (as before), the list for several.

@@ -14,8 +14,9 @@ use serde_json::json;
 
 use super::batch::batch_tensors;
 use super::checkpoint::{Checkpoint, History};
-use super::pretrain::{data_record, run_fingerprint, vm_tensors, Photos, PretrainArgs, PretrainReport, VAL_PATCHES};
+use super::pretrain::{data_record, run_fingerprint, vm_tensors, PretrainArgs, PretrainReport, VAL_PATCHES};
 use super::runner::{optimizer, restore_vars, run, trainable, RunSpec};
+use super::Photos;
 use crate::backbone::{Edt, EdtConfig};
 use crate::data::Image;
 use crate::error::{Error, Result};
@@ -45,7 +46,7 @@ pub fn pretrain_edt(a: &PretrainArgs, config: EdtConfig) -> Result<PretrainRepor
     let fingerprint = run_fingerprint(a, json!(config));
     let ckpt = if a.resume && ckpt_path.exists() { Some(Checkpoint::load(&ckpt_path, &fingerprint)?) } else { None };
 
-    let photos = Photos::load(a, side)?;
+    let photos = Photos::load(&a.data, &a.exclude, side * 4)?;
     let val_src = photos.val.as_ref().unwrap_or(&photos.train);
     let vpairs = val_src.batch(&task, VAL_PATCHES, side, a.seed ^ 0x5a5a_5a5a, 0)?;
     let (vx, _) = batch_tensors(&vpairs, &dev)?;
