@@ -3,7 +3,8 @@
 # on held-out images; JSON results go to models/ipt-tiny/eval/. These are the commands that produced the shipped
 # files and the numbers in models/ipt-tiny/MODEL_CARD.md. Usage (from the repo root):
 #   RAYON_NUM_THREADS=2 scripts/ship_ipt_tiny.sh [STEPS] [BIN]      (defaults: 120, target/release/adaptir;
-#   the shipped files: RAYON_NUM_THREADS=2 scripts/ship_ipt_tiny.sh 500)
+#   the shipped files: RAYON_NUM_THREADS=2 scripts/ship_ipt_tiny.sh 500, except lr4-jpeg30:
+#   TASKS=lr4-jpeg30 RAYON_NUM_THREADS=2 scripts/ship_ipt_tiny.sh 600)
 # PART=adapters|eval|all (default all). With 2 threads: x1 adapters ~0.4 s/step, x4 ones ~0.7 s/step.
 # TASKS="derain lowlight" limits the adapters trained and their evaluations (default: all five, and the backbone's).
 # LR (default 1e-2, the shipped adapters since 2026-12-05; docs/training.md "Why adapters barely moved"),
