@@ -95,24 +95,29 @@ def denormal_tensors(path, x):
     return found
 
 
-if sys.argv[1] == "--count":
-    # Any exported file (e.g. the official export of scripts/official_bench.sh), on one seeded 48x48 image.
-    x = np.random.default_rng(0).random((1, 3, 48, 48), dtype=np.float32)
-    found = denormal_tensors(sys.argv[2], x)
-    print(f"{sys.argv[2]}: {sum(found.values())} denormal values in {len(found)} tensors" +
-          "".join(f"\n  {c} in {t}" for t, c in found.most_common(12)))
-    sys.exit(0)
-if sys.argv[1] == "--time":
-    print(time_one(*sys.argv[2:5]))
-    sys.exit(0)
-work = sys.argv[1]
-for name in sys.argv[2:]:
-    path, golden = f"{work}/{name}.onnx", f"{work}/{name}.golden.safetensors"
-    x = load_safetensors(golden)["input"].astype(np.float32)
-    flushed = flushed_copy(path)
-    runs = [("file", path, "0"), ("DAZ", path, "1"), ("flushed in graph", flushed, "0")] * 2
-    times = [(label, median_ms(p, golden, daz)) for label, p, daz in runs]
-    print(f"{name} {tuple(x.shape)}: " + ", ".join(f"{label} {ms:.2f} ms" for label, ms in times))
-    found = denormal_tensors(path, x)
-    print(f"  {sum(found.values())} denormal values in {len(found)} tensors" +
-          "".join(f"\n  {c} in {t}" for t, c in found.most_common(10)))
+def main():
+    if sys.argv[1] == "--count":
+        # Any exported file (e.g. the official export of scripts/official_bench.sh), on one seeded 48x48 image.
+        x = np.random.default_rng(0).random((1, 3, 48, 48), dtype=np.float32)
+        found = denormal_tensors(sys.argv[2], x)
+        print(f"{sys.argv[2]}: {sum(found.values())} denormal values in {len(found)} tensors" +
+              "".join(f"\n  {c} in {t}" for t, c in found.most_common(12)))
+        return
+    if sys.argv[1] == "--time":
+        print(time_one(*sys.argv[2:5]))
+        return
+    work = sys.argv[1]
+    for name in sys.argv[2:]:
+        path, golden = f"{work}/{name}.onnx", f"{work}/{name}.golden.safetensors"
+        x = load_safetensors(golden)["input"].astype(np.float32)
+        flushed = flushed_copy(path)
+        runs = [("file", path, "0"), ("DAZ", path, "1"), ("flushed in graph", flushed, "0")] * 2
+        times = [(label, median_ms(p, golden, daz)) for label, p, daz in runs]
+        print(f"{name} {tuple(x.shape)}: " + ", ".join(f"{label} {ms:.2f} ms" for label, ms in times))
+        found = denormal_tensors(path, x)
+        print(f"  {sum(found.values())} denormal values in {len(found)} tensors" +
+              "".join(f"\n  {c} in {t}" for t, c in found.most_common(10)))
+
+
+if __name__ == "__main__":
+    main()

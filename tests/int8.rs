@@ -22,22 +22,6 @@ const IMAGES: [&str; 4] = [
     "images/metrics/baboon_clean.png",
 ];
 
-/// Whether this CPU has 8-bit dot products without saturation (AVX-512 VNNI or AVX-VNNI). Without them (AVX2 only),
-/// ONNX Runtime's and OpenVINO's u8 x s8 kernels add byte products in pairs into int16 with saturation, and this
-/// file came out at 49.2 dB from the f32 model in both (tract: 55.8 dB) and 0.13 dB below it against the ground
-/// truth, on an AMD EPYC with AVX2 (2026-12-07; docs/compiler.md "INT8"). The bounds are asserted where they were
-/// met, VNNI CPUs; elsewhere the figures are printed, not asserted, until the quantizer handles such CPUs.
-fn int8_dot_products_exact() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512vnni") || std::arch::is_x86_feature_detected!("avxvnni")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        true
-    }
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -70,25 +54,20 @@ fn degraded(root: &Path, name: &str, task: &str, images: &[&str]) -> PathBuf {
 
 /// The two checks of an int8 file of `adapter` calibrated on `calib` (inputs of the clean images in `clean`):
 /// `validate --images` in every runtime of the matrix (INT8_MIN_PSNR_DB from the f32 model), and `eval --onnx`
-/// against the ground truth (at most INT8_MAX_PSNR_LOSS_DB below the f32 model). Asserted on VNNI CPUs (tract
-/// everywhere), printed elsewhere (see int8_dot_products_exact).
+/// against the ground truth (at most INT8_MAX_PSNR_LOSS_DB below the f32 model). Asserted on every CPU: the
+/// 7-bit weights (`quantize::WEIGHT_MAX`) keep the products exact without VNNI too. Until they were 8-bit, an AMD
+/// EPYC with AVX2 and no VNNI ran the derain file at 49.2 dB from the f32 model in ONNX Runtime and OpenVINO and
+/// 0.13 dB below it against the ground truth (2026-12-07), and this function asserted on VNNI CPUs only.
 fn check_int8_file(file: &Path, adapter: &str, calib: &Path, clean: &Path, label: &str) {
     let (code, out, err) =
         adaptir_cli(&["validate", s(file), "--images", s(calib), "--runtime", "all", "--latency-runs", "0", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
-    let exact = int8_dot_products_exact();
     for row in v["runtimes"].as_array().unwrap() {
         let psnr = row["outputs"][0]["psnr_db"].as_f64().unwrap();
         eprintln!("{label}, {}: {psnr:.2} dB from the f32 model (at least {INT8_MIN_PSNR_DB})", row["runtime"]);
-        if exact || row["runtime"] == "tract" {
-            assert_eq!(row["passed"], true, "{label}: {row}");
-        } else {
-            eprintln!("  not asserted: this CPU has no VNNI (see int8_dot_products_exact)");
-        }
+        assert_eq!(row["passed"], true, "{label}: {row}");
     }
-    if exact {
-        assert_eq!(code, 0, "{label}: {out}\n{err}");
-    }
+    assert_eq!(code, 0, "{label}: {out}\n{err}");
     let eval = |extra: &[&str]| -> f64 {
         let mut args = vec!["eval", "--adapter", adapter, "--data", s(clean), "--json"];
         args.extend_from_slice(extra);
@@ -98,11 +77,7 @@ fn check_int8_file(file: &Path, adapter: &str, calib: &Path, clean: &Path, label
     };
     let (f32_db, int8_db) = (eval(&[]), eval(&["--onnx", s(file)]));
     eprintln!("{label} against the ground truth: f32 {f32_db:.3} dB, int8 {int8_db:.3} dB");
-    if exact {
-        assert!(f32_db - int8_db <= INT8_MAX_PSNR_LOSS_DB, "{label}: int8 loses {:.3} dB", f32_db - int8_db);
-    } else {
-        eprintln!("  not asserted: this CPU has no VNNI (see int8_dot_products_exact)");
-    }
+    assert!(f32_db - int8_db <= INT8_MAX_PSNR_LOSS_DB, "{label}: int8 loses {:.3} dB", f32_db - int8_db);
 }
 
 #[test]
@@ -123,6 +98,13 @@ fn int8_file_runs_everywhere_close_to_its_f32_model() {
     let f32s: usize = g.initializers.values().filter(|c| matches!(c.data, Data::F32(_))).map(|c| c.data.len()).sum();
     eprintln!("{int8} int8 weights, {f32s} f32 values");
     assert!(int8 > 10 * f32s, "most weights should be int8: {int8} int8, {f32s} f32");
+    // 7-bit weights: no pair of u8 x s8 products can leave int16, so CPUs without VNNI compute the same sums.
+    let widest = g
+        .initializers
+        .values()
+        .filter_map(|c| if let Data::I8(q) = &c.data { q.iter().map(|v| v.unsigned_abs()).max() } else { None })
+        .max();
+    assert_eq!(widest, Some(adaptir::compile::quantize::WEIGHT_MAX as u8), "largest |int8 weight|");
 
     // Every runtime of the matrix, on validate's own grid of patches (32, not the 64 of the calibration), and
     // against the ground truth.

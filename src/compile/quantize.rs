@@ -8,7 +8,8 @@
 //! attention products (no constant weight) and everything inside the adapter (`/adaptir/` nodes: tiny, and its
 //! spectral branch keeps its exact-zero numerics) stay f32.
 //!
-//! How ([`apply`]): weights symmetric int8 per output channel (zero point 0, scale `max |w| / 127`); the input
+//! How ([`apply`]): weights symmetric per output channel in 7 bits (zero point 0, values in `[-63, 63]`, scale
+//! `max |w| / 63`: [`WEIGHT_MAX`] says why not 8); the input
 //! activation of each node asymmetric uint8 per tensor from the calibrated range (widened to hold 0, so that
 //! zero padding is exact). A Conv's output is quantized as well, because ONNX Runtime fuses `DQ -> Conv -> Q`
 //! into `QLinearConv` and leaves a Conv without the trailing `Q` in f32; a MatMul's output stays f32
@@ -23,6 +24,16 @@ use crate::error::{Error, Result};
 
 /// Channel counts below this stay f32 (the image-facing first and last convs have 3).
 pub const MIN_CHANNELS: usize = 16;
+
+/// The largest int8 weight magnitude. Not 127: x86 CPUs without VNNI (AVX2, AVX-512 before VNNI) run ONNX Runtime's
+/// and OpenVINO's u8 x s8 products with `vpmaddubsw`, which adds each pair of neighbouring byte products in a
+/// saturating int16; with weights up to 127 a pair reaches 2 * 255 * 127 = 64770 and is clipped (measured: 0.05 % of
+/// the pair sums of the shipped lr4-noise30 file, 23 of its 25 products, `scripts/int8_saturation.py`; the derain
+/// file then lost 0.13 dB on such a CPU). With 63, a pair is at most 2 * 255 * 63 = 32130 and every CPU computes
+/// the same exact int32 sums, for 0.5-1 dB less agreement with the f32 model on VNNI CPUs (lr4-noise30 54.3 -> 53.4
+/// dB; lowlight, whose brightening amplifies every error, 45.8 -> 41.8 dB: docs/compiler.md "INT8").
+/// ONNX Runtime's own quantizer calls this `reduce_range`.
+pub const WEIGHT_MAX: i8 = 63;
 
 /// Calibrated (min, max) of each activation tensor, by name.
 pub type Ranges = BTreeMap<String, (f32, f32)>;
@@ -117,7 +128,7 @@ pub fn plan(g: &Graph) -> Plan {
     Plan { sites }
 }
 
-/// Symmetric int8 per output channel: (values, scales). `axis` is the output channel's axis (1 for a MatMul's
+/// Symmetric int8 per output channel in `[-WEIGHT_MAX, WEIGHT_MAX]`: (values, scales). `axis` is the output channel's axis (1 for a MatMul's
 /// (K, N) weight, 0 for a Conv's (O, I, kh, kw)).
 pub fn quantize_weight(w: &[f32], dims: &[usize], axis: usize) -> (Vec<i8>, Vec<f32>) {
     let channels = dims[axis];
@@ -129,9 +140,9 @@ pub fn quantize_weight(w: &[f32], dims: &[usize], axis: usize) -> (Vec<i8>, Vec<
         max[c] = max[c].max(v.abs());
     }
     // An all-zero channel gets scale 1 (its values are 0 whatever the scale; ONNX needs a positive scale).
-    let scales: Vec<f32> = max.iter().map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 }).collect();
-    let q =
-        w.iter().enumerate().map(|(i, &v)| (v / scales[channel_of(i)]).round().clamp(-127.0, 127.0) as i8).collect();
+    let top = f32::from(WEIGHT_MAX);
+    let scales: Vec<f32> = max.iter().map(|&m| if m > 0.0 { m / top } else { 1.0 }).collect();
+    let q = w.iter().enumerate().map(|(i, &v)| (v / scales[channel_of(i)]).round().clamp(-top, top) as i8).collect();
     (q, scales)
 }
 
@@ -285,14 +296,15 @@ mod tests {
     #[test]
     fn weights_round_per_output_channel_and_activations_hold_zero() {
         // (K=2, N=3) MatMul weight: channel = column.
-        let w = [1.0, -0.5, 0.0, -2.0, 0.25, 0.0];
+        // (Values away from rounding ties: 1.5 / (2 / 63) = 47.25, 0.1 / (0.5 / 63) = 12.6.)
+        let w = [1.5, -0.5, 0.0, -2.0, 0.1, 0.0];
         let (q, s) = quantize_weight(&w, &[2, 3], 1);
-        assert_eq!(s, vec![2.0 / 127.0, 0.5 / 127.0, 1.0]);
-        assert_eq!(q, vec![64, -127, 0, -127, 64, 0]);
+        assert_eq!(s, vec![2.0 / 63.0, 0.5 / 63.0, 1.0]);
+        assert_eq!(q, vec![47, -63, 0, -63, 13, 0]);
         // (O=2, I=1, 1, 2) Conv weight: channel = first axis.
-        let (q, s) = quantize_weight(&[0.5, -1.0, 3.0, 1.5], &[2, 1, 1, 2], 0);
-        assert_eq!(s, vec![1.0 / 127.0, 3.0 / 127.0]);
-        assert_eq!(q, vec![64, -127, 127, 64]);
+        let (q, s) = quantize_weight(&[0.25, -1.0, 3.0, 1.0], &[2, 1, 1, 2], 0);
+        assert_eq!(s, vec![1.0 / 63.0, 3.0 / 63.0]);
+        assert_eq!(q, vec![16, -63, 63, 21]);
         // A range that excludes 0 is widened to hold it, and 0 maps to an exact level.
         let (scale, zp) = activation_params(0.5, 2.0);
         assert_eq!((scale, zp), (2.0 / 255.0, 0));
