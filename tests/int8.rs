@@ -55,7 +55,7 @@ fn degraded(root: &Path, name: &str, task: &str, images: &[&str]) -> PathBuf {
 /// The two checks of an int8 file of `adapter` calibrated on `calib` (inputs of the clean images in `clean`):
 /// `validate --images` in every runtime of the matrix (INT8_MIN_PSNR_DB from the f32 model), and `eval --onnx`
 /// against the ground truth (at most INT8_MAX_PSNR_LOSS_DB below the f32 model). Asserted on every CPU: the
-/// 7-bit weights (`quantize::WEIGHT_MAX`) keep the products exact without VNNI too. Until they were 8-bit, an AMD
+/// 7-bit weights (`quantize::WEIGHT_MAX`) keep the products exact without VNNI too. While they were 8-bit, an AMD
 /// EPYC with AVX2 and no VNNI ran the derain file at 49.2 dB from the f32 model in ONNX Runtime and OpenVINO and
 /// 0.13 dB below it against the ground truth (2026-12-07), and this function asserted on VNNI CPUs only.
 fn check_int8_file(file: &Path, adapter: &str, calib: &Path, clean: &Path, label: &str) {

@@ -128,8 +128,8 @@ pub fn plan(g: &Graph) -> Plan {
     Plan { sites }
 }
 
-/// Symmetric int8 per output channel in `[-WEIGHT_MAX, WEIGHT_MAX]`: (values, scales). `axis` is the output channel's axis (1 for a MatMul's
-/// (K, N) weight, 0 for a Conv's (O, I, kh, kw)).
+/// Symmetric int8 per output channel in `[-WEIGHT_MAX, WEIGHT_MAX]`: (values, scales). `axis` is the output
+/// channel's axis (1 for a MatMul's (K, N) weight, 0 for a Conv's (O, I, kh, kw)).
 pub fn quantize_weight(w: &[f32], dims: &[usize], axis: usize) -> (Vec<i8>, Vec<f32>) {
     let channels = dims[axis];
     let inner: usize = dims[axis + 1..].iter().product();
