@@ -5,7 +5,8 @@
 #   edt-tiny: issue 19's EDT x2 backbone from scratch on the same folders (models/edt-tiny/).
 #   ipt-tiny-3: issue 14's stage 3, continued from the shipped ipt-tiny backbone (stage 2's result) with a fresh
 #     schedule on the same folders, for the x4 head (BSD100 +0.41 dB over bicubic, +0.5 wanted) and what
-#     lr4-jpeg30 can reach on it (docs/training.md "lr4-jpeg30 and the training photos"). Started 2026-12-07.
+#     lr4-jpeg30 can reach on it (docs/training.md "lr4-jpeg30 and the training photos"). Started and finished
+#     2026-12-07 (runs/pretrain-ipt-tiny-3/: backbone, checkpoint, curve, evaluation; MODEL_CARD.md says what it reached).
 #
 #   bash scripts/pretrain_long.sh start    # start or resume in the background (nice $NICE, default 19); progress in $RUN/progress.log
 #   bash scripts/pretrain_long.sh status   # is it running, and the last progress lines
