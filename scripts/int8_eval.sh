@@ -22,7 +22,7 @@ ADAPTERS=${ADAPTERS:-"lr4-noise30 lr4-jpeg30 lowlight derain realnoise"}
 [ -x "$BIN" ] || cargo build --release
 mkdir -p "$WORK/clean"
 for f in $(ls "$DATA/train/bsds400" | sort | head -8); do cp "$DATA/train/bsds400/$f" "$WORK/clean/"; done
-echo "== $(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) $(nproc) CPUs, integer/bf16 extensions: $(grep -o -E 'avx512_vnni|avx_vnni|avx512_bf16|amx_int8|amx_bf16' /proc/cpuinfo | sort -u | paste -sd' ' || echo none), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== $(bash scripts/machine.sh)"
 
 for entry in $ADAPTERS; do
     # An entry is an ipt-tiny adapter's task, or BACKBONE/TASK for another shipped backbone (edt-tiny/lr2-noise30).

@@ -17,7 +17,7 @@ RUNS=${RUNS:-10}
 [ -x "$BIN" ] || cargo build --release
 mkdir -p "$WORK/clean"
 for f in $(ls "$DATA/train/bsds400" | sort | head -8); do cp "$DATA/train/bsds400/$f" "$WORK/clean/"; done
-echo "== $(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) $(nproc) CPUs, integer/bf16 extensions: $(grep -o -E 'avx512_vnni|avx_vnni|avx512_bf16|amx_int8|amx_bf16' /proc/cpuinfo | sort -u | paste -sd' ' || echo none), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== $(bash scripts/machine.sh)"
 [ -f "$WORK/backbone.safetensors" ] || "$BIN" pretrain --preset ipt-base --data "$WORK/clean" --steps 1 --batch 1 \
     --eval-every 1000 --checkpoint-every 1000 --out "$WORK/backbone.safetensors" > /dev/null
 [ -f "$WORK/denoise30.safetensors" ] || "$BIN" train --method adaptir --task denoise30 --data "$WORK/clean" \

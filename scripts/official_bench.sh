@@ -55,7 +55,7 @@ cargo build --release --bin adaptir --example bench_official --example bench_tra
     $CARGO_ARGS ${CARGO_ARGS:+--target-dir "$TARGET"}
 ADAPTIR=$HERE/$TARGET/release/adaptir
 has() { case " $STAGES " in *" $1 "*) return 0 ;; esac; return 1; }
-echo "== $(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) $(nproc) CPUs, load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== $(bash scripts/machine.sh)"
 echo "== torch $("$PY" -c 'import torch; print(torch.__version__)'), official $(git -C "$OFFICIAL" rev-parse --short HEAD 2>/dev/null || echo '?'), ours $(git rev-parse --short HEAD) cargo args [${CARGO_ARGS}]"
 
 if has weights; then

@@ -18,7 +18,7 @@ ITERS=${ITERS:-30}
 ADAPTERS=${ADAPTERS:-"lr4-noise30 lr4-jpeg30 lowlight derain realnoise"}
 [ -x "$BIN" ] || cargo build --release
 mkdir -p "$WORK"
-echo "== $(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); $THREADS threads, median of $ITERS runs, batch 2 (the golden's inputs), ours $(git rev-parse --short HEAD)"
+echo "== $(bash scripts/machine.sh); $THREADS threads, median of $ITERS runs, batch 2 (the golden's inputs), ours $(git rev-parse --short HEAD)"
 unfloor() {
     .venv/bin/python - "$1" "$2" <<'PY'
 import sys, onnx
