@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 14's small-scale Table 1 (docs/training.md "Table 1 at matched budgets"), resumable across sessions: every
 # PETL method at a matched budget of 21,000 trainable parameters, three seeds, lr4-noise30 and derain, on the
-# shipped ipt-tiny backbone. 48 trainings of 500 steps plus their evaluations: many hours on two CPU cores.
+# stage-2 ipt-tiny backbone (shipped 2026-12-05 to 12-07, kept in runs/pretrain-ipt-tiny-2/, sha256 bba29189...).
+# 48 trainings of 500 steps plus their evaluations: many hours on two CPU cores.
 #
 #   bash scripts/table1_long.sh start    # start or resume in the background (nice 19); progress in $WORK/progress.log
 #   bash scripts/table1_long.sh status   # is it running, the last progress lines
@@ -18,7 +19,7 @@ WORK=models/ipt-tiny/table1
 BIN=target/release/examples/compare_methods
 mkdir -p "$WORK"
 ARGS=(--budget 21000 --seeds 0,1,2 --tasks lr4-noise30,derain --steps 500 --batch 16 --lr 1e-2
-  --backbone models/ipt-tiny/backbone.safetensors --data ../shared/data/train/photos_hr
+  --backbone runs/pretrain-ipt-tiny-2/backbone.safetensors --data ../shared/data/train/photos_hr
   --work "$WORK" --out "$WORK/TABLE1.md")
 PID=/tmp/adaptir-table1.pid
 case "${1:-status}" in
