@@ -144,6 +144,52 @@ fn edt_int8_file_runs_everywhere_close_to_its_f32_model() {
     std::fs::remove_dir_all(&root).ok();
 }
 
+/// Accuracy-driven mixed precision (`--int8-min-psnr`, default INT8_MIN_PSNR_DB): the shipped lowlight adapter, whose
+/// brightening amplifies every rounding error, misses the bound with every node of the plan quantized
+/// (`--int8-min-psnr 0`), and the default export leaves the nodes that harm most in f32 until it is met: its file
+/// passes validate in every runtime of the matrix and loses at most INT8_MAX_PSNR_LOSS_DB against the ground truth.
+#[test]
+fn int8_export_leaves_the_most_harmful_nodes_f32_to_meet_the_bound() {
+    const LOWLIGHT: &str = "models/ipt-tiny/lowlight.safetensors";
+    let root = scratch("lowlight");
+    let calib = degraded(&root, "calib", "lowlight", &IMAGES);
+    let export = |file: &Path, extra: &[&str]| -> (String, adaptir::compile::ir::Graph) {
+        let mut args = vec!["export", "--adapter", LOWLIGHT, "-o", s(file), "--int8", "--calibrate", s(&calib)];
+        args.extend_from_slice(extra);
+        let (code, out, err) = adaptir_cli(&args);
+        assert_eq!(code, 0, "{err}");
+        (out, adaptir::compile::onnx::read(file).unwrap())
+    };
+    // The dB the export reports on its calibration patches.
+    let reported = |out: &str| -> f64 {
+        let tail = out.split(" dB from the f32 model").next().unwrap();
+        tail.rsplit(' ').next().unwrap().parse().unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+
+    let (out, all) = export(&root.join("all.int8.onnx"), &["--int8-min-psnr", "0"]);
+    let all_db = reported(&out);
+    eprintln!("lowlight, every node quantized: {all_db:.2} dB from the f32 model");
+    assert!(all_db < INT8_MIN_PSNR_DB, "the premise: lowlight misses the bound when fully quantized ({out})");
+    assert_eq!(all.metadata["int8_f32_nodes"], "");
+
+    let file = root.join("lowlight.int8.onnx");
+    let (out, chosen) = export(&file, &[]);
+    let kept: Vec<&str> = chosen.metadata["int8_f32_nodes"].split(',').filter(|n| !n.is_empty()).collect();
+    eprintln!("lowlight, default: {:.2} dB, left f32: {kept:?}", reported(&out));
+    assert!(!kept.is_empty() && out.contains("left f32 to meet --int8-min-psnr"), "{out}");
+    assert!(reported(&out) >= INT8_MIN_PSNR_DB, "{out}");
+    // Each named node is still there and reads its f32 weight; the others read dequantized ones.
+    for name in &kept {
+        let n = chosen.nodes.iter().find(|n| n.name == *name).unwrap_or_else(|| panic!("no node {name}"));
+        assert!(matches!(chosen.initializers[&n.inputs[1]].data, Data::F32(_)), "{name} reads {}", n.inputs[1]);
+    }
+    let count = |g: &adaptir::compile::ir::Graph| g.op_counts().get("QuantizeLinear").copied().unwrap_or(0);
+    assert!(count(&chosen) < count(&all), "fewer quantized tensors");
+
+    check_int8_file(&file, LOWLIGHT, &calib, &root.join("calib-clean"), "lowlight");
+    std::fs::remove_dir_all(&root).ok();
+}
+
 #[test]
 fn int8_refusals_say_what_to_do() {
     let root = scratch("refusals");

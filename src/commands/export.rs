@@ -78,6 +78,11 @@ pub struct Args {
     /// With --int8: how many patches of the --calibrate images (the same number from each image).
     #[arg(long, default_value_t = 64)]
     pub calibrate_patches: usize,
+    /// With --int8: the least PSNR (dB) of the int8 model's output from the f32 model's on the calibration patches
+    /// (the bound `validate --images` applies). Below it, the nodes that harm most stay f32, one at a time, until it
+    /// is met (docs/compiler.md "INT8"); 0 quantizes every node of the plan whatever the loss.
+    #[arg(long, value_name = "DB", default_value_t = crate::tolerance::INT8_MIN_PSNR_DB)]
+    pub int8_min_psnr: f64,
 }
 
 /// `--int8`'s refusals: what a quantized file cannot be (yet), said before any work.
@@ -121,11 +126,17 @@ fn quantize_graph(
     let patches = calibrate::calibration_patches(dir, side, a.calibrate_patches)?;
     let opts = crate::runtime::session::RunOptions::default();
     let ranges = calibrate::ranges(graph, &plan.activations(), &patches, CALIBRATION_BATCH, &opts)?;
-    let report = quantize::apply(graph, &plan, &ranges)?;
+    let choice =
+        calibrate::choose_sites(graph, plan, &ranges, &patches, CALIBRATION_BATCH, &opts, a.int8_min_psnr, &mut |m| {
+            eprintln!("{m}")
+        })?;
+    let mut report = quantize::apply(graph, &choice.plan, &ranges)?;
+    (report.kept_f32, report.psnr_db, report.psnr_all_db) = (choice.kept_f32, choice.psnr_db, choice.psnr_all_db);
     let md = &mut graph.metadata;
     md.insert("precision".into(), "int8".into());
     let folder = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     md.insert("int8_calibration".into(), format!("{} patches of {folder}", patches.dim(0)?));
+    md.insert("int8_f32_nodes".into(), report.kept_f32.join(","));
     Ok(report)
 }
 
@@ -351,10 +362,21 @@ impl Report for ExportReport {
                 &mut s,
                 format!(
                     "int8: {} MatMul + {} Conv quantized ({} int8 weights; {} f32 values left), {} activation ranges \
-                     calibrated",
-                    q.matmuls, q.convs, q.int8_weights, q.f32_weights, q.activations
+                     calibrated; {:.2} dB from the f32 model on the calibration patches",
+                    q.matmuls, q.convs, q.int8_weights, q.f32_weights, q.activations, q.psnr_db
                 ),
             );
+            if !q.kept_f32.is_empty() {
+                line(
+                    &mut s,
+                    format!(
+                        "int8: {} node(s) left f32 to meet --int8-min-psnr ({:.2} dB with every node quantized): {}",
+                        q.kept_f32.len(),
+                        q.psnr_all_db,
+                        q.kept_f32.join(", ")
+                    ),
+                );
+            }
         }
         s
     }

@@ -87,6 +87,12 @@ pub struct QuantReport {
     pub int8_weights: usize,
     /// Weight values left f32 (the nodes the plan skips, and every other constant).
     pub f32_weights: usize,
+    /// Sites of the plan left f32 by the accuracy check (`runtime::calibrate::choose_sites`), and the PSNR of the
+    /// output from the f32 model's on the calibration patches, with them and with every site quantized (filled in
+    /// by the export, which runs the graphs).
+    pub kept_f32: Vec<String>,
+    pub psnr_db: f64,
+    pub psnr_all_db: f64,
 }
 
 /// The sites of `g` (the rule of the module docs).

@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 
 use super::session::{RunOptions, Session};
 use crate::compile::ir::{Attr, Dim, ElemType, Graph, Node, ValueInfo};
-use crate::compile::quantize::Ranges;
+use crate::compile::quantize::{Plan, Ranges};
 use crate::error::{Error, Result};
 
 /// Up to `count` patches of `patch` x `patch` pixels from the images of `dir` (RGB in [0, 1], grey replicated):
@@ -104,4 +104,93 @@ pub fn ranges(g: &Graph, names: &[String], patches: &Tensor, batch: usize, opts:
         start += len;
     }
     Ok(out)
+}
+
+/// The first output of `g` on `patches` (in batches of `batch`), in ONNX Runtime, batches concatenated.
+pub fn outputs(g: &Graph, patches: &Tensor, batch: usize, opts: &RunOptions) -> Result<Tensor> {
+    let input = g.inputs.first().map(|v| v.name.clone()).ok_or_else(|| Error::invalid("the graph has no input"))?;
+    let output = g.outputs.first().map(|v| v.name.clone()).ok_or_else(|| Error::invalid("the graph has no output"))?;
+    let mut session = Session::from_graph(g, opts)?;
+    let (total, mut start, mut parts) = (patches.dim(0)?, 0, vec![]);
+    while start < total {
+        let len = batch.min(total - start);
+        let x = patches.narrow(0, start, len)?.contiguous()?;
+        let results = session.run(&[(input.as_str(), x)])?;
+        let (_, t) = results
+            .into_iter()
+            .find(|(n, _)| *n == output)
+            .ok_or_else(|| Error::invalid(format!("calibration: no output {output}")))?;
+        parts.push(t);
+        start += len;
+    }
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// What [`choose_sites`] decided.
+#[derive(Clone, Debug)]
+pub struct SiteChoice {
+    /// The sites to quantize.
+    pub plan: Plan,
+    /// The sites left f32 to meet the bound, most harmful first.
+    pub kept_f32: Vec<String>,
+    /// PSNR of the int8 graph's output from the f32 graph's on the calibration patches (the measure of `validate
+    /// --images`): with every site of the plan quantized, and with the chosen ones.
+    pub psnr_all_db: f64,
+    pub psnr_db: f64,
+}
+
+/// Accuracy-driven mixed precision. Quantize every site of `plan`; if the result's output on `patches` is less than
+/// `min_psnr_db` from the f32 graph's, rank the sites by the harm each does alone (the PSNR with only that site
+/// quantized, lowest first) and leave them in f32 one at a time, most harmful first, until the bound is met. The
+/// effects of sites do not add up (they can cancel), so the whole graph is measured again after each step rather
+/// than predicted from the ranking. One ONNX Runtime session per measurement: nothing beyond the first two when the
+/// full plan meets the bound; at most twice the site count otherwise. `progress` hears each step.
+#[allow(clippy::too_many_arguments)]
+pub fn choose_sites(
+    g: &Graph,
+    plan: Plan,
+    ranges: &Ranges,
+    patches: &Tensor,
+    batch: usize,
+    opts: &RunOptions,
+    min_psnr_db: f64,
+    progress: &mut dyn FnMut(&str),
+) -> Result<SiteChoice> {
+    use crate::compile::quantize::apply;
+    use crate::runtime::compare::{compare, Tolerance};
+    let reference = outputs(g, patches, batch, opts)?;
+    let measure = |p: &Plan| -> Result<f64> {
+        let mut q = g.clone();
+        apply(&mut q, p, ranges)?;
+        Ok(compare("int8 output", &outputs(&q, patches, batch, opts)?, &reference, Tolerance::INT8)?.psnr_db)
+    };
+    let psnr_all_db = measure(&plan)?;
+    if psnr_all_db >= min_psnr_db || plan.sites.is_empty() {
+        return Ok(SiteChoice { plan, kept_f32: vec![], psnr_all_db, psnr_db: psnr_all_db });
+    }
+    progress(&format!(
+        "int8: {psnr_all_db:.2} dB from the f32 model on the calibration patches, below {min_psnr_db} dB: ranking the \
+         {} sites by the harm each does alone",
+        plan.sites.len()
+    ));
+    let mut harm = Vec::with_capacity(plan.sites.len());
+    for site in &plan.sites {
+        harm.push((measure(&Plan { sites: vec![site.clone()] })?, site.node.clone(), site.weight.clone()));
+    }
+    harm.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut kept_f32 = vec![];
+    let mut psnr_db = psnr_all_db;
+    let mut chosen = plan;
+    for (alone_db, node, weight) in harm {
+        chosen.sites.retain(|s| s.node != node);
+        psnr_db = if chosen.sites.is_empty() { f64::INFINITY } else { measure(&chosen)? };
+        progress(&format!(
+            "int8: `{node}` ({weight}) left f32 ({alone_db:.2} dB when quantized alone): {psnr_db:.2} dB"
+        ));
+        kept_f32.push(node);
+        if psnr_db >= min_psnr_db {
+            break;
+        }
+    }
+    Ok(SiteChoice { plan: chosen, kept_f32, psnr_all_db, psnr_db })
 }
