@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The long pre-trainings, resumable across sessions and machines. PROFILE picks the run:
 #   ipt-tiny-2 (default): issue 14's next ipt-tiny backbone, continued from the shipped one (--init) on every
-#     training folder of ../shared/data/train/ (finished 2026-12-05, now models/ipt-tiny/).
+#     training folder of ../shared/data/train/ (finished 2026-12-05, shipped until 2026-12-07; its backbone is kept
+#     in runs/pretrain-ipt-tiny-2/ for Table 1 and stage 3, which were trained on it).
 #   edt-tiny: issue 19's EDT x2 backbone from scratch on the same folders (models/edt-tiny/).
 #   ipt-tiny-3: issue 14's stage 3, continued from the shipped ipt-tiny backbone (stage 2's result) with a fresh
 #     schedule on the same folders, for the x4 head (BSD100 +0.41 dB over bicubic, +0.5 wanted) and what
 #     lr4-jpeg30 can reach on it (docs/training.md "lr4-jpeg30 and the training photos"). Started and finished
-#     2026-12-07 (runs/pretrain-ipt-tiny-3/: backbone, checkpoint, curve, evaluation; MODEL_CARD.md says what it reached).
+#     2026-12-07 (runs/pretrain-ipt-tiny-3/: backbone, checkpoint, curve, evaluation), shipped the same day as
+#     models/ipt-tiny/backbone.safetensors (MODEL_CARD.md).
 #
 #   bash scripts/pretrain_long.sh start    # start or resume in the background (nice $NICE, default 19); progress in $RUN/progress.log
 #   bash scripts/pretrain_long.sh status   # is it running, and the last progress lines
@@ -52,11 +54,11 @@ case "${PROFILE:-ipt-tiny-2}" in
   ipt-tiny-3)
     # Stage 2 ended at lr 1.25e-5 with the held-out PSNR still rising (+0.76 dB over its last 7,000 steps): a new
     # schedule from half stage 2's starting rate. --init is read once, when no checkpoint exists; the fingerprint
-    # records its sha256 (bba29189..., the backbone shipped since 2026-12-05), so if models/ipt-tiny/ changes
-    # before this run ends, a resume is refused and names the difference (stage 2 met that only after it finished).
+    # records its sha256 (bba29189..., the backbone shipped from 2026-12-05 to 12-07). Since this run's result became
+    # models/ipt-tiny/backbone.safetensors, that stage-2 file is kept at runs/pretrain-ipt-tiny-2/, which --init names.
     RUN=runs/pretrain-ipt-tiny-3
     ARGS=(pretrain --preset ipt-tiny "${DATA[@]}"
-      --init models/ipt-tiny/backbone.safetensors
+      --init runs/pretrain-ipt-tiny-2/backbone.safetensors
       --steps 12000 --batch 8 --lr 1e-4 --seed 0
       --out "$RUN/backbone.safetensors" --checkpoint-every 200 --eval-every 500
       --device "${DEVICE:-cpu}")
