@@ -6,7 +6,8 @@
 //! output channel counts are both at least [`MIN_CHANNELS`]. So the transformer's projections and FFNs, the
 //! heads' residual convs and the upsamplers are; the first conv (3 input channels) and the last (3 outputs), the
 //! attention products (no constant weight) and everything inside the adapter (`/adaptir/` nodes: tiny, and its
-//! spectral branch keeps its exact-zero numerics) stay f32.
+//! spectral branch keeps its exact-zero numerics) stay f32. The export may leave more sites f32 when the file would
+//! be too far from the f32 model (`runtime::calibrate::choose_sites`, which measures it).
 //!
 //! How ([`apply`]): weights symmetric per output channel in 7 bits (zero point 0, values in `[-63, 63]`, scale
 //! `max |w| / 63`: [`WEIGHT_MAX`] says why not 8); the input
