@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use adaptir::compile::ir::Data;
-use adaptir::tolerance::{INT8_MAX_PSNR_LOSS_DB, INT8_MIN_PSNR_DB};
+use adaptir::tolerance::{INT8_MAX_PSNR_LOSS_DB, INT8_MIN_PSNR_DB, INT8_SELECTION_MARGIN_DB};
 use common::adaptir_cli;
 
 const ADAPTER: &str = "models/ipt-tiny/derain.safetensors";
@@ -146,7 +146,8 @@ fn edt_int8_file_runs_everywhere_close_to_its_f32_model() {
 
 /// Accuracy-driven mixed precision (`--int8-min-psnr`, default INT8_MIN_PSNR_DB): the shipped lowlight adapter, whose
 /// brightening amplifies every rounding error, misses the bound with every node of the plan quantized
-/// (`--int8-min-psnr 0`), and the default export leaves the nodes that harm most in f32 until it is met: its file
+/// (`--int8-min-psnr 0`), and the default export leaves the nodes that harm most in f32 until it is met with
+/// INT8_SELECTION_MARGIN_DB to spare on its calibration patches: its file
 /// passes validate in every runtime of the matrix and loses at most INT8_MAX_PSNR_LOSS_DB against the ground truth.
 #[test]
 fn int8_export_leaves_the_most_harmful_nodes_f32_to_meet_the_bound() {
@@ -177,7 +178,7 @@ fn int8_export_leaves_the_most_harmful_nodes_f32_to_meet_the_bound() {
     let kept: Vec<&str> = chosen.metadata["int8_f32_nodes"].split(',').filter(|n| !n.is_empty()).collect();
     eprintln!("lowlight, default: {:.2} dB, left f32: {kept:?}", reported(&out));
     assert!(!kept.is_empty() && out.contains("left f32 to meet --int8-min-psnr"), "{out}");
-    assert!(reported(&out) >= INT8_MIN_PSNR_DB, "{out}");
+    assert!(reported(&out) >= INT8_MIN_PSNR_DB + INT8_SELECTION_MARGIN_DB, "{out}");
     // Each named node is still there and reads its f32 weight; the others read dequantized ones.
     for name in &kept {
         let n = chosen.nodes.iter().find(|n| n.name == *name).unwrap_or_else(|| panic!("no node {name}"));

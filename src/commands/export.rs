@@ -79,8 +79,9 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     pub calibrate_patches: usize,
     /// With --int8: the least PSNR (dB) of the int8 model's output from the f32 model's on the calibration patches
-    /// (the bound `validate --images` applies). Below it, the nodes that harm most stay f32, one at a time, until it
-    /// is met (docs/compiler.md "INT8"); 0 quantizes every node of the plan whatever the loss.
+    /// (the bound `validate --images` applies). Below it (plus INT8_SELECTION_MARGIN_DB, 1 dB, for validate's other
+    /// patches), the nodes that harm most stay f32, one at a time, until it is met (docs/compiler.md "INT8"); 0
+    /// quantizes every node of the plan whatever the loss.
     #[arg(long, value_name = "DB", default_value_t = crate::tolerance::INT8_MIN_PSNR_DB)]
     pub int8_min_psnr: f64,
 }

@@ -140,11 +140,12 @@ pub struct SiteChoice {
 }
 
 /// Accuracy-driven mixed precision. Quantize every site of `plan`; if the result's output on `patches` is less than
-/// `min_psnr_db` from the f32 graph's, rank the sites by the harm each does alone (the PSNR with only that site
-/// quantized, lowest first) and leave them in f32 one at a time, most harmful first, until the bound is met. The
-/// effects of sites do not add up (they can cancel), so the whole graph is measured again after each step rather
-/// than predicted from the ranking. One ONNX Runtime session per measurement: nothing beyond the first two when the
-/// full plan meets the bound; at most twice the site count otherwise. `progress` hears each step.
+/// `min_psnr_db` plus `INT8_SELECTION_MARGIN_DB` (no margin when `min_psnr_db` is 0 or less) from the f32 graph's,
+/// rank the sites by the harm each does alone (the PSNR with only that site quantized, lowest first) and leave them
+/// in f32 one at a time, most harmful first, until that is met. The effects of sites do not add up (they can
+/// cancel), so the whole graph is measured again after each step rather than predicted from the ranking. One ONNX
+/// Runtime session per measurement: nothing beyond the first two when the full plan meets the bound; at most twice
+/// the site count otherwise. `progress` hears each step.
 #[allow(clippy::too_many_arguments)]
 pub fn choose_sites(
     g: &Graph,
@@ -164,13 +165,16 @@ pub fn choose_sites(
         apply(&mut q, p, ranges)?;
         Ok(compare("int8 output", &outputs(&q, patches, batch, opts)?, &reference, Tolerance::INT8)?.psnr_db)
     };
+    let margin = if min_psnr_db > 0.0 { crate::tolerance::INT8_SELECTION_MARGIN_DB } else { 0.0 };
+    let target_db = min_psnr_db + margin;
     let psnr_all_db = measure(&plan)?;
-    if psnr_all_db >= min_psnr_db || plan.sites.is_empty() {
+    if psnr_all_db >= target_db || plan.sites.is_empty() {
         return Ok(SiteChoice { plan, kept_f32: vec![], psnr_all_db, psnr_db: psnr_all_db });
     }
     progress(&format!(
-        "int8: {psnr_all_db:.2} dB from the f32 model on the calibration patches, below {min_psnr_db} dB: ranking the \
-         {} sites by the harm each does alone",
+        "int8: {psnr_all_db:.2} dB from the f32 model on the calibration patches, below {target_db} dB (the bound \
+         {min_psnr_db} dB + a margin of {margin} dB for other patches): ranking the {} sites by the harm each does \
+         alone",
         plan.sites.len()
     ));
     let mut harm = Vec::with_capacity(plan.sites.len());
@@ -188,7 +192,7 @@ pub fn choose_sites(
             "int8: `{node}` ({weight}) left f32 ({alone_db:.2} dB when quantized alone): {psnr_db:.2} dB"
         ));
         kept_f32.push(node);
-        if psnr_db >= min_psnr_db {
+        if psnr_db >= target_db {
             break;
         }
     }
