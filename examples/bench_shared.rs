@@ -40,6 +40,7 @@ fn base_args(backbone: Option<&Path>) -> ExportArgs<'_> {
         whole_image: None,
         fp16: false,
         no_passes: false,
+        extra_passes: &[],
         golden: None,
         int8: None,
     }

@@ -79,6 +79,7 @@ fn each_pass_keeps_the_output() {
         ("merge-linear", "fact"),
         ("pointwise-through-transpose", "adaptir"),
         ("softmax-floor", "adaptir"),
+        ("subpixel-conv", "adaptir"),
         ("constant-folding", "adaptir"),
         ("dedup-constants", "adaptir"),
         ("dead-nodes", "adaptir"),
@@ -188,4 +189,31 @@ fn softmax_floor_keeps_probabilities_out_of_the_denormal_range() {
     assert_eq!(floored[0], 1.0);
     assert!(floored[1] >= f32::MIN_POSITIVE, "{:e}", floored[1]);
     assert!((floored[1] as f64 - want).abs() <= 1e-6 * want, "{:e} vs {want:e}", floored[1]);
+}
+
+/// `export --pass subpixel-conv` (an opt-in pass): the shipped x4 adapter's file computes what the default one does,
+/// within the f32 tolerance of its golden file, in every runtime of the matrix, and has the conv before the
+/// shuffle; an unknown name is refused with the list.
+#[test]
+fn opt_in_subpixel_conv_export_passes_its_golden_everywhere() {
+    let dir = std::env::temp_dir().join(format!("adaptir-subpixel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let adapter = root.join("models/ipt-tiny/lr4-noise30.safetensors");
+    let golden = root.join("fixtures/golden/ipt-tiny/lr4-noise30.golden.safetensors");
+    let file = dir.join("subpixel.onnx");
+    let (a, f) = (adapter.to_str().unwrap(), file.to_str().unwrap());
+    let (code, out, err) = adaptir_cli(&["export", "--adapter", a, "-o", f, "--pass", "subpixel-conv"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("subpixel-conv x1"), "{out}");
+    let g = adaptir::compile::onnx::read(&file).unwrap();
+    let last = g.nodes.iter().rev().find(|n| n.op == "Conv" || n.op == "DepthToSpace").unwrap();
+    assert_eq!(last.op, "DepthToSpace", "the shuffle now comes last");
+    let (code, out, err) =
+        adaptir_cli(&["validate", f, "--golden", golden.to_str().unwrap(), "--runtime", "all", "--latency-runs", "0"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, _, err) = adaptir_cli(&["export", "--adapter", a, "-o", f, "--pass", "no-such-pass"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--pass: expected one of subpixel-conv, found `no-such-pass`"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
 }

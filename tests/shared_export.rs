@@ -62,6 +62,7 @@ fn base(backbone: &Path) -> ExportArgs<'_> {
         whole_image: None,
         fp16: false,
         no_passes: false,
+        extra_passes: &[],
         golden: None,
         int8: None,
     }

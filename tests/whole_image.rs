@@ -36,6 +36,7 @@ fn export_whole_image(adapter: &Path, out: &Path, target: Target, fp16: bool, ov
         whole_image: Some(Tiling { batch: adaptir::compile::whole_image::DEFAULT_MAX_TILES, overlap }),
         fp16,
         no_passes: false,
+        extra_passes: &[],
         golden: None,
         int8: None,
     })

@@ -61,6 +61,11 @@ pub struct Args {
     pub fp16: bool,
     #[arg(long, help = no_passes_help())]
     pub no_passes: bool,
+    /// Also run an opt-in pass (repeatable): `subpixel-conv` moves the SR tail's last conv before its pixel shuffle,
+    /// 0.79-0.87x the latency of an x4 file in ONNX Runtime and 0.94-0.96x in OpenVINO, but 1.7x in tract
+    /// (docs/compiler.md "Passes").
+    #[arg(long = "pass", value_name = "NAME")]
+    pub passes: Vec<String>,
     /// ONNX opset of the standard domain (only 20 is supported: it has LayerNormalization and Gelu).
     #[arg(long, default_value_t = 20)]
     pub opset: i64,
@@ -174,6 +179,12 @@ pub fn run(a: &Args) -> Result<ExportOutput> {
         )));
     }
     let spectral = a.spectral.as_deref().map(crate::compile::target::parse_spectral).transpose();
+    let extra_passes = a
+        .passes
+        .iter()
+        .map(|n| crate::compile::passes::opt_in(n))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(Error::invalid)?;
     let mut args = crate::compile::export::ExportArgs {
         adapter: None,
         backbone: a.backbone.as_deref(),
@@ -187,6 +198,7 @@ pub fn run(a: &Args) -> Result<ExportOutput> {
         whole_image: a.whole_image.then_some(crate::restore::Tiling { batch: a.max_tiles, overlap: a.overlap }),
         fp16: a.fp16,
         no_passes: a.no_passes,
+        extra_passes: &extra_passes,
         golden: a.golden.as_deref(),
         int8: None,
     };

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 
 use super::ir::{Data, ElemType, Graph, Node};
 use super::lower::{lower, LowerOptions};
-use super::passes::optimize;
+use super::passes::optimize_with;
 use super::target::Target;
 use crate::backbone::config::task_index;
 use crate::backbone::{Ipt, IptConfig};
@@ -40,6 +40,8 @@ pub struct ExportArgs<'a> {
     pub fp16: bool,
     /// Skip the folding passes (for debugging; the result computes the same).
     pub no_passes: bool,
+    /// Opt-in passes to run as well (`--pass`, `passes::OPT_IN_PASSES`).
+    pub extra_passes: &'a [&'static dyn super::passes::Pass],
     pub golden: Option<&'a Path>,
     /// `--int8`: quantizes the lowered graph, given the side of its square inputs (calibration runs the graph,
     /// which is the runtime layer's business, so the command passes it in), and says what it did. IPT and EDT.
@@ -181,7 +183,7 @@ pub fn lower_for(model: &Ipt, task: usize, args: &ExportArgs) -> Result<(Graph, 
         opts.whole_image = Some(tiling);
     }
     let mut graph = lower(model, task, opts)?;
-    let passes = if args.no_passes { vec![] } else { optimize(&mut graph)? };
+    let passes = if args.no_passes { vec![] } else { optimize_with(&mut graph, args.extra_passes)? };
     if args.fp16 {
         to_fp16(&mut graph);
     }

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 
 use super::export::{ExportArgs, ExportReport};
 use super::lower::lower_edt;
-use super::passes::optimize;
+use super::passes::optimize_with;
 use super::target::Target;
 use crate::backbone::EdtConfig;
 use crate::error::{Error, Result};
@@ -112,7 +112,7 @@ pub fn export_edt(args: &ExportArgs, config_path: Option<&Path>) -> Result<Expor
         opts.whole_image = Some(tiling);
     }
     let mut graph = lower_edt(&model, opts)?;
-    let passes = if args.no_passes { vec![] } else { optimize(&mut graph)? };
+    let passes = if args.no_passes { vec![] } else { optimize_with(&mut graph, args.extra_passes)? };
     if args.fp16 {
         super::export::to_fp16(&mut graph);
     }
