@@ -215,5 +215,8 @@ fn opt_in_subpixel_conv_export_passes_its_golden_everywhere() {
     let (code, _, err) = adaptir_cli(&["export", "--adapter", a, "-o", f, "--pass", "no-such-pass"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--pass: expected one of subpixel-conv, found `no-such-pass`"), "{err}");
+    let (code, _, err) = adaptir_cli(&["export", "--adapter", a, "-o", f, "--pass", "subpixel-conv", "--no-passes"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--pass cannot be used with --no-passes"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -185,6 +185,9 @@ pub fn run(a: &Args) -> Result<ExportOutput> {
         .map(|n| crate::compile::passes::opt_in(n))
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(Error::invalid)?;
+    if a.no_passes && !extra_passes.is_empty() {
+        return Err(Error::invalid("--pass cannot be used with --no-passes: one adds a pass, the other runs none"));
+    }
     let mut args = crate::compile::export::ExportArgs {
         adapter: None,
         backbone: a.backbone.as_deref(),
