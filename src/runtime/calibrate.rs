@@ -77,15 +77,8 @@ pub fn ranges(g: &Graph, names: &[String], patches: &Tensor, batch: usize, opts:
             probe.outputs.push(ValueInfo { name: out, elem: ElemType::F32, shape: Vec::<Dim>::new() });
         }
     }
-    let mut session = Session::from_graph(&probe, opts)?;
-    let input = g.inputs.first().map(|v| v.name.clone()).ok_or_else(|| Error::invalid("the graph has no input"))?;
     let mut out: Ranges = names.iter().map(|n| (n.clone(), (f32::INFINITY, f32::NEG_INFINITY))).collect();
-    let total = patches.dim(0)?;
-    let mut start = 0;
-    while start < total {
-        let len = batch.min(total - start);
-        let x = patches.narrow(0, start, len)?.contiguous()?;
-        let results = session.run(&[(input.as_str(), x)])?;
+    run_in_batches(&probe, patches, batch, opts, |results| {
         for (i, name) in names.iter().enumerate() {
             let get = |op: &str| -> Result<f32> {
                 let key = format!("calibration.{i}.{op}");
@@ -101,28 +94,44 @@ pub fn ranges(g: &Graph, names: &[String], patches: &Tensor, batch: usize, opts:
                 *r = (r.0.min(lo), r.1.max(hi));
             }
         }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Run `g` in ONNX Runtime on `patches` (its first input), `batch` at a time, handing each run's outputs to `each`.
+fn run_in_batches(
+    g: &Graph,
+    patches: &Tensor,
+    batch: usize,
+    opts: &RunOptions,
+    mut each: impl FnMut(Vec<(String, Tensor)>) -> Result<()>,
+) -> Result<()> {
+    let input = g.inputs.first().map(|v| v.name.clone()).ok_or_else(|| Error::invalid("the graph has no input"))?;
+    let mut session = Session::from_graph(g, opts)?;
+    let total = patches.dim(0)?;
+    let mut start = 0;
+    while start < total {
+        let len = batch.min(total - start);
+        let x = patches.narrow(0, start, len)?.contiguous()?;
+        each(session.run(&[(input.as_str(), x)])?)?;
         start += len;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The first output of `g` on `patches` (in batches of `batch`), in ONNX Runtime, batches concatenated.
 pub fn outputs(g: &Graph, patches: &Tensor, batch: usize, opts: &RunOptions) -> Result<Tensor> {
-    let input = g.inputs.first().map(|v| v.name.clone()).ok_or_else(|| Error::invalid("the graph has no input"))?;
     let output = g.outputs.first().map(|v| v.name.clone()).ok_or_else(|| Error::invalid("the graph has no output"))?;
-    let mut session = Session::from_graph(g, opts)?;
-    let (total, mut start, mut parts) = (patches.dim(0)?, 0, vec![]);
-    while start < total {
-        let len = batch.min(total - start);
-        let x = patches.narrow(0, start, len)?.contiguous()?;
-        let results = session.run(&[(input.as_str(), x)])?;
+    let mut parts = vec![];
+    run_in_batches(g, patches, batch, opts, |results| {
         let (_, t) = results
             .into_iter()
             .find(|(n, _)| *n == output)
             .ok_or_else(|| Error::invalid(format!("calibration: no output {output}")))?;
         parts.push(t);
-        start += len;
-    }
+        Ok(())
+    })?;
     Ok(Tensor::cat(&parts, 0)?)
 }
 

@@ -93,10 +93,11 @@ fn plain_3x3(n: &crate::compile::ir::Node) -> bool {
 }
 
 /// The low-resolution conv's weights (O r^2, C r^2, 3, 3) and bias (O r^2) from the high-resolution conv's W (O, C,
-/// 3, 3) and b (O), summed in f64 (a weight gathers at most one term per (o, c, tap), so this is exact).
+/// 3, 3) and b (O). Each new weight is one old weight or zero (a low-resolution offset and sub-pixel give back one
+/// high-resolution offset), so the weights are copied, not summed.
 fn lowres_weights(w: &[f32], b: &[f32], o: usize, c: usize, r: usize) -> (Vec<f32>, Vec<f32>) {
     let (cin, rr) = (c * r * r, r * r);
-    let mut w2 = vec![0f64; o * rr * cin * 9];
+    let mut w2 = vec![0f32; o * rr * cin * 9];
     for oo in 0..o {
         for i in 0..r {
             for j in 0..r {
@@ -110,8 +111,7 @@ fn lowres_weights(w: &[f32], b: &[f32], o: usize, c: usize, r: usize) -> (Vec<f3
                         let (ky, kx) = ((a + 1) as usize, (bb + 1) as usize);
                         for cc in 0..c {
                             let in_ch = cc * rr + si * r + sj;
-                            w2[((out_ch * cin + in_ch) * 3 + ky) * 3 + kx] +=
-                                w[((oo * c + cc) * 3 + dy) * 3 + dx] as f64;
+                            w2[((out_ch * cin + in_ch) * 3 + ky) * 3 + kx] = w[((oo * c + cc) * 3 + dy) * 3 + dx];
                         }
                     }
                 }
@@ -119,5 +119,5 @@ fn lowres_weights(w: &[f32], b: &[f32], o: usize, c: usize, r: usize) -> (Vec<f3
         }
     }
     let b2 = (0..o * rr).map(|k| b[k / rr]).collect();
-    (w2.into_iter().map(|v| v as f32).collect(), b2)
+    (w2, b2)
 }
