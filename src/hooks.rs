@@ -169,6 +169,13 @@ pub trait LayerHooks: Send + Sync {
         Ok(output)
     }
 
+    /// Whether [`site`](Self::site) may change the output at `site`. `false` lets the backbone run the frozen
+    /// maps around the site as one fused graph node (IPT's FFN: `adaptir_ops::frozen::ffn_relu`). A method that
+    /// overrides `site` keeps this default; one that leaves every site alone says `false`.
+    fn acts_at(&self, _site: Site) -> bool {
+        true
+    }
+
     /// An attention sub-block's output before its residual add (Houlsby adapters).
     fn after_attention(&self, _attn: Attn, y: Tensor, _train: bool) -> Result<Tensor> {
         Ok(y)
@@ -222,7 +229,11 @@ pub trait LayerHooks: Send + Sync {
 
 /// No adaptation: used for layers a method leaves alone and for `pretrain` / `full`.
 pub struct NoHooks;
-impl LayerHooks for NoHooks {}
+impl LayerHooks for NoHooks {
+    fn acts_at(&self, _site: Site) -> bool {
+        false
+    }
+}
 
 /// A method's modules for one host: the hooks of every layer, in [`HostDims::layers`] order.
 pub struct MethodModules {

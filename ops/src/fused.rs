@@ -342,7 +342,16 @@ impl CustomOp1 for Relu {
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op2_no_bwd(&y.contiguous()?, &ReluMask)?))
+        Ok(Some(relu_backward(grad, y)?))
+    }
+}
+
+/// `grad` where `y > 0`, else 0: the backward of [`relu`] from its output `y`.
+pub fn relu_backward(grad: &Tensor, y: &Tensor) -> Result<Tensor> {
+    if grad.device().is_cpu() && grad.dtype() == DType::F32 {
+        grad.contiguous()?.apply_op2_no_bwd(&y.contiguous()?, &ReluMask)
+    } else {
+        grad.mul(&y.gt(0.0)?.to_dtype(grad.dtype())?)
     }
 }
 

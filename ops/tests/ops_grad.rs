@@ -394,3 +394,37 @@ fn depthwise_nhwc_trainable_gradients() {
         assert!(err <= FINITE_DIFFERENCE_REL, "{k}x{k}: {err:e}");
     }
 }
+
+/// The fused frozen FFN (`frozen::ffn_relu`, one graph node for linear, ReLU, linear): in f32 its value and input
+/// gradient are bit-identical to the three-node form it replaces (same products; the unfused gradient is the
+/// fused one plus zeros), and in f64 its input gradient agrees with central finite differences.
+#[test]
+fn fused_frozen_ffn() {
+    use adaptir_ops::frozen::{ffn_relu, linear};
+    let mut rng = rng(19);
+    let (tokens, n, e, hidden) = (5, 3, 8, 20);
+    let x = random(&mut rng, &[tokens, n, e], 1.0);
+    let (w1, b1) = (random(&mut rng, &[hidden, e], 0.5), random(&mut rng, &[hidden], 0.5));
+    let (w2, b2) = (random(&mut rng, &[e, hidden], 0.5), random(&mut rng, &[e], 0.5));
+    let wo = random(&mut rng, &[tokens, n, e], 1.0);
+    let f32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+    let (x32, w1_32, b1_32, w2_32, b2_32) = (f32(&x), f32(&w1), f32(&b1), f32(&w2), f32(&b2));
+    let run = |fused: bool| {
+        let v = candle_core::Var::from_tensor(&x32).unwrap();
+        let y = if fused {
+            ffn_relu(v.as_tensor(), (&w1_32, Some(&b1_32)), (&w2_32, Some(&b2_32))).unwrap()
+        } else {
+            let h = adaptir_ops::fused::relu(&linear(v.as_tensor(), &w1_32, Some(&b1_32)).unwrap()).unwrap();
+            linear(&h, &w2_32, Some(&b2_32)).unwrap()
+        };
+        let g = (y.to_dtype(DType::F64).unwrap() * &wo).unwrap().sum_all().unwrap().backward().unwrap();
+        (y, g.get(v.as_tensor()).unwrap().clone())
+    };
+    let ((y_fused, g_fused), (y_plain, g_plain)) = (run(true), run(false));
+    assert_eq!(max_abs_diff(&y_fused, &y_plain), EXACT, "ffn value");
+    assert_eq!(max_abs_diff(&g_fused, &g_plain), EXACT, "ffn input gradient");
+    let untracked = ffn_relu(&x32, (&w1_32, Some(&b1_32)), (&w2_32, Some(&b2_32))).unwrap();
+    assert_eq!(max_abs_diff(&untracked, &y_plain), EXACT, "ffn value, untracked input");
+    let err = finite_difference_check(&[x], |t| weighted_sum(&ffn_relu(&t[0], (&w1, Some(&b1)), (&w2, Some(&b2)))?, &wo));
+    assert!(err <= FINITE_DIFFERENCE_REL, "frozen ffn: {err:e}");
+}

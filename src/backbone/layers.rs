@@ -154,6 +154,10 @@ impl FeedForward {
     }
 
     pub fn forward(&self, x: &Tensor, hooks: &dyn LayerHooks) -> Result<Tensor> {
+        if !hooks.acts_at(Site::Ffn1) && !hooks.acts_at(Site::Ffn2) {
+            let ((w1, b1), (w2, b2)) = (&self.linear1, &self.linear2);
+            return adaptir_ops::frozen::ffn_relu(x, (w1, b1.as_ref()), (w2, b2.as_ref()));
+        }
         let h = adaptir_ops::fused::relu(&hooks.site(Site::Ffn1, x, linear_map(&self.linear1, x)?)?)?;
         hooks.site(Site::Ffn2, &h, linear_map(&self.linear2, &h)?)
     }

@@ -30,6 +30,10 @@ struct AdaptFormerHooks {
 }
 
 impl LayerHooks for AdaptFormerHooks {
+    fn acts_at(&self, _site: crate::hooks::Site) -> bool {
+        false
+    }
+
     fn beside_ffn(&self, x: &Tensor, _: bool) -> Result<Option<Tensor>> {
         Ok(Some((self.branch.forward(x, false)? * self.scale)?))
     }

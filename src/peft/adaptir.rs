@@ -455,6 +455,10 @@ impl AdaptIrMethod {
 struct AdaptIrHooks(AdaptIr, usize);
 
 impl crate::hooks::LayerHooks for AdaptIrHooks {
+    fn acts_at(&self, _site: crate::hooks::Site) -> bool {
+        false
+    }
+
     fn beside_ffn(&self, x: &Tensor, train: bool) -> Result<Option<Tensor>> {
         self.0.forward_t(x, train).map(Some)
     }

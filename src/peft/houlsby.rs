@@ -32,6 +32,10 @@ struct HoulsbyHooks {
 }
 
 impl LayerHooks for HoulsbyHooks {
+    fn acts_at(&self, _site: crate::hooks::Site) -> bool {
+        false
+    }
+
     fn after_attention(&self, attn: Attn, y: Tensor, _: bool) -> Result<Tensor> {
         if attn == self.attn_site {
             let a = self.attn.forward(&y, false)?;

@@ -28,6 +28,10 @@ pub struct Moe(MoeConfig);
 struct MoeHooks(Vec<Bottleneck>);
 
 impl LayerHooks for MoeHooks {
+    fn acts_at(&self, _site: crate::hooks::Site) -> bool {
+        false
+    }
+
     fn lower_beside_ffn(&self, b: &mut dyn GraphBuilder, x: &str) -> Result<Option<String>> {
         let mut sum: Option<String> = None;
         for (k, e) in self.0.iter().enumerate() {

@@ -29,6 +29,10 @@ pub struct Vpt(VptConfig);
 struct VptHooks(Tensor);
 
 impl LayerHooks for VptHooks {
+    fn acts_at(&self, _site: crate::hooks::Site) -> bool {
+        false
+    }
+
     fn prompts(&self) -> Option<&Tensor> {
         Some(&self.0)
     }
