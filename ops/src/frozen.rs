@@ -64,6 +64,48 @@ pub fn ffn_relu(x: &Tensor, (w1, b1): (&Tensor, Option<&Tensor>), (w2, b2): (&Te
     })
 }
 
+/// `nn.MultiheadAttention` with frozen projections on sequence-first (L, N, E) inputs:
+/// `out(attention(q(q_in), k(k_in), v(v_in)))`, each map a `(weight, bias)`. On the CPU in f32 with a tracked input
+/// it is one graph node instead of five (three projections, the attention core, the output projection): its
+/// backward is the output projection's, the attention core's (`attention.rs`'s kernel) and each input's share of
+/// the projections' input gradients, summed here when one tensor feeds several projections (IPT's encoder feeds
+/// all three, its decoder's self-attention q and k). It keeps q, k and v for the backward, as the five nodes did,
+/// but not the attention's output. Why: each node it replaces cost a copy of its value in the forward and a zero
+/// fill and an add of its gradient in the backward (`GradStore::or_insert`). The value is computed by the same
+/// calls as the unfused form; elsewhere, or with a tracked map, the unfused form.
+pub fn attention_block(inputs: [&Tensor; 3], maps: [(&Tensor, Option<&Tensor>); 4], heads: usize) -> Result<Tensor> {
+    let project = |i: usize, x: &Tensor| linear(x, maps[i].0, maps[i].1);
+    let frozen = maps.iter().all(|(w, b)| !w.track_op() && b.is_none_or(|b| !b.track_op()));
+    if !(frozen && inputs.iter().any(|t| t.track_op())) {
+        let [q, k, v] = [0, 1, 2].map(|i| project(i, inputs[i]));
+        return project(3, &crate::fused::attention(&q?, &k?, &v?, heads)?);
+    }
+    let [q, k, v] = [0, 1, 2].map(|i| project(i, &inputs[i].detach()));
+    let (q, k, v) = (q?, k?, v?);
+    let Some((dims, scale)) = crate::fused::attention_f32_cpu_dims(&q, &k, &v, heads)? else {
+        let [q, k, v] = [0, 1, 2].map(|i| project(i, inputs[i]));
+        return project(3, &crate::fused::attention(&q?, &k?, &v?, heads)?);
+    };
+    let y = project(3, &crate::fused::attention(&q, &k, &v, heads)?)?;
+    let weights = maps.map(|(w, _)| w.clone());
+    crate::fused::carry3("frozen-attention-block", inputs, y, move |args, _y, grad| {
+        let e = grad.dim(2)?;
+        let grad_ctx = grad.reshape(((), e))?.matmul(&weights[3])?.reshape(q.shape())?;
+        let grads = crate::fused::attention_grads_f32_cpu([&q, &k, &v], &grad_ctx, dims, scale)?;
+        // Each distinct input's gradient at its first position, summed over the projections it feeds.
+        let mut out: Vec<Option<Tensor>> = vec![None, None, None];
+        for (i, g) in grads.iter().enumerate() {
+            let first = (0..i).find(|&j| args[j].id() == args[i].id()).unwrap_or(i);
+            let g = g.reshape(((), e))?.matmul(&weights[i])?.reshape(args[i].shape())?;
+            out[first] = Some(match out[first].take() {
+                Some(sum) => (sum + g)?,
+                None => g,
+            });
+        }
+        Ok(out)
+    })
+}
+
 /// `conv2d(x, w)` (stride 1, dilation 1, `padding` on each side) with the same rule as [`linear_t`]: a frozen
 /// kernel under a tracked input gets the input gradient only: one adjoint convolution, `conv2d(grad, w')` with `w'`
 /// the kernel with in/out swapped and spatially flipped, padded by `k - 1 - p`, instead of candle's two (input and

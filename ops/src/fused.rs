@@ -283,20 +283,47 @@ fn attention_f32_cpu(q: &Tensor, k: &Tensor, v: &Tensor, dm: crate::attention::D
     let ctx = Tensor::from_vec(ctx, shape.clone(), q.device())?;
     carry3("attention", [q, k, v], ctx, move |args, _ctx, grad| {
         // From the node's args (not the forward's contiguous copies, which would stay alive until the backward).
-        let [qd, kd, vd] = [args[0], args[1], args[2]].map(|t| t.detach().contiguous());
-        let (qd, kd, vd, grad) = (qd?, kd?, vd?, grad.contiguous()?);
-        let (dq, dk, dv) = with_f32(&qd, |qs| {
-            with_f32(&kd, |ks| {
-                with_f32(&vd, |vs| with_f32(&grad, |g| crate::attention::backward(qs, ks, vs, g, dm, scale)))
-            })
-        })????;
-        let dev = args[0].device();
-        Ok(vec![
-            Some(Tensor::from_vec(dq, shape.clone(), dev)?),
-            Some(Tensor::from_vec(dk, args[1].shape(), dev)?),
-            Some(Tensor::from_vec(dv, args[2].shape(), dev)?),
-        ])
+        let [dq, dk, dv] = attention_grads_f32_cpu([args[0], args[1], args[2]], grad, dm, scale)?;
+        Ok(vec![Some(dq), Some(dk), Some(dv)])
     })
+}
+
+/// The input gradients (dq, dk, dv) of [`attention`] on the CPU in f32, given the values of q, k and v and the
+/// gradient of the output: `attention.rs`'s backward kernel (attention weights recomputed).
+pub(crate) fn attention_grads_f32_cpu(
+    [q, k, v]: [&Tensor; 3],
+    grad: &Tensor,
+    dm: crate::attention::Dims,
+    scale: f32,
+) -> Result<[Tensor; 3]> {
+    let [qd, kd, vd] = [q, k, v].map(|t| t.detach().contiguous());
+    let (qd, kd, vd, grad) = (qd?, kd?, vd?, grad.contiguous()?);
+    let (dq, dk, dv) = with_f32(&qd, |qs| {
+        with_f32(&kd, |ks| with_f32(&vd, |vs| with_f32(&grad, |g| crate::attention::backward(qs, ks, vs, g, dm, scale))))
+    })????;
+    let dev = q.device();
+    Ok([
+        Tensor::from_vec(dq, q.shape(), dev)?,
+        Tensor::from_vec(dk, k.shape(), dev)?,
+        Tensor::from_vec(dv, v.shape(), dev)?,
+    ])
+}
+
+/// Whether [`attention`] on these tensors runs `attention.rs`'s f32 CPU kernels, and their dims and scale.
+pub(crate) fn attention_f32_cpu_dims(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+) -> Result<Option<(crate::attention::Dims, f32)>> {
+    let (lq, n, e) = q.dims3()?;
+    let lk = k.dim(0)?;
+    let f32_cpu = q.device().is_cpu() && [q, k, v].iter().all(|t| t.dtype() == DType::F32);
+    if !f32_cpu || e % heads != 0 || k.dims() != [lk, n, e] || v.dims() != [lk, n, e] {
+        return Ok(None);
+    }
+    let d = e / heads;
+    Ok(Some((crate::attention::Dims { lq, lk, n, heads, d }, (1.0 / (d as f64).sqrt()) as f32)))
 }
 
 /// `f` on the elements of a contiguous f32 CPU tensor.

@@ -130,6 +130,10 @@ impl Attention {
 
     /// (L, N, E) x3 -> (L, N, E); keys and values may have another length than queries.
     pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor, hooks: &dyn LayerHooks) -> Result<Tensor> {
+        if [Proj::Q, Proj::K, Proj::V, Proj::Out].iter().all(|&p| !hooks.acts_at(Site::Attn(self.kind, p))) {
+            let map = |i: usize| (&self.maps[i].0, self.maps[i].1.as_ref());
+            return adaptir_ops::frozen::attention_block([q, k, v], [map(0), map(1), map(2), map(3)], self.heads);
+        }
         let (q, k, v) =
             (self.project(q, Proj::Q, hooks)?, self.project(k, Proj::K, hooks)?, self.project(v, Proj::V, hooks)?);
         let ctx = adaptir_ops::fused::attention(&q, &k, &v, self.heads)?;
