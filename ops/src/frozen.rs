@@ -7,7 +7,7 @@
 //! needs only the gradient with respect to the activations: here a frozen product with its bias is one graph node
 //! (`fused::carry`) holding its input and output, whose backward is the input gradient alone. The value is computed
 //! exactly as inference computes it (candle's matmul; `conv::conv2d_untracked`), on every device.
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 
 /// `x @ w^T` over the last dim of `x` (any rank), with `w` (out, in): [`linear`] without bias.
 pub fn linear_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
@@ -48,18 +48,24 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 /// fresh zero tensor (`GradStore::or_insert`), and on ipt-base at batch 16 each of the two hidden-width gradients
 /// so avoided is a zero fill, an add and two allocations of 38 MB per layer; the pre-ReLU activation (38 MB per
 /// layer) is no longer kept either. The value is computed by the same calls as the unfused form.
-pub fn ffn_relu(x: &Tensor, (w1, b1): (&Tensor, Option<&Tensor>), (w2, b2): (&Tensor, Option<&Tensor>)) -> Result<Tensor> {
+pub fn ffn_relu(
+    x: &Tensor,
+    (w1, b1): (&Tensor, Option<&Tensor>),
+    (w2, b2): (&Tensor, Option<&Tensor>),
+) -> Result<Tensor> {
     let frozen = [Some(w1), b1, Some(w2), b2].into_iter().flatten().all(|t| !t.track_op());
     if !(x.track_op() && frozen) {
-        return linear(&crate::fused::relu(&linear(x, w1, b1)?)?, w2, b2);
+        let hidden = linear(x, w1, b1)?;
+        let hidden = if hidden.track_op() { crate::fused::relu(&hidden)? } else { crate::fused::relu_owned(hidden)? };
+        return linear(&hidden, w2, b2);
     }
-    let hidden = crate::fused::relu(&linear(&x.detach(), w1, b1)?)?;
+    let hidden = crate::fused::relu_owned(linear(&x.detach(), w1, b1)?)?;
     let y = linear(&hidden, w2, b2)?;
     let (w1, w2) = (w1.clone(), w2.clone());
     crate::fused::carry("frozen-ffn-relu", x, y, move |x, _y, grad| {
         let out = grad.dim(grad.rank() - 1)?;
         let grad_hidden = grad.reshape(((), out))?.matmul(&w2)?;
-        let grad_hidden = crate::fused::relu_backward(&grad_hidden, &hidden.reshape(((), w2.dim(1)?))?)?;
+        let grad_hidden = crate::fused::relu_backward_owned(grad_hidden, &hidden.reshape(((), w2.dim(1)?))?)?;
         grad_hidden.matmul(&w1)?.reshape(x.dims())
     })
 }
@@ -75,16 +81,20 @@ pub fn ffn_relu(x: &Tensor, (w1, b1): (&Tensor, Option<&Tensor>), (w2, b2): (&Te
 /// calls as the unfused form; elsewhere, or with a tracked map, the unfused form.
 pub fn attention_block(inputs: [&Tensor; 3], maps: [(&Tensor, Option<&Tensor>); 4], heads: usize) -> Result<Tensor> {
     let project = |i: usize, x: &Tensor| linear(x, maps[i].0, maps[i].1);
-    let frozen = maps.iter().all(|(w, b)| !w.track_op() && b.is_none_or(|b| !b.track_op()));
-    if !(frozen && inputs.iter().any(|t| t.track_op())) {
+    let unfused = || {
         let [q, k, v] = [0, 1, 2].map(|i| project(i, inputs[i]));
-        return project(3, &crate::fused::attention(&q?, &k?, &v?, heads)?);
+        project(3, &crate::fused::attention(&q?, &k?, &v?, heads)?)
+    };
+    let frozen = maps.iter().all(|(w, b)| !w.track_op() && b.is_none_or(|b| !b.track_op()));
+    let f32_cpu =
+        inputs.iter().chain(maps.iter().map(|(w, _)| w)).all(|t| t.device().is_cpu() && t.dtype() == DType::F32);
+    if !(frozen && f32_cpu && inputs.iter().any(|t| t.track_op())) {
+        return unfused();
     }
     let [q, k, v] = [0, 1, 2].map(|i| project(i, &inputs[i].detach()));
     let (q, k, v) = (q?, k?, v?);
     let Some((dims, scale)) = crate::fused::attention_f32_cpu_dims(&q, &k, &v, heads)? else {
-        let [q, k, v] = [0, 1, 2].map(|i| project(i, inputs[i]));
-        return project(3, &crate::fused::attention(&q?, &k?, &v?, heads)?);
+        return unfused();
     };
     let y = project(3, &crate::fused::attention(&q, &k, &v, heads)?)?;
     let weights = maps.map(|(w, _)| w.clone());

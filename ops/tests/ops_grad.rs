@@ -425,6 +425,79 @@ fn fused_frozen_ffn() {
     assert_eq!(max_abs_diff(&g_fused, &g_plain), EXACT, "ffn input gradient");
     let untracked = ffn_relu(&x32, (&w1_32, Some(&b1_32)), (&w2_32, Some(&b2_32))).unwrap();
     assert_eq!(max_abs_diff(&untracked, &y_plain), EXACT, "ffn value, untracked input");
-    let err = finite_difference_check(&[x], |t| weighted_sum(&ffn_relu(&t[0], (&w1, Some(&b1)), (&w2, Some(&b2)))?, &wo));
+    let err =
+        finite_difference_check(&[x], |t| weighted_sum(&ffn_relu(&t[0], (&w1, Some(&b1)), (&w2, Some(&b2)))?, &wo));
     assert!(err <= FINITE_DIFFERENCE_REL, "frozen ffn: {err:e}");
+}
+
+/// The f32 CPU kernel of the frozen LayerNorm's input gradient against the f64 path (checked above against finite
+/// differences), relative to the max |f64| gradient: IPT's width (576, a multiple of the kernel's 16 lanes) and
+/// widths that are not.
+#[test]
+fn layer_norm_f32_cpu_gradient_against_f64() {
+    let mut rng = rng(20);
+    for (rows, e) in [(6, 576), (5, 7), (3, 35)] {
+        let x = random(&mut rng, &[rows, e], 2.0);
+        let (w, b) = (random(&mut rng, &[e], 1.0), random(&mut rng, &[e], 1.0));
+        let wo = random(&mut rng, &[rows, e], 1.0);
+        let grad = |dtype: DType| {
+            let v = candle_core::Var::from_tensor(&x.to_dtype(dtype).unwrap()).unwrap();
+            let (w, b) = (w.to_dtype(dtype).unwrap(), b.to_dtype(dtype).unwrap());
+            let y = adaptir_ops::fused::layer_norm_frozen(v.as_tensor(), &w, &b, 1e-5).unwrap();
+            let g = (y.to_dtype(DType::F64).unwrap() * &wo).unwrap().sum_all().unwrap().backward().unwrap();
+            g.get(v.as_tensor()).unwrap().to_dtype(DType::F64).unwrap()
+        };
+        let (g32, g64) = (grad(DType::F32), grad(DType::F64));
+        let err = max_abs_diff(&g32, &g64) / max_abs(&g64);
+        assert!(err <= F32_REL, "layer norm {rows}x{e}: gradient off by {err:e}");
+    }
+}
+
+/// The fused frozen attention block (`frozen::attention_block`, one graph node for the q, k, v projections, the
+/// attention core and the output projection) on the CPU in f32, for the three ways IPT feeds it: one tensor to all
+/// three projections (encoder), one to q and k and another to v (decoder self-attention), one to q and another to
+/// k and v, longer (cross-attention). Its value is bit-identical to the five-node form; each input's gradient
+/// (summed here over the projections it feeds, in another order than candle's) agrees with the five-node form's
+/// and with the f64 form's (checked above against finite differences) to f32 rounding.
+#[test]
+fn fused_frozen_attention_block() {
+    use adaptir_ops::frozen::{attention_block, linear};
+    let mut rng = rng(21);
+    let (n, e, heads) = (2, 12, 3);
+    let maps: Vec<(Tensor, Tensor)> =
+        (0..4).map(|_| (random(&mut rng, &[e, e], 0.5), random(&mut rng, &[e], 0.5))).collect();
+    let sources =
+        [random(&mut rng, &[5, n, e], 1.0), random(&mut rng, &[7, n, e], 1.0), random(&mut rng, &[5, n, e], 1.0)];
+    for (feeds, what) in [([0, 0, 0], "encoder"), ([0, 0, 2], "decoder self"), ([0, 1, 1], "cross")] {
+        let wo = random(&mut rng, &[5, n, e], 1.0);
+        let run = |dtype: DType, fused: bool| {
+            let cast = |t: &Tensor| t.to_dtype(dtype).unwrap();
+            let vars = sources.clone().map(|t| candle_core::Var::from_tensor(&cast(&t)).unwrap());
+            let ms: Vec<(Tensor, Tensor)> = maps.iter().map(|(w, b)| (cast(w), cast(b))).collect();
+            let m = |i: usize| (&ms[i].0, Some(&ms[i].1));
+            let inputs = feeds.map(|i| vars[i].as_tensor());
+            let y = if fused {
+                attention_block(inputs, [m(0), m(1), m(2), m(3)], heads).unwrap()
+            } else {
+                let [q, k, v] = [0, 1, 2].map(|i| linear(inputs[i], m(i).0, m(i).1).unwrap());
+                linear(&adaptir_ops::fused::attention(&q, &k, &v, heads).unwrap(), m(3).0, m(3).1).unwrap()
+            };
+            let g = (y.to_dtype(DType::F64).unwrap() * &wo).unwrap().sum_all().unwrap().backward().unwrap();
+            let grads: Vec<Tensor> = vars
+                .iter()
+                .filter(|v| feeds.iter().any(|&i| vars[i].as_tensor().id() == v.as_tensor().id()))
+                .map(|v| g.get(v.as_tensor()).unwrap().to_dtype(DType::F64).unwrap())
+                .collect();
+            (y.to_dtype(DType::F64).unwrap(), grads)
+        };
+        let ((y_fused, g_fused), (y_plain, g_plain), (y64, g64)) =
+            (run(DType::F32, true), run(DType::F32, false), run(DType::F64, false));
+        assert_eq!(max_abs_diff(&y_fused, &y_plain), EXACT, "{what}: value");
+        assert!(max_abs_diff(&y_fused, &y64) <= F32_REL * max_abs(&y64), "{what}: value against f64");
+        assert_eq!(g_fused.len(), if feeds == [0, 0, 0] { 1 } else { 2 }, "{what}: gradients");
+        for ((f, p), r) in g_fused.iter().zip(&g_plain).zip(&g64) {
+            assert!(max_abs_diff(f, p) <= F32_REL * max_abs(r), "{what}: gradient against the five-node form");
+            assert!(max_abs_diff(f, r) <= F32_REL * max_abs(r), "{what}: gradient against f64");
+        }
+    }
 }
