@@ -170,8 +170,9 @@ pub trait LayerHooks: Send + Sync {
     }
 
     /// Whether [`site`](Self::site) may change the output at `site`. `false` lets the backbone run the frozen
-    /// maps around the site as one fused graph node (IPT's FFN: `adaptir_ops::frozen::ffn_relu`). A method that
-    /// overrides `site` keeps this default; one that leaves every site alone says `false`.
+    /// maps around the site as one fused graph node (IPT's FFN and attention: `adaptir_ops::frozen::ffn_relu`,
+    /// `attention_block`). The default `true` is always safe; a method says `false` for the sites it leaves alone
+    /// (`tests/peft_methods.rs` checks every method's answer against its `site`).
     fn acts_at(&self, _site: Site) -> bool {
         true
     }

@@ -270,3 +270,48 @@ fn the_methods_doc_table_is_the_registry() {
     let registry: Vec<String> = adaptir::peft::METHODS.iter().map(|m| m.name.to_string()).collect();
     assert_eq!(rows, registry, "docs/methods.md rows vs adaptir::peft::METHODS (same order)");
 }
+
+/// `LayerHooks::acts_at` tells the backbone where it may fuse frozen maps into one graph node (IPT's FFN and
+/// attention blocks), skipping `site` there. So for every method, layer and site: where `acts_at` says `false`,
+/// `site` must hand the output back unchanged; and every method that overrides `site` must act somewhere (its
+/// perturbed parameters change the output at each site it claims), so that the check is not vacuous.
+#[test]
+fn acts_at_agrees_with_site() {
+    use adaptir::hooks::{LayerHooks, Site};
+    let (config, _) = backbone();
+    let host = config.host_dims();
+    let mut claimed = BTreeMap::new();
+    for row in ROWS {
+        let m = method(row.name, &serde_json::Value::Null, &host).unwrap();
+        let vm = VarMap::new();
+        let modules = m.build(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), &host).unwrap();
+        perturb(&vm, 0.05);
+        for (hooks, layer) in modules.layers.iter().zip(host.layers()) {
+            let hooks: &dyn LayerHooks = hooks.as_ref();
+            for site in Site::all(layer.stack) {
+                let (cin, cout) = site.widths(&host);
+                let input = Tensor::randn(0f32, 1.0, (host.tokens, 2, cin), &Device::Cpu).unwrap();
+                let output = Tensor::randn(0f32, 1.0, (host.tokens, 2, cout), &Device::Cpu).unwrap();
+                let d = max_abs_diff(&hooks.site(site, &input, output.clone()).unwrap(), &output);
+                if hooks.acts_at(site) {
+                    *claimed.entry(row.name).or_insert(0) += 1;
+                    if ["lora", "ssf", "fact"].contains(&row.name) {
+                        assert!(d > 0.0, "{}: claims {site:?} in {layer:?} but leaves it unchanged", row.name);
+                    }
+                } else {
+                    assert!(
+                        d <= EXACT,
+                        "{}: says it leaves {site:?} in {layer:?} alone, but changes it by {d:e}",
+                        row.name
+                    );
+                }
+            }
+        }
+    }
+    for name in ["lora", "ssf", "fact"] {
+        assert!(claimed.get(name).is_some_and(|&n| n > 0), "{name}: acts at no site");
+    }
+    for name in ["adaptir", "adapter", "adaptformer", "vpt", "moe", "full", "pretrain"] {
+        assert_eq!(claimed.get(name), None, "{name}: leaves every site alone, so its blocks can be fused");
+    }
+}

@@ -55,6 +55,10 @@ impl FactHooks {
 }
 
 impl LayerHooks for FactHooks {
+    fn acts_at(&self, site: Site) -> bool {
+        self.cores.iter().any(|(s, _)| *s == site)
+    }
+
     fn site(&self, site: Site, input: &Tensor, output: Tensor) -> Result<Tensor> {
         match self.cores.iter().find(|(s, _)| *s == site) {
             Some((_, cores)) => {

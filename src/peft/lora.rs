@@ -59,6 +59,10 @@ impl LoraHooks {
 }
 
 impl LayerHooks for LoraHooks {
+    fn acts_at(&self, site: Site) -> bool {
+        self.pair(site).is_some()
+    }
+
     fn site(&self, site: Site, input: &Tensor, output: Tensor) -> Result<Tensor> {
         match self.pair(site) {
             Some(p) => output + (apply_linear_t(&p.b, &apply_linear_t(&p.a, input)?)? * self.scale)?,

@@ -22,6 +22,10 @@ impl SsfHooks {
 }
 
 impl LayerHooks for SsfHooks {
+    fn acts_at(&self, site: Site) -> bool {
+        self.find(site).is_some()
+    }
+
     fn site(&self, site: Site, _: &Tensor, output: Tensor) -> Result<Tensor> {
         match self.find(site) {
             Some((g, b)) => output.broadcast_mul(g)?.broadcast_add(b),
