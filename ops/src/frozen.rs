@@ -71,21 +71,32 @@ pub fn ffn_relu(
 }
 
 /// `nn.MultiheadAttention` with frozen projections on sequence-first (L, N, E) inputs:
-/// `out(attention(q(q_in), k(k_in), v(v_in)))`, each map a `(weight, bias)`. On the CPU in f32 with a tracked input
-/// it is one graph node instead of five (three projections, the attention core, the output projection): its
-/// backward is the output projection's, the attention core's (`attention.rs`'s kernel) and each input's share of
-/// the projections' input gradients, summed here when one tensor feeds several projections (IPT's encoder feeds
-/// all three, its decoder's self-attention q and k). It keeps q, k and v for the backward, as the five nodes did,
-/// but not the attention's output. Why: each node it replaces cost a copy of its value in the forward and a zero
-/// fill and an add of its gradient in the backward (`GradStore::or_insert`). The value is computed by the same
-/// calls as the unfused form; elsewhere, or with a tracked map, the unfused form.
-pub fn attention_block(inputs: [&Tensor; 3], maps: [(&Tensor, Option<&Tensor>); 4], heads: usize) -> Result<Tensor> {
-    let project = |i: usize, x: &Tensor| linear(x, maps[i].0, maps[i].1);
+/// `out(attention(q(q_in + q_add), k(k_in + k_add), v(v_in + v_add)))`, each map a `(weight, bias)`, each `add` an
+/// optional frozen term (IPT's decoder adds its task query to the inputs of q and k). On the CPU in f32 with a
+/// tracked input it is one graph node instead of five or more (the adds, three projections, the attention core, the
+/// output projection): its backward is the output projection's, the attention core's (`attention.rs`'s kernel) and
+/// each input's share of the projections' input gradients, summed here when one tensor feeds several projections
+/// (IPT's encoder and decoder feed all three from one LayerNorm output). It keeps q, k and v for the backward, as
+/// the five nodes did, but not the attention's output. Why: each node it replaces cost a copy of its value in the
+/// forward and a zero fill and an add of its gradient in the backward (`GradStore::or_insert`; for an add, also
+/// for its frozen operand). The value is computed by the same calls as the unfused form; elsewhere, or with a
+/// tracked map or add, the unfused form.
+pub fn attention_block(
+    inputs: [&Tensor; 3],
+    adds: [Option<&Tensor>; 3],
+    maps: [(&Tensor, Option<&Tensor>); 4],
+    heads: usize,
+) -> Result<Tensor> {
+    let project = |i: usize, x: &Tensor| match adds[i] {
+        Some(a) => linear(&(x + a)?, maps[i].0, maps[i].1),
+        None => linear(x, maps[i].0, maps[i].1),
+    };
     let unfused = || {
         let [q, k, v] = [0, 1, 2].map(|i| project(i, inputs[i]));
-        project(3, &crate::fused::attention(&q?, &k?, &v?, heads)?)
+        linear(&crate::fused::attention(&q?, &k?, &v?, heads)?, maps[3].0, maps[3].1)
     };
-    let frozen = maps.iter().all(|(w, b)| !w.track_op() && b.is_none_or(|b| !b.track_op()));
+    let frozen = maps.iter().all(|(w, b)| !w.track_op() && b.is_none_or(|b| !b.track_op()))
+        && adds.iter().flatten().all(|a| !a.track_op());
     let f32_cpu =
         inputs.iter().chain(maps.iter().map(|(w, _)| w)).all(|t| t.device().is_cpu() && t.dtype() == DType::F32);
     if !(frozen && f32_cpu && inputs.iter().any(|t| t.track_op())) {
@@ -96,13 +107,14 @@ pub fn attention_block(inputs: [&Tensor; 3], maps: [(&Tensor, Option<&Tensor>); 
     let Some((dims, scale)) = crate::fused::attention_f32_cpu_dims(&q, &k, &v, heads)? else {
         return unfused();
     };
-    let y = project(3, &crate::fused::attention(&q, &k, &v, heads)?)?;
+    let y = linear(&crate::fused::attention(&q, &k, &v, heads)?, maps[3].0, maps[3].1)?;
     let weights = maps.map(|(w, _)| w.clone());
     crate::fused::carry3("frozen-attention-block", inputs, y, move |args, _y, grad| {
         let e = grad.dim(2)?;
         let grad_ctx = grad.reshape(((), e))?.matmul(&weights[3])?.reshape(q.shape())?;
         let grads = crate::fused::attention_grads_f32_cpu([&q, &k, &v], &grad_ctx, dims, scale)?;
-        // Each distinct input's gradient at its first position, summed over the projections it feeds.
+        // Each distinct input's gradient at its first position, summed over the projections it feeds (an add is
+        // frozen: the gradient of `x + add` for `x` is the gradient itself).
         let mut out: Vec<Option<Tensor>> = vec![None, None, None];
         for (i, g) in grads.iter().enumerate() {
             let first = (0..i).find(|&j| args[j].id() == args[i].id()).unwrap_or(i);

@@ -454,11 +454,12 @@ fn layer_norm_f32_cpu_gradient_against_f64() {
 }
 
 /// The fused frozen attention block (`frozen::attention_block`, one graph node for the q, k, v projections, the
-/// attention core and the output projection) on the CPU in f32, for the three ways IPT feeds it: one tensor to all
-/// three projections (encoder), one to q and k and another to v (decoder self-attention), one to q and another to
-/// k and v, longer (cross-attention). Its value is bit-identical to the five-node form; each input's gradient
-/// (summed here over the projections it feeds, in another order than candle's) agrees with the five-node form's
-/// and with the f64 form's (checked above against finite differences) to f32 rounding.
+/// attention core and the output projection) on the CPU in f32, for the ways IPT feeds it: one tensor to all three
+/// projections (encoder); the same with a frozen term (the task query) added to q's and k's input (decoder
+/// self-attention); one tensor plus the term to q and another, longer one to k and v (cross-attention); and a
+/// distinct tensor per projection. Its value is bit-identical to the unfused form (explicit adds, five nodes); each
+/// input's gradient (summed here over the projections it feeds, in another order than candle's) agrees with the
+/// unfused form's and with the f64 form's (checked above against finite differences) to f32 rounding.
 #[test]
 fn fused_frozen_attention_block() {
     use adaptir_ops::frozen::{attention_block, linear};
@@ -468,18 +469,33 @@ fn fused_frozen_attention_block() {
         (0..4).map(|_| (random(&mut rng, &[e, e], 0.5), random(&mut rng, &[e], 0.5))).collect();
     let sources =
         [random(&mut rng, &[5, n, e], 1.0), random(&mut rng, &[7, n, e], 1.0), random(&mut rng, &[5, n, e], 1.0)];
-    for (feeds, what) in [([0, 0, 0], "encoder"), ([0, 0, 2], "decoder self"), ([0, 1, 1], "cross")] {
+    let query = random(&mut rng, &[5, n, e], 1.0);
+    let cases = [
+        ([0, 0, 0], [false, false, false], "encoder"),
+        ([0, 0, 0], [true, true, false], "decoder self"),
+        ([0, 1, 1], [true, false, false], "cross"),
+        ([0, 2, 2], [false, false, false], "distinct q"),
+    ];
+    for (feeds, with_query, what) in cases {
         let wo = random(&mut rng, &[5, n, e], 1.0);
         let run = |dtype: DType, fused: bool| {
             let cast = |t: &Tensor| t.to_dtype(dtype).unwrap();
             let vars = sources.clone().map(|t| candle_core::Var::from_tensor(&cast(&t)).unwrap());
             let ms: Vec<(Tensor, Tensor)> = maps.iter().map(|(w, b)| (cast(w), cast(b))).collect();
             let m = |i: usize| (&ms[i].0, Some(&ms[i].1));
+            let q = cast(&query);
             let inputs = feeds.map(|i| vars[i].as_tensor());
+            let adds = with_query.map(|w| w.then_some(&q));
             let y = if fused {
-                attention_block(inputs, [m(0), m(1), m(2), m(3)], heads).unwrap()
+                attention_block(inputs, adds, [m(0), m(1), m(2), m(3)], heads).unwrap()
             } else {
-                let [q, k, v] = [0, 1, 2].map(|i| linear(inputs[i], m(i).0, m(i).1).unwrap());
+                let [q, k, v] = [0, 1, 2].map(|i| {
+                    let x = match adds[i] {
+                        Some(a) => (inputs[i] + a).unwrap(),
+                        None => inputs[i].clone(),
+                    };
+                    linear(&x, m(i).0, m(i).1).unwrap()
+                });
                 linear(&adaptir_ops::fused::attention(&q, &k, &v, heads).unwrap(), m(3).0, m(3).1).unwrap()
             };
             let g = (y.to_dtype(DType::F64).unwrap() * &wo).unwrap().sum_all().unwrap().backward().unwrap();
@@ -496,7 +512,7 @@ fn fused_frozen_attention_block() {
         assert!(max_abs_diff(&y_fused, &y64) <= F32_REL * max_abs(&y64), "{what}: value against f64");
         assert_eq!(g_fused.len(), if feeds == [0, 0, 0] { 1 } else { 2 }, "{what}: gradients");
         for ((f, p), r) in g_fused.iter().zip(&g_plain).zip(&g64) {
-            assert!(max_abs_diff(f, p) <= F32_REL * max_abs(r), "{what}: gradient against the five-node form");
+            assert!(max_abs_diff(f, p) <= F32_REL * max_abs(r), "{what}: gradient against the unfused form");
             assert!(max_abs_diff(f, r) <= F32_REL * max_abs(r), "{what}: gradient against f64");
         }
     }

@@ -79,7 +79,7 @@ impl EncoderLayer {
         let hooks = self.hooks.as_ref();
         let (x, np) = with_prompts(x, hooks)?;
         let h = self.norm1.forward(&x, hooks)?;
-        let a = self.self_attn.forward(&h, &h, &h, hooks)?;
+        let a = self.self_attn.forward([&h, &h, &h], [None, None, None], hooks)?;
         let x = (&x + hooks.after_attention(Attn::SelfAttn, a, train)?)?;
         let h = self.norm2.forward(&x, hooks)?;
         drop_prompts((&x + ffn_block(&self.ffn, hooks, &h, train)?)?, np)
@@ -105,11 +105,11 @@ impl DecoderLayer {
             query.clone()
         };
         let h = self.norm1.forward(&x, hooks)?;
-        let qk = (&h + &query)?;
-        let a = self.self_attn.forward(&qk, &qk, &h, hooks)?;
+        // The task query joins q's and k's inputs inside the attention (one fused node in training).
+        let a = self.self_attn.forward([&h, &h, &h], [Some(&query), Some(&query), None], hooks)?;
         let x = (&x + hooks.after_attention(Attn::SelfAttn, a, train)?)?;
         let h = self.norm2.forward(&x, hooks)?;
-        let a = self.cross_attn.forward(&(h + &query)?, memory, memory, hooks)?;
+        let a = self.cross_attn.forward([&h, memory, memory], [Some(&query), None, None], hooks)?;
         let x = (&x + hooks.after_attention(Attn::Cross, a, train)?)?;
         let h = self.norm3.forward(&x, hooks)?;
         drop_prompts((&x + ffn_block(&self.ffn, hooks, &h, train)?)?, np)

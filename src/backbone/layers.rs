@@ -128,14 +128,22 @@ impl Attention {
         hooks.site(Site::Attn(self.kind, p), x, y)
     }
 
-    /// (L, N, E) x3 -> (L, N, E); keys and values may have another length than queries.
-    pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor, hooks: &dyn LayerHooks) -> Result<Tensor> {
+    /// (L, N, E) x3 -> (L, N, E); keys and values may have another length than queries. `adds[i]`, if any, is
+    /// added to `inputs[i]` before its projection (IPT's decoder: the task query, to q's and k's input).
+    pub fn forward(&self, inputs: [&Tensor; 3], adds: [Option<&Tensor>; 3], hooks: &dyn LayerHooks) -> Result<Tensor> {
         if [Proj::Q, Proj::K, Proj::V, Proj::Out].iter().all(|&p| !hooks.acts_at(Site::Attn(self.kind, p))) {
             let map = |i: usize| (&self.maps[i].0, self.maps[i].1.as_ref());
-            return adaptir_ops::frozen::attention_block([q, k, v], [map(0), map(1), map(2), map(3)], self.heads);
+            return adaptir_ops::frozen::attention_block(inputs, adds, [map(0), map(1), map(2), map(3)], self.heads);
         }
-        let (q, k, v) =
-            (self.project(q, Proj::Q, hooks)?, self.project(k, Proj::K, hooks)?, self.project(v, Proj::V, hooks)?);
+        let input = |i: usize| match adds[i] {
+            Some(a) => inputs[i] + a,
+            None => Ok(inputs[i].clone()),
+        };
+        let (q, k, v) = (
+            self.project(&input(0)?, Proj::Q, hooks)?,
+            self.project(&input(1)?, Proj::K, hooks)?,
+            self.project(&input(2)?, Proj::V, hooks)?,
+        );
         let ctx = adaptir_ops::fused::attention(&q, &k, &v, self.heads)?;
         self.project(&ctx, Proj::Out, hooks)
     }
