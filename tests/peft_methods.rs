@@ -273,8 +273,9 @@ fn the_methods_doc_table_is_the_registry() {
 
 /// `LayerHooks::acts_at` tells the backbone where it may fuse frozen maps into one graph node (IPT's FFN and
 /// attention blocks), skipping `site` there. So for every method, layer and site: where `acts_at` says `false`,
-/// `site` must hand the output back unchanged; and every method that overrides `site` must act somewhere (its
-/// perturbed parameters change the output at each site it claims), so that the check is not vacuous.
+/// `site` must hand the output back unchanged. LoRA, SSF and FacT, the methods that act at sites, must change the
+/// output at each site they claim (their parameters perturbed), so that the check is not vacuous; the others claim
+/// none, so that their blocks fuse.
 #[test]
 fn acts_at_agrees_with_site() {
     use adaptir::hooks::{LayerHooks, Site};
