@@ -385,8 +385,8 @@ pub fn relu_backward(grad: &Tensor, y: &Tensor) -> Result<Tensor> {
 }
 
 /// [`relu`] of a tensor the caller holds alone (a fresh, untracked product): in place on the CPU in f32, so
-/// that no second activation is allocated (on ipt-base an FFN's hidden activation is 38 MB at batch 16, above the
-/// size glibc reuses, so each new one costs page faults and zero fills); [`relu`] elsewhere. Same values.
+/// that no second activation is allocated and zero-filled (on ipt-base an FFN's hidden activation is 38 MB at
+/// batch 16); [`relu`] elsewhere. Same values.
 pub(crate) fn relu_owned(x: Tensor) -> Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous() && !x.track_op() {
         x.inplace_op1(&InPlace(|v: &mut [f32], _: Option<&[f32]>| {
