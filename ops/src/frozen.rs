@@ -87,13 +87,13 @@ pub fn attention_block(
     maps: [(&Tensor, Option<&Tensor>); 4],
     heads: usize,
 ) -> Result<Tensor> {
-    let project = |i: usize, x: &Tensor| match adds[i] {
-        Some(a) => linear(&(x + a)?, maps[i].0, maps[i].1),
-        None => linear(x, maps[i].0, maps[i].1),
+    let project = |inputs: [Tensor; 3]| -> Result<[Tensor; 3]> {
+        let [q, k, v] = [0, 1, 2].map(|i| linear(&inputs[i], maps[i].0, maps[i].1));
+        Ok([q?, k?, v?])
     };
     let unfused = || {
-        let [q, k, v] = [0, 1, 2].map(|i| project(i, inputs[i]));
-        linear(&crate::fused::attention(&q?, &k?, &v?, heads)?, maps[3].0, maps[3].1)
+        let [q, k, v] = project(projection_inputs(inputs, adds)?)?;
+        linear(&crate::fused::attention(&q, &k, &v, heads)?, maps[3].0, maps[3].1)
     };
     let frozen = maps.iter().all(|(w, b)| !w.track_op() && b.is_none_or(|b| !b.track_op()))
         && adds.iter().flatten().all(|a| !a.track_op());
@@ -102,8 +102,7 @@ pub fn attention_block(
     if !(frozen && f32_cpu && inputs.iter().any(|t| t.track_op())) {
         return unfused();
     }
-    let [q, k, v] = [0, 1, 2].map(|i| project(i, &inputs[i].detach()));
-    let (q, k, v) = (q?, k?, v?);
+    let [q, k, v] = project(projection_inputs(inputs.map(|t| t.detach()).each_ref(), adds)?)?;
     let Some((dims, scale)) = crate::fused::attention_f32_cpu_dims(&q, &k, &v, heads)? else {
         return unfused();
     };
@@ -126,6 +125,26 @@ pub fn attention_block(
         }
         Ok(out)
     })
+}
+
+/// Each projection's input of [`attention_block`], `inputs[i] + adds[i]`, computed once for projections fed the same
+/// tensor and the same add (IPT's decoder feeds q and k its LayerNorm output plus the task query).
+pub fn projection_inputs(inputs: [&Tensor; 3], adds: [Option<&Tensor>; 3]) -> Result<[Tensor; 3]> {
+    let same = |a: Option<&Tensor>, b: Option<&Tensor>| match (a, b) {
+        (Some(a), Some(b)) => a.id() == b.id(),
+        (None, None) => true,
+        _ => false,
+    };
+    let mut out: Vec<Tensor> = Vec::with_capacity(3);
+    for i in 0..3 {
+        let earlier = (0..i).find(|&j| inputs[j].id() == inputs[i].id() && same(adds[j], adds[i]));
+        out.push(match (earlier, adds[i]) {
+            (Some(j), _) => out[j].clone(),
+            (None, Some(a)) => (inputs[i] + a)?,
+            (None, None) => inputs[i].clone(),
+        });
+    }
+    out.try_into().map_err(|_| candle_core::Error::Msg("projection_inputs: three inputs".into()))
 }
 
 /// `conv2d(x, w)` (stride 1, dilation 1, `padding` on each side) with the same rule as [`linear_t`]: a frozen

@@ -135,15 +135,9 @@ impl Attention {
             let map = |i: usize| (&self.maps[i].0, self.maps[i].1.as_ref());
             return adaptir_ops::frozen::attention_block(inputs, adds, [map(0), map(1), map(2), map(3)], self.heads);
         }
-        let input = |i: usize| match adds[i] {
-            Some(a) => inputs[i] + a,
-            None => Ok(inputs[i].clone()),
-        };
-        let (q, k, v) = (
-            self.project(&input(0)?, Proj::Q, hooks)?,
-            self.project(&input(1)?, Proj::K, hooks)?,
-            self.project(&input(2)?, Proj::V, hooks)?,
-        );
+        let [q, k, v] = adaptir_ops::frozen::projection_inputs(inputs, adds)?;
+        let (q, k, v) =
+            (self.project(&q, Proj::Q, hooks)?, self.project(&k, Proj::K, hooks)?, self.project(&v, Proj::V, hooks)?);
         let ctx = adaptir_ops::fused::attention(&q, &k, &v, self.heads)?;
         self.project(&ctx, Proj::Out, hooks)
     }
