@@ -20,6 +20,13 @@ pub fn linear_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// is the same either way.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let value = |x: &Tensor| -> Result<Tensor> {
+        // `products.rs` builds no graph: only for a value that needs none (here or in the frozen node below).
+        let untracked = [Some(x), Some(w), b].into_iter().flatten().all(|t| !t.track_op());
+        if untracked {
+            if let Some(y) = crate::products::linear(x, w, b)? {
+                return Ok(y);
+            }
+        }
         let mut dims = x.dims().to_vec();
         let last = dims.len() - 1;
         let y = x.reshape(((), dims[last]))?.matmul(&w.t()?)?;
@@ -34,12 +41,39 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     if !(x.track_op() && frozen) {
         return value(x);
     }
-    let y = value(&x.detach())?;
+    let y = linear_value(&x.detach(), w, b)?;
     let w = w.clone();
-    crate::fused::carry("frozen-linear", x, y, move |x, _y, grad| {
-        let out = grad.dim(grad.rank() - 1)?;
-        grad.reshape(((), out))?.matmul(&w)?.reshape(x.dims())
-    })
+    crate::fused::carry("frozen-linear", x, y, move |x, _y, grad| input_gradient(&[(grad, &w)])?.reshape(x.dims()))
+}
+
+/// [`linear`] of an untracked `x` as a carried node's value: `products.rs`'s own buffer where it applies.
+fn linear_value(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<crate::fused::Value> {
+    match crate::products::linear_value(x, w, b)? {
+        Some(v) => Ok(v),
+        None => Ok(linear(x, w, b)?.into()),
+    }
+}
+
+/// `sum_i g_i @ w_i` (each `g_i` (..., out_i), `w_i` (out_i, in)) as (rows, in): the input gradient of frozen linear
+/// maps that read one input. `products.rs` on f32 CPU tensors, candle's matmul and add elsewhere.
+fn input_gradient(terms: &[(&Tensor, &Tensor)]) -> Result<Tensor> {
+    let terms = terms
+        .iter()
+        .map(|(g, w)| Ok((g.reshape(((), g.dim(g.rank() - 1)?))?.contiguous()?, (*w).clone())))
+        .collect::<Result<Vec<_>>>()?;
+    let refs: Vec<_> = terms.iter().map(|(g, w)| (g, w)).collect();
+    if let Some(sum) = crate::products::input_gradient_sum(&refs)? {
+        return Ok(sum);
+    }
+    let mut sum: Option<Tensor> = None;
+    for (g, w) in &terms {
+        let term = g.matmul(w)?;
+        sum = Some(match sum {
+            Some(s) => (s + term)?,
+            None => term,
+        });
+    }
+    sum.ok_or_else(|| candle_core::Error::Msg("input_gradient: no terms".into()))
 }
 
 /// `linear(relu(linear(x, w1, b1)), w2, b2)`, a transformer's FFN, with all four frozen. Under a tracked `x` it is
@@ -60,13 +94,12 @@ pub fn ffn_relu(
         return linear(&hidden, w2, b2);
     }
     let hidden = crate::fused::relu_owned(linear(&x.detach(), w1, b1)?)?;
-    let y = linear(&hidden, w2, b2)?;
+    let y = linear_value(&hidden, w2, b2)?;
     let (w1, w2) = (w1.clone(), w2.clone());
     crate::fused::carry("frozen-ffn-relu", x, y, move |x, _y, grad| {
-        let out = grad.dim(grad.rank() - 1)?;
-        let grad_hidden = grad.reshape(((), out))?.matmul(&w2)?;
+        let grad_hidden = input_gradient(&[(grad, &w2)])?;
         let grad_hidden = crate::fused::relu_backward_owned(grad_hidden, &hidden.reshape(((), w2.dim(1)?))?)?;
-        grad_hidden.matmul(&w1)?.reshape(x.dims())
+        input_gradient(&[(&grad_hidden, &w1)])?.reshape(x.dims())
     })
 }
 
@@ -106,22 +139,21 @@ pub fn attention_block(
     let Some((dims, scale)) = crate::fused::attention_f32_cpu_dims(&q, &k, &v, heads)? else {
         return unfused();
     };
-    let y = linear(&crate::fused::attention(&q, &k, &v, heads)?, maps[3].0, maps[3].1)?;
+    let y = linear_value(&crate::fused::attention(&q, &k, &v, heads)?, maps[3].0, maps[3].1)?;
     let weights = maps.map(|(w, _)| w.clone());
     crate::fused::carry3("frozen-attention-block", inputs, y, move |args, _y, grad| {
-        let e = grad.dim(2)?;
-        let grad_ctx = grad.reshape(((), e))?.matmul(&weights[3])?.reshape(q.shape())?;
+        let grad_ctx = input_gradient(&[(grad, &weights[3])])?.reshape(q.shape())?;
         let grads = crate::fused::attention_grads_f32_cpu([&q, &k, &v], &grad_ctx, dims, scale)?;
         // Each distinct input's gradient at its first position, summed over the projections it feeds (an add is
         // frozen: the gradient of `x + add` for `x` is the gradient itself).
         let mut out: Vec<Option<Tensor>> = vec![None, None, None];
-        for (i, g) in grads.iter().enumerate() {
-            let first = (0..i).find(|&j| args[j].id() == args[i].id()).unwrap_or(i);
-            let g = g.reshape(((), e))?.matmul(&weights[i])?.reshape(args[i].shape())?;
-            out[first] = Some(match out[first].take() {
-                Some(sum) => (sum + g)?,
-                None => g,
-            });
+        for i in 0..3 {
+            if (0..i).any(|j| args[j].id() == args[i].id()) {
+                continue;
+            }
+            let terms: Vec<_> =
+                (i..3).filter(|&j| args[j].id() == args[i].id()).map(|j| (&grads[j], &weights[j])).collect();
+            out[i] = Some(input_gradient(&terms)?.reshape(args[i].shape())?);
         }
         Ok(out)
     })

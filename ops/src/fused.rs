@@ -13,24 +13,48 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape
 /// `(args, value, grad) -> gradient of each arg` (`None` where an arg needs none).
 type Backward = Box<dyn Fn(&[&Tensor], &Tensor, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
 
+/// A carried node's value: a tensor, or f32 CPU elements that are handed to the node as they are (`products.rs`
+/// writes a product into a buffer of its own, so the node needs no copy of it).
+pub(crate) enum Value {
+    Tensor(Tensor),
+    F32Cpu(Vec<f32>, Shape),
+}
+
+impl From<Tensor> for Value {
+    fn from(t: Tensor) -> Self {
+        Value::Tensor(t)
+    }
+}
+
+impl Value {
+    fn into_tensor(self) -> Result<Tensor> {
+        match self {
+            Value::Tensor(t) => Ok(t),
+            Value::F32Cpu(v, shape) => Tensor::from_vec(v, shape, &candle_core::Device::Cpu),
+        }
+    }
+}
+
 /// One graph node on its args whose value is `value`, computed beforehand, with a given backward. The value is
-/// handed over once (then copied into the node's own storage, as custom ops must return fresh storage), so the
-/// graph holds no second copy of it.
+/// handed over once (a tensor is then copied into the node's own storage, as custom ops must return fresh storage;
+/// [`Value::F32Cpu`] elements become that storage), so the graph holds no second copy of it.
 struct Carry {
     name: &'static str,
-    value: Mutex<Option<Tensor>>,
+    value: Mutex<Option<Value>>,
     backward: Backward,
 }
 
 impl Carry {
-    fn take(&self) -> Result<Tensor> {
+    fn take(&self) -> Result<Value> {
         let value = self.value.lock().map_err(|_| candle_core::Error::Msg("carry: poisoned".into()))?.take();
-        let value = value.ok_or_else(|| candle_core::Error::Msg(format!("{}: forward run twice", self.name)))?;
-        value.contiguous()
+        value.ok_or_else(|| candle_core::Error::Msg(format!("{}: forward run twice", self.name)))
     }
 
     fn cpu_value(&self) -> Result<(CpuStorage, Shape)> {
-        let value = self.take()?;
+        let value = match self.take()? {
+            Value::F32Cpu(v, shape) => return Ok((CpuStorage::F32(v), shape)),
+            Value::Tensor(t) => t.contiguous()?,
+        };
         let (storage, layout) = value.storage_and_layout();
         match &*storage {
             Storage::Cpu(s) => Ok((copy_contiguous(s, layout)?, layout.shape().clone())),
@@ -41,7 +65,10 @@ impl Carry {
     #[cfg(feature = "cuda")]
     fn cuda_value(&self) -> Result<(candle_core::CudaStorage, Shape)> {
         use candle_core::backend::{BackendDevice, BackendStorage};
-        let value = self.take()?;
+        let Value::Tensor(value) = self.take()? else {
+            candle_core::bail!("{}: the value is not on the CUDA device", self.name)
+        };
+        let value = value.contiguous()?;
         let (storage, layout) = value.storage_and_layout();
         match &*storage {
             Storage::Cuda(s) => {
@@ -182,11 +209,12 @@ fn copy_contiguous(s: &CpuStorage, layout: &Layout) -> Result<CpuStorage> {
 pub(crate) fn carry(
     name: &'static str,
     arg: &Tensor,
-    value: Tensor,
+    value: impl Into<Value>,
     backward: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor> + Send + Sync + 'static,
 ) -> Result<Tensor> {
+    let value = value.into();
     if !arg.track_op() {
-        return Ok(value);
+        return value.into_tensor();
     }
     let backward: Backward = Box::new(move |args, res, grad| Ok(vec![Some(backward(args[0], res, grad)?)]));
     arg.apply_op1(Carry { name, value: Mutex::new(Some(value)), backward })
@@ -196,11 +224,12 @@ pub(crate) fn carry(
 pub(crate) fn carry3(
     name: &'static str,
     args: [&Tensor; 3],
-    value: Tensor,
+    value: impl Into<Value>,
     backward: impl Fn(&[&Tensor], &Tensor, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
 ) -> Result<Tensor> {
+    let value = value.into();
     if !args.iter().any(|a| a.track_op()) {
-        return Ok(value);
+        return value.into_tensor();
     }
     let op = Carry { name, value: Mutex::new(Some(value)), backward: Box::new(backward) };
     args[0].apply_op3(args[1], args[2], op)

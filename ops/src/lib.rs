@@ -7,7 +7,7 @@
 //! | `atan2` | `atan2.rs` | custom op calling IEEE `atan2` | closed form in candle ops, 0 at the origin |
 //! | `amplitude` | `amplitude.rs` | custom op calling `hypot` | closed form in candle ops, 0 at the origin |
 //! | `polar` | `polar.rs` | candle `cos` / `sin` / `mul` | candle autograd |
-//! | `linear_t` (frozen weight) | `frozen.rs` | candle's matmul kernel | input gradient only |
+//! | `linear_t` (frozen weight) | `frozen.rs`, `products.rs` | f32 CPU: `gemm` into an unzeroed buffer, bias added in place; elsewhere candle's matmul | input gradient only |
 //! | `softmax_last_dim`, `layer_norm_frozen` | `fused.rs`, `softmax.rs` | vectorised exp (f32 CPU), candle-nn's fused kernels | closed form, graph holds input and output only |
 //! | `attention` (core of multi-head attention) | `fused.rs`, `attention.rs` | f32 CPU: one `gemm` per product per (batch, head) task, strided; elsewhere candle's batched matmul | recomputes the weights, closed form |
 //! | `relu` | `fused.rs` | f32 CPU: one parallel pass; elsewhere candle's | one pass from the output (`y > 0`) |
@@ -32,6 +32,7 @@ pub mod frozen;
 pub mod fused;
 pub mod graph;
 pub mod polar;
+mod products;
 mod softmax;
 pub mod tolerance;
 

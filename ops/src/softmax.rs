@@ -85,15 +85,26 @@ fn softmax_row_body(src: &[f32], dst: &mut [f32]) {
     }
 }
 
-/// The same code compiled for AVX2 (8-wide); no FMA contraction happens without `mul_add`, so both versions
-/// give identical bits.
+/// The same code compiled for AVX2 (8-wide) and AVX-512 (16-wide); no FMA contraction happens without `mul_add`,
+/// and the sums keep their 8 lanes, so every version gives identical bits.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn softmax_row_avx2(src: &[f32], dst: &mut [f32]) {
     softmax_row_body(src, dst)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn softmax_row_avx512(src: &[f32], dst: &mut [f32]) {
+    softmax_row_body(src, dst)
+}
+
 pub(crate) fn softmax_row(src: &[f32], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        return unsafe { softmax_row_avx512(src, dst) };
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked just above).
@@ -126,7 +137,18 @@ unsafe fn softmax_backward_row_avx2(p: &[f32], g: &mut [f32]) {
     softmax_backward_row_body(p, g)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn softmax_backward_row_avx512(p: &[f32], g: &mut [f32]) {
+    softmax_backward_row_body(p, g)
+}
+
 pub(crate) fn softmax_backward_row(p: &[f32], g: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        return unsafe { softmax_backward_row_avx512(p, g) };
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked just above).
@@ -158,4 +180,49 @@ impl CustomOp1 for SoftmaxLastDim {
 pub(crate) fn softmax_last_dim_f32_cpu(x: &candle_core::Tensor) -> Option<Result<candle_core::Tensor>> {
     (x.device().is_cpu() && x.dtype() == candle_core::DType::F32)
         .then(|| x.contiguous().and_then(|x| x.apply_op1_no_bwd(&SoftmaxLastDim)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows of several lengths (a remainder past the 8 lanes included) over the whole f32 exp range.
+    fn rows() -> Vec<Vec<f32>> {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        };
+        [1usize, 7, 8, 17, 64, 255, 256]
+            .into_iter()
+            .flat_map(|n| [4.0f32, 40.0, 120.0].map(|spread| (0..n).map(|_| (next() - 0.5) * spread).collect()))
+            .collect()
+    }
+
+    /// What the comments promise: the AVX2 and AVX-512 builds of both rows give the portable build's bits, so a result
+    /// does not depend on which of them the CPU picks. A version the CPU lacks is skipped.
+    #[test]
+    fn every_build_gives_the_same_bits() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for src in rows() {
+            let mut want = vec![0f32; src.len()];
+            softmax_row_body(&src, &mut want);
+            let mut grad: Vec<f32> = src.iter().map(|x| x.sin()).collect();
+            softmax_backward_row_body(&want, &mut grad);
+            let mut got = vec![0f32; src.len()];
+            softmax_row(&src, &mut got);
+            assert_eq!(bits(&got), bits(&want), "softmax row of {}", src.len());
+            let mut got_grad: Vec<f32> = src.iter().map(|x| x.sin()).collect();
+            softmax_backward_row(&want, &mut got_grad);
+            assert_eq!(bits(&got_grad), bits(&grad), "softmax backward row of {}", src.len());
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2.
+                unsafe { softmax_row_avx2(&src, &mut got) };
+                assert_eq!(bits(&got), bits(&want), "AVX2 softmax row of {}", src.len());
+            }
+        }
+    }
 }
