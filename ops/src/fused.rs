@@ -531,11 +531,12 @@ pub fn layer_norm_frozen(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result
         candle_core::bail!("layer_norm_frozen: weight and bias must be frozen");
     }
     let detached = x.detach().contiguous()?;
-    let y = match x.dtype() {
-        DType::F32 => candle_nn::ops::layer_norm(&detached, w, b, eps as f32)?,
-        _ => {
+    let y: Value = match layer_norm_f32_cpu(&detached, w, b, eps as f32)? {
+        Some(v) => v,
+        None if x.dtype() == DType::F32 => candle_nn::ops::layer_norm(&detached, w, b, eps as f32)?.into(),
+        None => {
             let (xhat, _) = normalise(&detached, eps)?;
-            xhat.broadcast_mul(w)?.broadcast_add(b)?
+            xhat.broadcast_mul(w)?.broadcast_add(b)?.into()
         }
     };
     let w = w.clone();
@@ -549,6 +550,43 @@ pub fn layer_norm_frozen(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result
         let mean_gx = (&g * &xhat)?.mean_keepdim(D::Minus1)?;
         g.broadcast_sub(&mean_g)?.sub(&xhat.broadcast_mul(&mean_gx)?)?.broadcast_div(&sigma)
     })
+}
+
+/// [`layer_norm_frozen`]'s value on the CPU in f32: candle-nn's `layer_norm` kernel, the same arithmetic in the same
+/// order (serial f32 sums of x and x^2 per row, `(x - mean) * inv_std * w + b`), so the same bits, written into a
+/// buffer that is not zeroed first and that the graph node takes over (`Value::F32Cpu`): candle-nn's zero-fills its
+/// output and the node then copied it, two passes over each (L, N, E) activation. `None` where it does not apply.
+fn layer_norm_f32_cpu(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Option<Value>> {
+    use rayon::prelude::*;
+    let Some(&e) = x.dims().last() else { return Ok(None) };
+    let f32_cpu = [x, w, b].iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous());
+    if !f32_cpu || e == 0 || w.dims() != [e] || b.dims() != [e] {
+        return Ok(None);
+    }
+    let n = x.elem_count();
+    let mut dst: Vec<f32> = Vec::with_capacity(n);
+    with_f32(x, |xs| {
+        with_f32(w, |ws| {
+            with_f32(b, |bs| {
+                dst.spare_capacity_mut()[..n].par_chunks_mut(e).zip(xs.par_chunks(e)).for_each(|(dst, src)| {
+                    let (mut sum, mut sum2) = (0f32, 0f32);
+                    for &v in src {
+                        sum += v;
+                        sum2 += v * v;
+                    }
+                    let mean = sum / e as f32;
+                    let var = sum2 / e as f32 - mean * mean;
+                    let inv_std = (var + eps).sqrt().recip();
+                    for ((d, &s), (&alpha, &beta)) in dst.iter_mut().zip(src).zip(ws.iter().zip(bs)) {
+                        d.write((s - mean) * inv_std * alpha + beta);
+                    }
+                })
+            })
+        })
+    })???;
+    // SAFETY: the loop above wrote every one of the n elements (rows of e cover n = rows * e).
+    unsafe { dst.set_len(n) };
+    Ok(Some(Value::F32Cpu(dst, x.shape().clone())))
 }
 
 /// [`layer_norm_frozen`]'s input gradient on the CPU in f32, row by row (rows on rayon): the composed form below

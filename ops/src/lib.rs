@@ -8,7 +8,7 @@
 //! | `amplitude` | `amplitude.rs` | custom op calling `hypot` | closed form in candle ops, 0 at the origin |
 //! | `polar` | `polar.rs` | candle `cos` / `sin` / `mul` | candle autograd |
 //! | `linear_t` (frozen weight) | `frozen.rs`, `products.rs` | f32 CPU: `gemm` into an unzeroed buffer, bias added in place; elsewhere candle's matmul | input gradient only |
-//! | `softmax_last_dim`, `layer_norm_frozen` | `fused.rs`, `softmax.rs` | vectorised exp (f32 CPU), candle-nn's fused kernels | closed form, graph holds input and output only |
+//! | `softmax_last_dim`, `layer_norm_frozen` | `fused.rs`, `softmax.rs` | vectorised exp (f32 CPU), candle-nn's fused kernels (LayerNorm on the f32 CPU: the same arithmetic into an unzeroed buffer, same bits) | closed form, graph holds input and output only |
 //! | `attention` (core of multi-head attention) | `fused.rs`, `attention.rs` | f32 CPU: one `gemm` per product per (batch, head) task, strided; elsewhere candle's batched matmul | recomputes the weights, closed form |
 //! | `relu` | `fused.rs` | f32 CPU: one parallel pass; elsewhere candle's | one pass from the output (`y > 0`) |
 //! | `channel::add`, `channel::mul` (a trained per-channel vector) | `channel.rs` | candle's broadcast op | the vector's gradient summed by products with ones |

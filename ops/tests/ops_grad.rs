@@ -176,6 +176,32 @@ fn fused_softmax_and_layer_norm() {
     assert!(err <= FINITE_DIFFERENCE_REL, "layer norm: {err:e}");
 }
 
+/// The frozen LayerNorm's f32 CPU value is candle-nn's `layer_norm` kernel bit for bit (inference and other devices
+/// use that kernel; the graph node takes over its own buffer instead), tracked or not, for widths below, at and
+/// above the 16 lanes of a vector and IPT's 576.
+#[test]
+fn layer_norm_f32_cpu_value_is_candle_nns() {
+    use adaptir_ops::fused::layer_norm_frozen;
+    let mut rng = rng(16);
+    for dims in [vec![2usize, 3, 7], vec![5, 16], vec![64, 2, 576], vec![1, 1]] {
+        let e = *dims.last().unwrap();
+        let f32 = |t: Tensor| t.to_dtype(DType::F32).unwrap();
+        let x = f32(random(&mut rng, &dims, 3.0));
+        let (w, b) = (f32(random(&mut rng, &[e], 1.0)), f32(random(&mut rng, &[e], 1.0)));
+        let want = candle_nn::ops::layer_norm(&x, &w, &b, 1e-5).unwrap();
+        let tracked = candle_core::Var::from_tensor(&x).unwrap();
+        for (input, name) in [(&x, "untracked"), (tracked.as_tensor(), "tracked")] {
+            let got = layer_norm_frozen(input, &w, &b, 1e-5).unwrap();
+            assert_eq!(got.dims(), want.dims());
+            assert_eq!(
+                max_abs_diff(&got.to_dtype(DType::F64).unwrap(), &want.to_dtype(DType::F64).unwrap()),
+                EXACT,
+                "{dims:?} {name}"
+            );
+        }
+    }
+}
+
 /// Softmax over the last dim of a rank-3 tensor, written out.
 fn candle_nn_softmax(x: &Tensor) -> Tensor {
     let e = x.broadcast_sub(&x.max_keepdim(2).unwrap()).unwrap().exp().unwrap();
