@@ -12,7 +12,11 @@
 //! the weights), so the values differ from it by rounding only; `ops/tests/ops_grad.rs` checks both against f64.
 use rayon::prelude::*;
 
+use crate::products::product;
 use crate::softmax::{softmax_backward_row, softmax_row};
+
+/// Each (batch, head) task runs its products on its own thread, overwriting their outputs.
+const OWN_THREAD: gemm::Parallelism = gemm::Parallelism::None;
 
 /// Sizes of one call: queries (lq, n, heads * d), keys and values (lk, n, heads * d).
 #[derive(Clone, Copy)]
@@ -45,43 +49,6 @@ struct Out(*mut f32);
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
-/// One product `dst (m, n) = lhs (m, k) @ rhs (k, n)`, each operand given as (pointer, row stride, column stride),
-/// on the calling thread; `dst` is overwritten.
-///
-/// # Safety
-/// Every addressed element of the three operands must be in bounds; `dst` must not overlap the others.
-#[allow(clippy::too_many_arguments)]
-unsafe fn product(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: (*mut f32, isize, isize),
-    lhs: (*const f32, isize, isize),
-    rhs: (*const f32, isize, isize),
-) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst.0,
-        dst.2,
-        dst.1,
-        false,
-        lhs.0,
-        lhs.2,
-        lhs.1,
-        rhs.0,
-        rhs.2,
-        rhs.1,
-        0.0,
-        1.0,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
-    );
-}
-
 /// Scratch of one task: the pair's scaled queries (lq, d) and two (lq, lk) planes.
 struct Scratch {
     qs: Vec<f32>,
@@ -112,6 +79,8 @@ impl Scratch {
                 (self.a.as_mut_ptr(), dm.lk as isize, 1),
                 (self.qs.as_ptr(), dm.d as isize, 1),
                 (k.as_ptr().add(o), 1, dm.rs()),
+                false,
+                OWN_THREAD,
             );
         }
         for (src, dst) in self.a.chunks(dm.lk).zip(self.b.chunks_mut(dm.lk)) {
@@ -140,6 +109,8 @@ pub(crate) fn forward(q: &[f32], k: &[f32], v: &[f32], dm: Dims, scale: f32) -> 
                     (out.0.add(o), dm.rs(), 1),
                     (s.b.as_ptr(), dm.lk as isize, 1),
                     (v.as_ptr().add(o), dm.rs(), 1),
+                    false,
+                    OWN_THREAD,
                 );
             }
         },
@@ -176,7 +147,16 @@ pub(crate) fn backward(
             // each task writes only its own pair's columns of dq, dk and dv.
             unsafe {
                 // dv = P^T dc
-                product(dm.lk, dm.d, dm.lq, (pv.0.add(o), rs, 1), (s.b.as_ptr(), 1, lk), (dc.as_ptr().add(o), rs, 1));
+                product(
+                    dm.lk,
+                    dm.d,
+                    dm.lq,
+                    (pv.0.add(o), rs, 1),
+                    (s.b.as_ptr(), 1, lk),
+                    (dc.as_ptr().add(o), rs, 1),
+                    false,
+                    OWN_THREAD,
+                );
                 // a = dP = dc v^T
                 product(
                     dm.lq,
@@ -185,6 +165,8 @@ pub(crate) fn backward(
                     (s.a.as_mut_ptr(), lk, 1),
                     (dc.as_ptr().add(o), rs, 1),
                     (v.as_ptr().add(o), 1, rs),
+                    false,
+                    OWN_THREAD,
                 );
             }
             // a = dS = P * (dP - rowsum(dP * P))
@@ -201,9 +183,20 @@ pub(crate) fn backward(
                     (pk.0.add(o), rs, 1),
                     (s.a.as_ptr(), 1, lk),
                     (s.qs.as_ptr(), dm.d as isize, 1),
+                    false,
+                    OWN_THREAD,
                 );
                 // dq = (dS k) scale
-                product(dm.lq, dm.d, dm.lk, (pq.0.add(o), rs, 1), (s.a.as_ptr(), lk, 1), (k.as_ptr().add(o), rs, 1));
+                product(
+                    dm.lq,
+                    dm.d,
+                    dm.lk,
+                    (pq.0.add(o), rs, 1),
+                    (s.a.as_ptr(), lk, 1),
+                    (k.as_ptr().add(o), rs, 1),
+                    false,
+                    OWN_THREAD,
+                );
             }
             for l in 0..dm.lq {
                 // SAFETY: row l of this task's own dq columns, in bounds.

@@ -36,6 +36,47 @@ fn parallelism() -> gemm::Parallelism {
     }
 }
 
+/// One product `dst (m, n) = lhs (m, k) @ rhs (k, n)`, or `dst += lhs @ rhs` with `accumulate`, each operand given as
+/// (pointer, row stride, column stride).
+///
+/// # Safety
+/// Every addressed element of the three operands must be in bounds; `dst` must not overlap the others, and with
+/// `accumulate` its elements must be initialised.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn product(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: (*mut f32, isize, isize),
+    lhs: (*const f32, isize, isize),
+    rhs: (*const f32, isize, isize),
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) {
+    let keep = if accumulate { 1.0 } else { 0.0 };
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst.0,
+        dst.2,
+        dst.1,
+        accumulate,
+        lhs.0,
+        lhs.2,
+        lhs.1,
+        rhs.0,
+        rhs.2,
+        rhs.1,
+        keep,
+        1.0,
+        false,
+        false,
+        false,
+        parallelism,
+    );
+}
+
 /// `x @ w^T + b` over the last dim of `x` (any rank), `w` (out, in); `None` unless all are contiguous, untracked f32
 /// CPU tensors with matching sizes.
 pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Option<Tensor>> {
@@ -58,26 +99,16 @@ fn linear_elements(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Option<
     let done = with_f32(x, |xs| {
         with_f32(w, |ws| {
             // SAFETY: xs is (m, k) row-major and ws is (n, k) row-major, read as w^T (k, n) through its strides; dst
-            // has room for (m, n) and does not overlap them. With `read_dst` off every element of dst is written.
+            // has room for (m, n) and does not overlap them. Without accumulating every element of dst is written.
             unsafe {
-                gemm::gemm(
+                let (ni, ki) = (n as isize, k as isize);
+                product(
                     m,
                     n,
                     k,
-                    dst_ptr as *mut f32,
-                    1,
-                    n as isize,
-                    false,
-                    xs.as_ptr(),
-                    1,
-                    k as isize,
-                    ws.as_ptr(),
-                    k as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
+                    (dst_ptr as *mut f32, ni, 1),
+                    (xs.as_ptr(), ki, 1),
+                    (ws.as_ptr(), 1, ki),
                     false,
                     parallelism(),
                 )
@@ -125,27 +156,17 @@ pub(crate) fn input_gradient_sum(terms: &[(&Tensor, &Tensor)]) -> Result<Option<
         let done = with_f32(g, |gs| {
             with_f32(w, |ws| {
                 // SAFETY: gs is (m, n) and ws (n, k), both row-major; dst has room for (m, k) and overlaps neither.
-                // The first term writes every element (`read_dst` off); each later one reads them and adds.
+                // The first term writes every element; each later one reads them and adds.
                 unsafe {
-                    gemm::gemm(
+                    let (ni, ki) = (n as isize, k as isize);
+                    product(
                         m,
                         k,
                         n,
-                        dst_ptr as *mut f32,
-                        1,
-                        k as isize,
+                        (dst_ptr as *mut f32, ki, 1),
+                        (gs.as_ptr(), ni, 1),
+                        (ws.as_ptr(), ki, 1),
                         i > 0,
-                        gs.as_ptr(),
-                        1,
-                        n as isize,
-                        ws.as_ptr(),
-                        1,
-                        k as isize,
-                        if i > 0 { 1.0 } else { 0.0 },
-                        1.0,
-                        false,
-                        false,
-                        false,
                         parallelism(),
                     )
                 }
