@@ -6,7 +6,8 @@
 //! away, and each bias add would be one more node keeping its input alive until the backward. Training an adapter
 //! needs only the gradient with respect to the activations: here a frozen product with its bias is one graph node
 //! (`fused::carry`) holding its input and output, whose backward is the input gradient alone. The value is computed
-//! exactly as inference computes it (candle's matmul; `conv::conv2d_untracked`), on every device.
+//! exactly as inference computes it (candle's matmul, or on the CPU in f32 `products.rs`'s bit-identical call into
+//! an unzeroed buffer; `conv::conv2d_untracked`), on every device.
 use candle_core::{DType, Result, Tensor};
 
 /// `x @ w^T` over the last dim of `x` (any rank), with `w` (out, in): [`linear`] without bias.
