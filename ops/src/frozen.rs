@@ -49,8 +49,8 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 
 /// [`linear`] of an untracked `x` as a carried node's value: `products.rs`'s own buffer where it applies.
 fn linear_value(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<crate::fused::Value> {
-    match crate::products::linear_value(x, w, b)? {
-        Some(v) => Ok(v),
+    match crate::products::linear_elements(x, w, b)? {
+        Some((v, dims)) => Ok(crate::fused::Value::F32Cpu(v, dims.into())),
         None => Ok(linear(x, w, b)?.into()),
     }
 }

@@ -83,12 +83,8 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Optio
     linear_elements(x, w, b)?.map(|(v, dims)| Tensor::from_vec(v, dims, x.device())).transpose()
 }
 
-/// [`linear`]'s elements and shape, for a graph node to take over without a copy ([`crate::fused::Value`]).
-pub(crate) fn linear_value(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Option<crate::fused::Value>> {
-    Ok(linear_elements(x, w, b)?.map(|(v, dims)| crate::fused::Value::F32Cpu(v, dims.into())))
-}
-
-fn linear_elements(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Option<(Vec<f32>, Vec<usize>)>> {
+/// [`linear`]'s elements and shape, for a graph node to take over without a copy (`fused::Value::F32Cpu`).
+pub(crate) fn linear_elements(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Option<(Vec<f32>, Vec<usize>)>> {
     let (Ok((n, k)), Some(&last)) = (w.dims2(), x.dims().last()) else { return Ok(None) };
     if !f32_cpu(&[x, w]) || !b.is_none_or(|b| f32_cpu(&[b]) && b.dims() == [n]) || last != k || n == 0 {
         return Ok(None);
