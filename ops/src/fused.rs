@@ -10,6 +10,8 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, D};
 
+use crate::products::with_f32;
+
 /// `(args, value, grad) -> gradient of each arg` (`None` where an arg needs none).
 type Backward = Box<dyn Fn(&[&Tensor], &Tensor, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
 
@@ -355,15 +357,6 @@ pub(crate) fn attention_f32_cpu_dims(
     }
     let d = e / heads;
     Ok(Some((crate::attention::Dims { lq, lk, n, heads, d }, (1.0 / (d as f64).sqrt()) as f32)))
-}
-
-/// `f` on the elements of a contiguous f32 CPU tensor.
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    match (&*storage, layout.contiguous_offsets()) {
-        (Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) => Ok(f(&v[start..end])),
-        _ => candle_core::bail!("attention: a contiguous f32 CPU tensor expected"),
-    }
 }
 
 /// ReLU, `max(x, 0)`, whose input gradient is `grad` where the output is positive and 0 elsewhere (torch's rule),

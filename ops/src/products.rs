@@ -12,12 +12,12 @@
 use candle_core::{CpuStorage, DType, Result, Storage, Tensor};
 use rayon::prelude::*;
 
-/// `f` on the elements of an f32 CPU tensor if it is contiguous; `None` otherwise (the caller falls back to candle).
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+/// `f` on the elements of a contiguous f32 CPU tensor (the kernels of this crate read their operands so).
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     let (storage, layout) = t.storage_and_layout();
     match (&*storage, layout.contiguous_offsets()) {
-        (Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) => Some(f(&v[start..end])),
-        _ => None,
+        (Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) => Ok(f(&v[start..end])),
+        _ => candle_core::bail!("a contiguous f32 CPU tensor expected, got {:?} {:?}", t.dtype(), t.layout()),
     }
 }
 
@@ -92,7 +92,7 @@ pub(crate) fn linear_elements(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Res
     let m = x.elem_count() / k;
     let mut dst: Vec<f32> = Vec::with_capacity(m * n);
     let dst_ptr = dst.as_mut_ptr() as usize;
-    let done = with_f32(x, |xs| {
+    with_f32(x, |xs| {
         with_f32(w, |ws| {
             // SAFETY: xs is (m, k) row-major and ws is (n, k) row-major, read as w^T (k, n) through its strides; dst
             // has room for (m, n) and does not overlap them. Without accumulating every element of dst is written.
@@ -110,19 +110,11 @@ pub(crate) fn linear_elements(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Res
                 )
             }
         })
-    })
-    .flatten();
-    if done.is_none() {
-        return Ok(None);
-    }
+    })??;
     // SAFETY: the product wrote all m * n elements.
     unsafe { dst.set_len(m * n) };
     if let Some(b) = b {
-        if with_f32(b, |bs| dst.par_chunks_mut(n).for_each(|row| row.iter_mut().zip(bs).for_each(|(y, b)| *y += b)))
-            .is_none()
-        {
-            return Ok(None);
-        }
+        with_f32(b, |bs| dst.par_chunks_mut(n).for_each(|row| row.iter_mut().zip(bs).for_each(|(y, b)| *y += b)))?;
     }
     let mut dims = x.dims().to_vec();
     if let Some(last) = dims.last_mut() {
@@ -149,7 +141,7 @@ pub(crate) fn input_gradient_sum(terms: &[(&Tensor, &Tensor)]) -> Result<Option<
     let dst_ptr = dst.as_mut_ptr() as usize;
     for (i, &(g, w)) in terms.iter().enumerate() {
         let n = w.dim(0)?;
-        let done = with_f32(g, |gs| {
+        with_f32(g, |gs| {
             with_f32(w, |ws| {
                 // SAFETY: gs is (m, n) and ws (n, k), both row-major; dst has room for (m, k) and overlaps neither.
                 // The first term writes every element; each later one reads them and adds.
@@ -167,12 +159,7 @@ pub(crate) fn input_gradient_sum(terms: &[(&Tensor, &Tensor)]) -> Result<Option<
                     )
                 }
             })
-        })
-        .flatten();
-        if done.is_none() {
-            // Checked above; unreachable short of a concurrent change of layout. Nothing was handed out yet.
-            return Ok(None);
-        }
+        })??;
     }
     // SAFETY: the first product wrote all m * k elements.
     unsafe { dst.set_len(m * k) };
